@@ -1,0 +1,51 @@
+"""`dpa show MODEL`: what a model file holds (type, elements, cutoffs, size, precision, format)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from dpa_cli._context import Options, pass_options
+
+__all__ = ["show", "file_format"]
+
+_FORMATS = {
+    ".dp": "dp (HDF5, backend-neutral)",
+    ".pth": "pth (PyTorch)",
+    ".pt": "pth (PyTorch)",
+    ".jax": "jax (JAX)",
+    ".savedmodel": "savedmodel (TensorFlow)",
+}
+
+
+def file_format(path: str) -> str:
+    """A human-readable name of the model file format, from its suffix."""
+    suffix = os.path.splitext(path.rstrip("/"))[1].lower()
+    return _FORMATS.get(suffix, f"unknown ({suffix or 'no suffix'})")
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@pass_options
+def show(opts: Options, model: str) -> None:
+    """Show what MODEL is: descriptor type, type_map, cutoffs, sel, size, precision, format."""
+    import dpa
+
+    pot = dpa.load_model(model, backend=opts.backend)
+    m = pot.model
+    rows = [
+        ("model file", model),
+        ("file format", file_format(model)),
+        ("backend", pot.backend),
+        ("model type", "energy"),
+        ("descriptor", str(m.descriptor_type)),
+        ("type_map", " ".join(m.type_map)),
+        ("rcut", f"{m.rcut:g}"),
+        ("rcut_smth", f"{m.rcut_smth:g}"),
+        ("sel", " ".join(str(s) for s in m.sel)),
+        ("parameters", f"{m.num_params:,}"),
+        ("precision", str(m.precision)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}} : {value}")

@@ -1,0 +1,79 @@
+"""The backend interface and registry: a backend turns a model tree + a neighbor graph into
+energies (and, where it has autograd, forces and virials). Frameworks are imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError
+
+BACKENDS = {"numpy": "numpy", "torch": "torch", "jax": "jax"}
+_INSTALL_HINT = {"torch": "pip install 'dpa[torch]'", "jax": "pip install 'dpa[jax]'"}
+
+
+class Backend(ABC):
+    """One array framework behind one small interface."""
+
+    name: str
+    can_compute_forces: bool
+
+    @abstractmethod
+    def prepare(self, tree: dict) -> Any:
+        """The model tree with variables converted to this backend's arrays (on its device)."""
+
+    @abstractmethod
+    def evaluate(
+        self,
+        prepared: Any,
+        coord: np.ndarray,
+        box: np.ndarray | None,
+        nlist: np.ndarray,
+        shift: np.ndarray,
+        atype: np.ndarray,
+        fparam: np.ndarray | None,
+        aparam: np.ndarray | None,
+        atomic: bool,
+    ) -> dict[str, np.ndarray]:
+        """energy (nf,), atom_energy (nf, nat) [, force, virial, atom_virial] as float64 NumPy."""
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+
+def default_backend_name() -> str | None:
+    """`DPA_BACKEND` from the environment, if set."""
+    return os.environ.get("DPA_BACKEND") or None
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called `name`; a clear error if unknown or its framework is not installed."""
+    key = str(name).lower()
+    if key not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    framework = {"numpy": "numpy", "torch": "torch", "jax": "jax"}[key]
+    try:
+        importlib.import_module(framework)
+    except ImportError as err:
+        raise BackendError(
+            f"backend {key!r} needs {framework}, which is not installed: {_INSTALL_HINT[key]}"
+        ) from err
+    module = importlib.import_module(f"dpa.backends.{key}_backend")
+    return module.make_backend()
+
+
+def available_backends() -> list[str]:
+    """Backends whose framework can be imported here."""
+    found = []
+    for key in BACKENDS:
+        try:
+            importlib.import_module(key)
+        except ImportError:
+            continue
+        found.append(key)
+    return found

@@ -1,0 +1,28 @@
+"""NumPy: the reference backend; energies and atom energies only (no autograd)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..dpmodel.descriptor.common import Edges
+from ..dpmodel.model import atomic_energy, edge_vectors
+from .base import Backend
+
+
+class NumpyBackend(Backend):
+    """Energy and atom energy from the reference model; forces need torch or jax."""
+
+    name = "numpy"
+    can_compute_forces = False
+
+    def prepare(self, tree: dict) -> dict:
+        return tree
+
+    def evaluate(self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic):
+        rij = edge_vectors(coord, box, nlist, shift)
+        e_atom = atomic_energy(prepared, Edges(rij, nlist, atype, atype), fparam, aparam)
+        return {"energy": np.sum(e_atom, axis=1), "atom_energy": np.asarray(e_atom)}
+
+
+def make_backend() -> NumpyBackend:
+    return NumpyBackend()

@@ -1,0 +1,5 @@
+"""Atomic systems for testing and training: deepmd/npy natively, every other format via dpdata."""
+
+from dpa.data.system import System, find_systems, load_system, load_systems
+
+__all__ = ["System", "find_systems", "load_system", "load_systems"]

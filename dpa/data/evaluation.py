@@ -1,0 +1,94 @@
+"""Evaluating a potential on a labelled System in frame chunks and comparing with the labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dpa.data.metrics import ErrorStat, error_stat
+from dpa.data.system import System
+from dpa.errors import DataError
+
+__all__ = ["SystemResult", "evaluate_system", "predict"]
+
+#: Frames per call to the potential: bounds memory on big systems.
+DEFAULT_CHUNK = 16
+
+
+@dataclass
+class SystemResult:
+    """Predictions of a potential on the tested frames of a system, and their errors."""
+
+    system: System
+    pred: dict[str, np.ndarray]
+    errors: dict[str, ErrorStat] = field(default_factory=dict)
+
+    @property
+    def nframes(self) -> int:
+        """Number of frames tested."""
+        return self.system.nframes
+
+
+def predict(
+    pot: Any,
+    system: System,
+    chunk_size: int = DEFAULT_CHUNK,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Energy (and force, virial when the backend computes them) of every frame of `system`."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    atype = system.remap_types(pot.type_map)
+    parts: dict[str, list[np.ndarray]] = {}
+    keys = ("energy", "force", "virial") if pot.can_compute_forces else ("energy",)
+    for start in range(0, system.nframes, chunk_size):
+        stop = min(start + chunk_size, system.nframes)
+        box = None if system.box is None else system.box[start:stop]
+        out = pot.evaluate(system.coord[start:stop], atype, box, atomic=False)
+        for key in keys:
+            if key in out:
+                parts.setdefault(key, []).append(np.asarray(out[key], dtype=np.float64))
+        if progress is not None:
+            progress(stop - start)
+    pred = {key: np.concatenate(chunks, axis=0) for key, chunks in parts.items()}
+    pred["energy"] = pred["energy"].reshape(system.nframes)
+    for key in ("energy", "force", "virial"):
+        if key in pred and not np.all(np.isfinite(pred[key])):
+            frame = int(np.argwhere(~np.isfinite(pred[key]))[0][0])
+            raise DataError(
+                f"{system.name}: the model predicts a non-finite {key} at frame {frame}; "
+                "check the coordinates and box of that frame"
+            )
+    return pred
+
+
+def compare(system: System, pred: dict[str, np.ndarray]) -> dict[str, ErrorStat]:
+    """`dp test` errors of `pred` against the labels that `system` has (virial: periodic only)."""
+    nat = system.natoms
+    errors: dict[str, ErrorStat] = {}
+    if system.energy is not None:
+        errors["energy"] = error_stat(pred["energy"], system.energy)
+        errors["energy_per_atom"] = error_stat(pred["energy"], system.energy, scale=1.0 / nat)
+    if system.force is not None and "force" in pred:
+        errors["force"] = error_stat(pred["force"], system.force)
+    if system.virial is not None and system.periodic and "virial" in pred:
+        errors["virial"] = error_stat(pred["virial"], system.virial)
+        errors["virial_per_atom"] = error_stat(pred["virial"], system.virial, scale=1.0 / nat)
+    return errors
+
+
+def evaluate_system(
+    pot: Any,
+    system: System,
+    nframes: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    progress: Callable[[int], None] | None = None,
+) -> SystemResult:
+    """Evaluate the first `nframes` frames (all when None) of `system` and compare to its labels."""
+    if nframes is not None and nframes < system.nframes:
+        system = system.frames(slice(0, nframes))
+    pred = predict(pot, system, chunk_size=chunk_size, progress=progress)
+    return SystemResult(system=system, pred=pred, errors=compare(system, pred))

@@ -1,0 +1,133 @@
+"""Native reader of the deepmd/npy layout (type.raw, type_map.raw, set.*/ *.npy), no dpdata needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dpa.data.system import System
+from dpa.errors import DataError
+
+__all__ = ["read_deepmd_npy"]
+
+#: Per-frame arrays of a set folder: file stem -> values per frame (None: 3 per atom).
+_PER_FRAME = {"coord": None, "box": 9, "energy": 1, "force": None, "virial": 9}
+_LABELS = ("energy", "force", "virial")
+
+
+def read_deepmd_npy(path: str) -> System:
+    """Read one deepmd/npy system folder into a System, checking every file against type.raw."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{path}: not a folder; a deepmd/npy system is a folder with type.raw")
+    atype = _read_type_raw(root / "type.raw")
+    nat = atype.size
+    type_map_file = root / "type_map.raw"
+    if type_map_file.is_file():
+        type_map = type_map_file.read_text().split()
+        if atype.max() >= len(type_map):
+            raise DataError(
+                f"{type_map_file}: lists {len(type_map)} elements but type.raw uses type "
+                f"{int(atype.max())}; add the missing element names"
+            )
+        has_type_map = True
+    else:
+        type_map = [f"type_{i}" for i in range(int(atype.max()) + 1)]
+        has_type_map = False
+    nopbc = (root / "nopbc").is_file()
+    sets = sorted(d for d in root.glob("set.*") if d.is_dir())
+    if not sets:
+        raise DataError(f"{path}: no set.* folder; frames go in set.000/coord.npy etc.")
+
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in _PER_FRAME}
+    for set_dir in sets:
+        coord = _load_rows(set_dir, "coord", nat * 3, nat, must=True)
+        nf = coord.shape[0]
+        chunks["coord"].append(coord)
+        if not nopbc:
+            box = _load_rows(set_dir, "box", 9, nat, must=True, nf=nf)
+            chunks["box"].append(box)
+        for key in _LABELS:
+            width = 3 * nat if _PER_FRAME[key] is None else _PER_FRAME[key]
+            arr = _load_rows(set_dir, key, width, nat, must=False, nf=nf)
+            if arr is not None:
+                chunks[key].append(arr)
+    for key in _LABELS:
+        have = len(chunks[key])
+        if 0 < have < len(sets):
+            missing = [
+                s.name for s in sets if not (s / f"{key}.npy").is_file()
+            ]  # labels must cover every frame, or they would be misaligned
+            raise DataError(
+                f"{path}: {key}.npy is in some set folders but missing from {', '.join(missing)}; "
+                f"add it there or remove {key}.npy everywhere"
+            )
+
+    def cat(key: str) -> np.ndarray | None:
+        return np.concatenate(chunks[key], axis=0) if chunks[key] else None
+
+    return System(
+        path=path,
+        type_map=type_map,
+        atype=atype,
+        coord=cat("coord"),
+        box=None if nopbc else cat("box"),
+        energy=cat("energy"),
+        force=cat("force"),
+        virial=cat("virial"),
+        has_type_map=has_type_map,
+    )
+
+
+def _read_type_raw(file: Path) -> np.ndarray:
+    """The atom types of type.raw, checked to be non-negative integers."""
+    if not file.is_file():
+        raise DataError(
+            f"{file.parent}: missing type.raw; a deepmd/npy system needs type.raw "
+            "(one type index per atom)"
+        )
+    words = file.read_text().split()
+    if not words:
+        raise DataError(f"{file}: empty; it must list one type index per atom")
+    try:
+        atype = np.array([int(w) for w in words], dtype=np.int64)
+    except ValueError as err:
+        raise DataError(f"{file}: not a list of integer type indices ({err})") from None
+    if atype.min() < 0:
+        raise DataError(f"{file}: negative type index {int(atype.min())}")
+    return atype
+
+
+def _load_rows(
+    set_dir: Path, key: str, width: int, nat: int, *, must: bool, nf: int | None = None
+) -> np.ndarray | None:
+    """Load set_dir/key.npy as (nframes, width) float64, naming the file in every error."""
+    file = set_dir / f"{key}.npy"
+    if not file.is_file():
+        if must:
+            hint = " (or add a file named nopbc to the system folder)" if key == "box" else ""
+            raise DataError(f"{set_dir}: missing {key}.npy{hint}")
+        return None
+    try:
+        arr = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{file}: cannot read it as a .npy array ({err})") from None
+    if arr.dtype.kind not in "fiu":
+        raise DataError(f"{file}: holds {arr.dtype} values, expected floating point numbers")
+    arr = arr.astype(np.float64, copy=False)
+    if arr.ndim == 1 and width != 1 and arr.size == width:
+        arr = arr.reshape(1, width)  # a single frame stored flat
+    arr = arr.reshape(arr.shape[0], -1) if arr.ndim > 0 else arr.reshape(1, 1)
+    if arr.shape[1] != width:
+        per_atom = f" (3 per atom × {nat} atoms in type.raw)" if key in ("coord", "force") else ""
+        raise DataError(
+            f"{file}: rows have {arr.shape[1]} values but {width} are expected{per_atom}"
+        )
+    if nf is not None and arr.shape[0] != nf:
+        raise DataError(f"{file}: has {arr.shape[0]} frames but {set_dir.name}/coord.npy has {nf}")
+    if not np.all(np.isfinite(arr)):
+        row, col = (int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        where = f"frame {row}" + (f", atom {col // 3}" if width == 3 * nat else "")
+        raise DataError(f"{file}: non-finite value (NaN or inf) at {where}")
+    return arr.reshape(-1) if width == 1 else arr

@@ -1,0 +1,246 @@
+"""A labelled atomic system (frames of one composition) and the loaders that build it from files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from dpa.errors import DataError
+
+__all__ = ["System", "load_system", "load_systems", "NATIVE_FORMATS"]
+
+#: Format names read by the native deepmd/npy reader (dpdata's "deepmd" means deepmd/raw).
+NATIVE_FORMATS = ("deepmd/npy", "npy")
+
+
+@dataclass
+class System:
+    """Frames of one atomic composition, with optional energy/force/virial labels; all float64."""
+
+    path: str
+    type_map: list[str]
+    atype: np.ndarray
+    coord: np.ndarray
+    box: np.ndarray | None = None
+    energy: np.ndarray | None = None
+    force: np.ndarray | None = None
+    virial: np.ndarray | None = None
+    #: False when the source gave type indices only (no type_map.raw): indices then are used as is.
+    has_type_map: bool = field(default=True)
+
+    def __post_init__(self) -> None:
+        """Cast to the canonical dtypes and check every shape, so later code can trust them."""
+        self.type_map = [str(t) for t in self.type_map]
+        self.atype = np.asarray(self.atype, dtype=np.int64).reshape(-1)
+        nat = self.atype.shape[0]
+        if nat == 0:
+            raise DataError(f"{self.path}: the system has no atoms")
+        if self.atype.min() < 0 or self.atype.max() >= len(self.type_map):
+            bad = int(self.atype[(self.atype < 0) | (self.atype >= len(self.type_map))][0])
+            raise DataError(
+                f"{self.path}: atom type {bad} is outside the type map {self.type_map} "
+                f"(valid indices 0..{len(self.type_map) - 1})"
+            )
+        self.coord = self._frames("coord", self.coord, (nat, 3))
+        nf = self.coord.shape[0]
+        if nf == 0:
+            raise DataError(f"{self.path}: the system has no frames")
+        if self.box is not None:
+            self.box = self._frames("box", self.box, (3, 3), nf)
+            vol = np.linalg.det(self.box)
+            bad = np.flatnonzero(np.abs(vol) < 1e-8)
+            if bad.size:
+                raise DataError(
+                    f"{self.path}: the box of frame {int(bad[0])} is degenerate (volume "
+                    f"{vol[bad[0]]:.3g}); give cell vectors as rows, or mark the system "
+                    "non-periodic (a file named nopbc)"
+                )
+        if self.energy is not None:
+            self.energy = self._frames("energy", self.energy, (), nf)
+        if self.force is not None:
+            self.force = self._frames("force", self.force, (nat, 3), nf)
+        if self.virial is not None:
+            self.virial = self._frames("virial", self.virial, (3, 3), nf)
+
+    def _frames(
+        self, key: str, value: np.ndarray, tail: tuple[int, ...], nf: int | None = None
+    ) -> np.ndarray:
+        """Reshape one per-frame array to (nf, *tail) as float64 and check it is finite."""
+        arr = np.asarray(value, dtype=np.float64)
+        size = int(np.prod(tail, dtype=np.int64))
+        if arr.ndim == len(tail) + 1 and arr.shape[1:] == tail:
+            pass
+        elif arr.ndim == 2 and arr.shape[1] == size:
+            arr = arr.reshape((arr.shape[0], *tail))
+        elif arr.ndim == 1 and tail and arr.size == size:
+            arr = arr.reshape((1, *tail))
+        else:
+            raise DataError(
+                f"{self.path}: {key} has shape {arr.shape}, expected (nframes, {size})"
+                + (f" for {self.natoms} atoms" if key in ("coord", "force") else "")
+            )
+        if nf is not None and arr.shape[0] != nf:
+            raise DataError(f"{self.path}: {key} has {arr.shape[0]} frames but coord has {nf}")
+        _check_finite(arr, key, self.path)
+        return arr
+
+    @property
+    def name(self) -> str:
+        """The system's name in reports and detail files: the path it was loaded from."""
+        return self.path
+
+    @property
+    def nframes(self) -> int:
+        """Number of frames."""
+        return int(self.coord.shape[0])
+
+    @property
+    def natoms(self) -> int:
+        """Number of atoms per frame."""
+        return int(self.atype.shape[0])
+
+    @property
+    def periodic(self) -> bool:
+        """Whether the system has a box (periodic boundary conditions)."""
+        return self.box is not None
+
+    @property
+    def elements(self) -> list[str]:
+        """The element (type name) of each atom."""
+        return [self.type_map[t] for t in self.atype]
+
+    def frames(self, index: slice | Sequence[int] | np.ndarray) -> System:
+        """A new System holding only the selected frames (a view where numpy allows it)."""
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
+        sub = replace(
+            self,
+            coord=pick(self.coord),
+            box=pick(self.box),
+            energy=pick(self.energy),
+            force=pick(self.force),
+            virial=pick(self.virial),
+        )
+        return sub
+
+    def remap_types(self, model_type_map: Sequence[str]) -> np.ndarray:
+        """Atom types as indices into `model_type_map`, so the model sees its own type order."""
+        model_type_map = list(model_type_map)
+        if not self.has_type_map:
+            if self.atype.max() >= len(model_type_map):
+                raise DataError(
+                    f"{self.path}: atom type {int(self.atype.max())} has no element (no "
+                    f"type_map.raw) and is outside the model's type_map {model_type_map}; "
+                    "add a type_map.raw naming the element of each type"
+                )
+            return self.atype.copy()
+        index = {name: i for i, name in enumerate(model_type_map)}
+        lookup = np.empty(len(self.type_map), dtype=np.int64)
+        for t, name in enumerate(self.type_map):
+            if name in index:
+                lookup[t] = index[name]
+            elif np.any(self.atype == t):
+                raise DataError(
+                    f"{self.path}: element {name!r} is not in the model's type_map "
+                    f"{model_type_map}; use a model trained with {name!r} or drop those atoms"
+                )
+            else:
+                lookup[t] = -1  # listed in type_map.raw but absent from this system: harmless
+        return lookup[self.atype]
+
+    def __repr__(self) -> str:
+        """A short summary instead of dumping arrays."""
+        labels = [k for k in ("energy", "force", "virial") if getattr(self, k) is not None]
+        return (
+            f"System({self.path!r}, nframes={self.nframes}, natoms={self.natoms}, "
+            f"type_map={self.type_map}, periodic={self.periodic}, labels={labels})"
+        )
+
+
+def _check_finite(arr: np.ndarray, key: str, where: str) -> None:
+    """Raise a DataError naming the frame (and atom) of the first NaN/inf value in `arr`."""
+    if np.all(np.isfinite(arr)):
+        return
+    bad = np.argwhere(~np.isfinite(arr))[0]
+    loc = f"frame {int(bad[0])}"
+    if arr.ndim == 3 and arr.shape[2] == 3 and key in ("coord", "force"):
+        loc += f", atom {int(bad[1])}"
+    raise DataError(f"{where}: {key} has a non-finite value (NaN or inf) at {loc}")
+
+
+def load_system(path: str | os.PathLike, fmt: str | None = None) -> System:
+    """Read one system: deepmd/npy natively, any other dpdata format through dpdata."""
+    path_s = os.fspath(path)
+    p = Path(path_s)
+    if not p.exists():
+        raise DataError(f"{path_s}: no such file or folder")
+    fmt = _guess_format(p, fmt)
+    if fmt in NATIVE_FORMATS:
+        from dpa.data.npy import read_deepmd_npy
+
+        return read_deepmd_npy(path_s)
+    from dpa.data.dpdata_io import read_with_dpdata
+
+    return read_with_dpdata(path_s, fmt)
+
+
+def _guess_format(p: Path, fmt: str | None) -> str:
+    """The format to read `p` with: `fmt` as given, else deepmd/npy for folders, else a guess."""
+    if fmt:
+        return fmt.lower()
+    if p.is_dir():
+        return "deepmd/npy"
+    name = p.name.lower()
+    if "outcar" in name:
+        return "vasp/outcar"
+    if name.endswith((".xyz", ".extxyz")):
+        return "extxyz"
+    raise DataError(
+        f"{p}: cannot tell the format of this file; pass it with --fmt "
+        "(a dpdata format such as vasp/outcar, extxyz, qe/pw/scf, abacus/scf)"
+    )
+
+
+def find_systems(root: str | os.PathLike) -> list[str]:
+    """All deepmd/npy system folders (folders holding type.raw) at or under `root`, sorted."""
+    root_s = os.fspath(root)
+    if os.path.isfile(os.path.join(root_s, "type.raw")):
+        return [root_s]
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root_s):
+        dirnames.sort()
+        if "type.raw" in filenames:
+            found.append(dirpath)
+            dirnames[:] = []  # a system's set.* folders hold no further systems
+    return sorted(found)
+
+
+def load_systems(
+    paths: str | os.PathLike | Iterable[str | os.PathLike], fmt: str | None = None
+) -> list[System]:
+    """Read several systems; a folder that holds several deepmd/npy systems is expanded into them."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    systems: list[System] = []
+    for path in paths:
+        p = Path(path)
+        native = (fmt is None or fmt.lower() in NATIVE_FORMATS) and p.is_dir()
+        if native and not (p / "type.raw").is_file():
+            subs = find_systems(p)
+            if not subs:
+                raise DataError(
+                    f"{os.fspath(path)}: not a deepmd/npy system (missing type.raw) and no "
+                    "sub-folder holds one; point to a system folder or pass --fmt"
+                )
+            systems.extend(load_system(s, fmt) for s in subs)
+        else:
+            systems.append(load_system(path, fmt))
+    if not systems:
+        raise DataError("no system given")
+    return systems

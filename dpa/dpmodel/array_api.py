@@ -1,0 +1,106 @@
+"""The few array helpers where array libraries differ or where autograd needs care.
+
+Everything here is written against the Python array API (`array_api_compat.array_namespace`), so the
+same code runs on NumPy, PyTorch, JAX and array-api-strict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace, device
+
+Array = Any
+
+
+def xp_of(*arrays: Array) -> Any:
+    """The array namespace of the given arrays (None entries are ignored)."""
+    return array_namespace(*[a for a in arrays if a is not None])
+
+
+def gather_neighbors(features: Array, index: Array) -> Array:
+    """Rows of per-atom `features` (nf, nat, ...) picked by `index` (nf, nat, nnei) of valid atoms.
+
+    Returns (nf, nat, nnei, ...). `index` must not hold -1: redirect empty slots first.
+    """
+    xp = array_namespace(features, index)
+    nf, nat = features.shape[0], features.shape[1]
+    nnei = index.shape[2]
+    tail = tuple(features.shape[2:])
+    flat = xp.reshape(index, (nf, nat * nnei))
+    if tail:
+        width = 1
+        for d in tail:
+            width *= d
+        feats = xp.reshape(features, (nf, nat, width))
+        idx = xp.broadcast_to(flat[:, :, None], (nf, nat * nnei, width))
+        out = xp.take_along_axis(feats, idx, axis=1)
+        return xp.reshape(out, (nf, nat, nnei, *tail))
+    out = xp.take_along_axis(features, flat, axis=1)
+    return xp.reshape(out, (nf, nat, nnei))
+
+
+def safe_norm(x: Array, floor: float = 0.0) -> Array:
+    """Euclidean norm over the last axis whose gradient is finite at zero (clamped at `floor`)."""
+    xp = array_namespace(x)
+    sq = xp.sum(x * x, axis=-1, keepdims=True)
+    tiny = floor * floor if floor > 0 else 1e-300 if x.dtype == xp.float64 else 1e-37
+    return xp.sqrt(xp.maximum(sq, xp.asarray(tiny, dtype=x.dtype)))
+
+
+def softmax(x: Array, axis: int = -1) -> Array:
+    """Max-subtracted softmax along `axis`."""
+    xp = array_namespace(x)
+    shifted = x - xp.max(x, axis=axis, keepdims=True)
+    e = xp.exp(shifted)
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def to_dtype(x: Array, dtype: Any) -> Array:
+    """Cast `x` to `dtype` unless it already is (no copy then)."""
+    xp = array_namespace(x)
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+def dtype_of(xp: Any, precision: str) -> Any:
+    """The float dtype of a serialized precision name ('float64', 'float32', 'default', ...)."""
+    name = {"default": "float64", "double": "float64", "single": "float32"}.get(
+        precision, precision
+    )
+    if name not in ("float64", "float32", "float16", "bfloat16"):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"unknown precision {precision!r}; use 'float64' or 'float32'")
+    if name == "bfloat16":
+        return xp.bfloat16
+    return getattr(xp, name)
+
+
+def like(ref: Array, value: Any, dtype: Any = None) -> Array:
+    """`value` (host data) as an array of `ref`'s namespace and device (dtype: given or inferred)."""
+    xp = array_namespace(ref)
+    return xp.asarray(value, dtype=dtype, device=device(ref))
+
+
+def scatter_add(values: Array, index: Array, size: int) -> Array:
+    """Sum rows of `values` (nf, m, ...) into `size` slots along axis 1 by `index` (m,).
+
+    The array API has no scatter; each library's own primitive is used (NumPy, PyTorch, JAX).
+    """
+    xp = array_namespace(values)
+    name = xp.__name__
+    shape = (values.shape[0], size, *values.shape[2:])
+    if "torch" in name:
+        import torch
+
+        out = torch.zeros(shape, dtype=values.dtype, device=values.device)
+        return out.index_add(1, index, values)
+    if "jax" in name:
+        import jax.numpy as jnp
+
+        return jnp.zeros(shape, dtype=values.dtype).at[:, index].add(values)
+    import numpy as np
+
+    out = np.zeros(shape, dtype=values.dtype)
+    np.add.at(out, (slice(None), np.asarray(index)), np.asarray(values))
+    return xp.asarray(out)

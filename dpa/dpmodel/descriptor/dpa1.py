@@ -1,0 +1,261 @@
+"""DPA-1 / `se_atten` / `se_atten_v2` (spec §5): type-aware pair embedding + gated self-attention."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import ConfigError
+from ..array_api import safe_norm, softmax, to_dtype, xp_of
+from ..env_mat import environment_matrix, normalize
+from ..network import (
+    dense,
+    embedding_net,
+    layer_norm,
+    make_embedding_net,
+    make_layer,
+    make_layer_norm,
+    network_collection,
+)
+from ..type_embed import make_type_embedding, type_embedding_table
+from .common import (
+    Edges,
+    contract_env,
+    descriptor_dtype,
+    pair_keep_mask,
+    symmetry_descriptor,
+)
+
+ATTN_LOGIT_SHIFT = 20.0  # smooth attention: empty slots sit at logit -20 (spec §5.3)
+MASKED_LOGIT = -1e30  # finite "minus infinity" keeps gradients free of NaN
+
+
+def dim_out(desc: dict) -> int:
+    """Width: neuron[-1]·axis_neuron (+ tebd_dim when concat_output_tebd)."""
+    width = desc["neuron"][-1] * desc["axis_neuron"]
+    return width + (desc["tebd_dim"] if desc.get("concat_output_tebd", True) else 0)
+
+
+def _pair_embedding(desc, edges, rho, tebd_table, nbr_type, sw):
+    """G_ij (nf, nat, nnei, M1) from the radial input and the type embeddings (concat or strip)."""
+    xp = xp_of(rho)
+    one_side = desc.get("type_one_side", False)
+    nf, nat, nnei = nbr_type.shape
+    t_nbr = xp.reshape(
+        xp.take(tebd_table, xp.reshape(nbr_type, (-1,)), axis=0), (nf, nat, nnei, -1)
+    )
+    if desc.get("tebd_input_mode", "concat") == "concat":
+        parts = [rho, t_nbr]
+        if not one_side:
+            t_center = xp.take(tebd_table, edges.atype, axis=0)[None, :, None, :]
+            parts.append(xp.broadcast_to(t_center, t_nbr.shape))
+        return embedding_net(desc["embeddings"]["networks"][0], xp.concat(parts, axis=-1))
+    g_radial = embedding_net(desc["embeddings"]["networks"][0], rho)
+    strip_net = desc["embeddings_strip"]["networks"][0]
+    n_rows = tebd_table.shape[0]
+    if one_side:
+        pair_table = embedding_net(strip_net, tebd_table)
+        idx = nbr_type
+    else:
+        # row c·(N_t+1) + τ holds EN_t([T_τ, T_c])
+        t_nbr_all = xp.tile(tebd_table, (n_rows, 1))
+        t_center_all = xp.repeat(tebd_table, n_rows, axis=0)
+        pair_table = embedding_net(strip_net, xp.concat([t_nbr_all, t_center_all], axis=-1))
+        idx = edges.atype[None, :, None] * n_rows + nbr_type
+    g_type = xp.reshape(xp.take(pair_table, xp.reshape(idx, (-1,)), axis=0), (nf, nat, nnei, -1))
+    if desc.get("smooth_type_embedding", False):
+        g_type = g_type * sw[..., None]
+    return g_radial * g_type + g_radial
+
+
+def _attention_layer(layer: dict, x, mask, sw, rhat):
+    """One gated self-attention layer over the neighbor rows, post-norm: LN(X + O)."""
+    xp = xp_of(x)
+    attn = layer["attention_layer"]
+    d = attn["hidden_dim"]
+    qkv = dense(attn["in_proj"], x)
+    q, k, v = qkv[..., :d], qkv[..., d : 2 * d], qkv[..., 2 * d :]
+    if attn.get("normalize", True):
+        q = q / safe_norm(q)
+        k = k / safe_norm(k)
+        v = v / safe_norm(v)
+    temperature = attn.get("temperature")
+    scale = temperature if temperature is not None else (d * attn["scaling_factor"]) ** -0.5
+    logits = (q * scale) @ xp.matrix_transpose(k)
+    if attn.get("smooth", True):
+        pair_sw = sw[..., :, None] * sw[..., None, :]
+        logits = (logits + ATTN_LOGIT_SHIFT) * pair_sw - ATTN_LOGIT_SHIFT
+    else:
+        logits = xp.where(mask[..., None, :], logits, xp.full_like(logits, MASKED_LOGIT))
+    weights = softmax(logits, axis=-1)
+    weights = xp.where(mask[..., :, None], weights, xp.zeros_like(weights))
+    if attn.get("smooth", True):
+        weights = weights * pair_sw
+    if attn.get("dotr", True):
+        weights = weights * (rhat @ xp.matrix_transpose(rhat))
+    out = dense(attn["out_proj"], weights @ v)
+    return layer_norm(layer["attn_layer_norm"], x + out)
+
+
+def forward(desc: dict, edges: Edges) -> object:
+    """Descriptor (nf, nat, dim_out) in the descriptor's precision from a distance-sorted graph."""
+    xp = xp_of(edges.rij)
+    dtype = descriptor_dtype(xp, desc)
+    rij = to_dtype(edges.rij, dtype)
+    var = desc["@variables"]
+    env_cfg = desc["env_mat"]
+    mask = edges.mask
+    env, sw = environment_matrix(
+        rij, mask, desc["rcut"], desc["rcut_smth"], env_cfg.get("protection", 0.0)
+    )
+    env = normalize(env, var["davg"], var["dstd"], edges.atype)
+    ntypes = desc["ntypes"]
+    if desc.get("exclude_types"):
+        keep = pair_keep_mask(edges, desc["exclude_types"], ntypes)
+        env = xp.where(keep[..., None], env, xp.zeros_like(env))
+        mask = xp.logical_and(mask, keep)
+        sw = xp.where(mask, sw, xp.zeros_like(sw))
+    nbr_type = edges.neighbor_types()
+    tebd_table = type_embedding_table(desc["type_embedding"], xp)
+    g = _pair_embedding(desc, edges, env[..., :1], tebd_table, nbr_type, sw)
+    layers = desc["attention_layers"]["attention_layers"]
+    if layers:
+        rhat = env[..., 1:4] / safe_norm(env[..., 1:4], floor=1e-12)
+        for layer in layers:
+            g = _attention_layer(layer, g, mask, sw, rhat)
+    nnei = env.shape[2]
+    out = symmetry_descriptor(contract_env(g, env, nnei), desc["axis_neuron"])
+    if desc.get("concat_output_tebd", True):
+        nf, nat = out.shape[0], out.shape[1]
+        t_center = xp.take(tebd_table, edges.atype, axis=0)[None, ...]
+        out = xp.concat([out, xp.broadcast_to(t_center, (nf, nat, t_center.shape[-1]))], axis=-1)
+    return out
+
+
+def _attention_block(rng, config: dict, nnei: int, embed_dim: int, precision: str) -> dict:
+    """The serialized `NeighborGatedAttention` stack with `attn_layer` layers."""
+    hidden = config["attn"]
+    common = {
+        "nnei": nnei,
+        "embed_dim": embed_dim,
+        "hidden_dim": hidden,
+        "dotr": config["attn_dotr"],
+        "do_mask": config["attn_mask"],
+        "scaling_factor": config["scaling_factor"],
+        "normalize": config["normalize"],
+        "temperature": config["temperature"],
+    }
+    norm_common = {"trainable_ln": config["trainable_ln"], "ln_eps": config["ln_eps"]}
+    layers = []
+    for _ in range(config["attn_layer"]):
+        proj = {"activation_function": "none", "resnet": False, "precision": precision}
+        layers.append(
+            {
+                **common,
+                **norm_common,
+                "precision": precision,
+                "attention_layer": {
+                    **common,
+                    "num_heads": 1,
+                    "bias": True,
+                    "smooth": config["smooth_type_embedding"],
+                    "precision": precision,
+                    "in_proj": make_layer(rng, embed_dim, 3 * hidden, **proj),
+                    "out_proj": make_layer(rng, hidden, embed_dim, **proj),
+                },
+                "attn_layer_norm": make_layer_norm(embed_dim, config["ln_eps"], precision),
+            }
+        )
+    return {
+        "@class": "NeighborGatedAttention",
+        "@version": 1,
+        "layer_num": config["attn_layer"],
+        **common,
+        **norm_common,
+        "precision": precision,
+        "attention_layers": layers,
+    }
+
+
+def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
+    """A serialized dpa1 / se_atten / se_atten_v2 descriptor with fresh weights."""
+    if config.get("lmax", 1) != 1:
+        raise ConfigError("descriptor.lmax > 1 (angular moments) is not supported yet; remove it")
+    if config["attn_mask"]:
+        raise ConfigError("descriptor.attn_mask = true is not supported (as in DeePMD-kit)")
+    ntypes = len(type_map)
+    precision = config["precision"]
+    tebd_dim = config["tebd_dim"]
+    one_side = config["type_one_side"]
+    strip = config["tebd_input_mode"] == "strip"
+    nnei = int(sum(config["sel"]))
+    neuron = config["neuron"]
+    net_kw = {
+        "activation_function": config["activation_function"],
+        "resnet_dt": config["resnet_dt"],
+        "precision": precision,
+    }
+    type_in = tebd_dim if one_side else 2 * tebd_dim
+    radial_in = 1 if strip else 1 + type_in
+    desc = {
+        "@class": "Descriptor",
+        "type": config["type"],
+        "@version": 2,
+        "rcut": config["rcut"],
+        "rcut_smth": config["rcut_smth"],
+        "sel": [nnei],
+        "ntypes": ntypes,
+        "neuron": list(neuron),
+        "axis_neuron": config["axis_neuron"],
+        "tebd_dim": tebd_dim,
+        "tebd_input_mode": config["tebd_input_mode"],
+        "set_davg_zero": config["set_davg_zero"],
+        "attn": config["attn"],
+        "attn_layer": config["attn_layer"],
+        "attn_dotr": config["attn_dotr"],
+        "attn_mask": config["attn_mask"],
+        "activation_function": config["activation_function"],
+        "resnet_dt": config["resnet_dt"],
+        "scaling_factor": config["scaling_factor"],
+        "normalize": config["normalize"],
+        "temperature": config["temperature"],
+        "trainable_ln": config["trainable_ln"],
+        "ln_eps": config["ln_eps"],
+        "smooth_type_embedding": config["smooth_type_embedding"],
+        "type_one_side": one_side,
+        "concat_output_tebd": config["concat_output_tebd"],
+        "use_econf_tebd": config["use_econf_tebd"],
+        "use_tebd_bias": config["use_tebd_bias"],
+        "type_map": list(type_map),
+        "precision": precision,
+        "embeddings": network_collection(
+            [make_embedding_net(rng, radial_in, neuron, **net_kw)], 0, ntypes, "embedding_network"
+        ),
+        "attention_layers": _attention_block(rng, config, nnei, neuron[-1], precision),
+        "env_mat": {
+            "rcut": config["rcut"],
+            "rcut_smth": config["rcut_smth"],
+            "protection": config["env_protection"],
+            "use_exp_switch": False,
+        },
+        "type_embedding": make_type_embedding(
+            rng,
+            type_map,
+            tebd_dim,
+            use_econf_tebd=config["use_econf_tebd"],
+            use_tebd_bias=config["use_tebd_bias"],
+            precision=precision,
+        ),
+        "exclude_types": [list(p) for p in config["exclude_types"]],
+        "env_protection": config["env_protection"],
+        "@variables": {
+            "davg": np.zeros((ntypes, nnei, 4), np.float32 if precision == "float32" else float),
+            "dstd": np.ones((ntypes, nnei, 4), np.float32 if precision == "float32" else float),
+        },
+        "trainable": True,
+        "spin": None,
+    }
+    if strip:
+        desc["embeddings_strip"] = network_collection(
+            [make_embedding_net(rng, type_in, neuron, **net_kw)], 0, ntypes, "embedding_network"
+        )
+    return desc

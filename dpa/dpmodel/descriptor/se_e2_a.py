@@ -1,0 +1,107 @@
+"""DeepPot-SE `se_e2_a` (spec §4): per-type embedding of the radial env-mat, then T T_<ᵀ."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..array_api import to_dtype, xp_of
+from ..env_mat import environment_matrix, normalize
+from ..network import embedding_net, make_embedding_net, network_collection
+from .common import (
+    Edges,
+    apply_per_center_type,
+    contract_env,
+    descriptor_dtype,
+    pair_keep_mask,
+    symmetry_descriptor,
+)
+
+
+def dim_out(desc: dict) -> int:
+    """Width of the descriptor: neuron[-1] · axis_neuron."""
+    return desc["neuron"][-1] * desc["axis_neuron"]
+
+
+def forward(desc: dict, edges: Edges) -> object:
+    """Descriptor (nf, nat, M1·M2) in the descriptor's precision from a per-type-split graph."""
+    xp = xp_of(edges.rij)
+    dtype = descriptor_dtype(xp, desc)
+    rij = to_dtype(edges.rij, dtype)
+    var = desc["@variables"]
+    env_cfg = desc["env_mat"]
+    env, _ = environment_matrix(
+        rij, edges.mask, desc["rcut"], desc["rcut_smth"], env_cfg.get("protection", 0.0)
+    )
+    env = normalize(env, var["davg"], var["dstd"], edges.atype)
+    ntypes = len(desc["sel"])
+    if desc.get("exclude_types"):
+        keep = pair_keep_mask(edges, desc["exclude_types"], ntypes)
+        env = xp.where(keep[..., None], env, xp.zeros_like(env))
+    nnei = sum(desc["sel"])
+    networks = desc["embeddings"]["networks"]
+    offsets = np.cumsum([0, *desc["sel"]])
+
+    def contract(center_type: int | None, env_c: object) -> object:
+        total = None
+        for tau in range(ntypes):
+            block = env_c[:, :, offsets[tau] : offsets[tau + 1], :]
+            k = tau if center_type is None else center_type + ntypes * tau
+            g = embedding_net(networks[k], block[..., :1])
+            part = contract_env(g, block, nnei)
+            total = part if total is None else total + part
+        return symmetry_descriptor(total, desc["axis_neuron"])
+
+    if desc.get("type_one_side", False):
+        return contract(None, env)
+    return apply_per_center_type(env, edges.atype_host, ntypes, contract)
+
+
+def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
+    """A serialized se_e2_a descriptor with fresh weights (davg = 0, dstd = 1)."""
+    ntypes = len(type_map)
+    sel = list(config["sel"])
+    precision = config["precision"]
+    one_side = config["type_one_side"]
+    nets = [
+        make_embedding_net(
+            rng,
+            1,
+            config["neuron"],
+            activation_function=config["activation_function"],
+            resnet_dt=config["resnet_dt"],
+            precision=precision,
+        )
+        for _ in range(ntypes if one_side else ntypes * ntypes)
+    ]
+    dtype = np.float32 if precision == "float32" else np.float64
+    return {
+        "@class": "Descriptor",
+        "type": "se_e2_a",
+        "@version": 2,
+        "rcut": config["rcut"],
+        "rcut_smth": config["rcut_smth"],
+        "sel": sel,
+        "neuron": list(config["neuron"]),
+        "axis_neuron": config["axis_neuron"],
+        "resnet_dt": config["resnet_dt"],
+        "set_davg_zero": config["set_davg_zero"],
+        "activation_function": config["activation_function"],
+        "precision": precision,
+        "embeddings": network_collection(nets, 1 if one_side else 2, ntypes, "embedding_network"),
+        "env_mat": {
+            "rcut": config["rcut"],
+            "rcut_smth": config["rcut_smth"],
+            "protection": config["env_protection"],
+            "use_exp_switch": False,
+        },
+        "exclude_types": [list(p) for p in config["exclude_types"]],
+        "env_protection": config["env_protection"],
+        "@variables": {
+            "davg": np.zeros((ntypes, sum(sel), 4), dtype),
+            "dstd": np.ones((ntypes, sum(sel), 4), dtype),
+        },
+        "type_map": list(type_map),
+        "trainable": True,
+        "type_one_side": one_side,
+        "spin": None,
+    }

@@ -1,0 +1,78 @@
+"""Model files: the suffix picks the format (.dp neutral HDF5, .pth torch, .jax npz-zip).
+
+Writes go to a temporary name in the target folder and are renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import ModelFileError
+from ..model import Model
+
+
+def _formats() -> dict[str, tuple[Callable, Callable]]:
+    """suffix -> (read(path) -> data dict, write(path, data))."""
+    from . import dp, jaxfile, pth
+
+    return {
+        ".dp": (dp.read, dp.write),
+        ".pth": (pth.read, pth.write),
+        ".jax": (jaxfile.read, jaxfile.write),
+    }
+
+
+def _format_of(path: Path) -> tuple[Callable, Callable]:
+    formats = _formats()
+    if path.suffix not in formats:
+        raise ModelFileError(
+            f"{path}: unknown model format {path.suffix!r}; use one of {', '.join(formats)}"
+        )
+    return formats[path.suffix]
+
+
+def load(path: str | os.PathLike) -> Model:
+    """Read a model file (never runs code from it)."""
+    path = Path(path)
+    reader, _ = _format_of(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        data = reader(path)
+    except ModelFileError:
+        raise
+    except Exception as err:  # corrupt or foreign file: say which and why
+        raise ModelFileError(
+            f"{path}: cannot read as a {path.suffix} model ({type(err).__name__}: {err})"
+        ) from err
+    try:
+        return Model(data)
+    except ModelFileError as err:
+        raise ModelFileError(f"{path}: {err}") from None
+
+
+def save(model: Model, path: str | os.PathLike) -> None:
+    """Write `model` atomically (temporary file, then rename)."""
+    path = Path(path)
+    _, writer = _format_of(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ModelFileError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=folder)
+    os.close(fd)
+    try:
+        writer(Path(tmp), model.data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def convert(source: str | os.PathLike, target: str | os.PathLike) -> Model:
+    """Convert a model file to another format; the arrays are copied exactly."""
+    model = load(source)
+    save(model, target)
+    return model

@@ -1,0 +1,127 @@
+"""`Model`: a serialized model tree (the `.dp` schema of DeePMD-kit v3) with its metadata, and
+`build_model`, which creates one with fresh weights from a DeePMD-kit style `model` config."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .config import parse_model_config
+from .dpmodel import fitting
+from .dpmodel.model import descriptor_module, is_mixed_types
+from .errors import ModelFileError
+from .tree import variables
+
+
+class Model:
+    """A model as data: `data["model"]` is the serialized tree, `data["model_def_script"]` the config."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        model = data.get("model") if isinstance(data, dict) else None
+        if not isinstance(model, dict) or model.get("@class") != "Model":
+            raise ModelFileError(
+                "not a dpa/DeePMD-kit model tree: expected a dict with a 'model' entry whose "
+                "'@class' is 'Model'"
+            )
+        if model.get("type", "standard") != "standard":
+            raise ModelFileError(
+                f"model type {model.get('type')!r} is not supported (only standard energy models)"
+            )
+        if model.get("fitting", {}).get("type", "ener") != "ener":
+            raise ModelFileError(
+                f"fitting type {model['fitting'].get('type')!r} is not supported (only 'ener')"
+            )
+        descriptor_module(model["descriptor"])  # raises on unknown descriptor types
+        self.data = data
+
+    @property
+    def tree(self) -> dict[str, Any]:
+        """The serialized model tree (`data["model"]`)."""
+        return self.data["model"]
+
+    @property
+    def type_map(self) -> list[str]:
+        return list(self.tree["type_map"])
+
+    @property
+    def descriptor_type(self) -> str:
+        return self.tree["descriptor"]["type"]
+
+    @property
+    def rcut(self) -> float:
+        return float(self.tree["descriptor"]["rcut"])
+
+    @property
+    def rcut_smth(self) -> float:
+        return float(self.tree["descriptor"]["rcut_smth"])
+
+    @property
+    def sel(self) -> list[int]:
+        return [int(s) for s in self.tree["descriptor"]["sel"]]
+
+    @property
+    def mixed_types(self) -> bool:
+        return is_mixed_types(self.tree["descriptor"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.tree["descriptor"].get("precision", "float64"))
+
+    @property
+    def num_params(self) -> int:
+        """Number of stored parameters (statistics such as davg/dstd included)."""
+        return int(sum(np.asarray(v).size for v in variables(self.tree)))
+
+    def save(self, path: str | Path) -> None:
+        """Write the model; the format follows the suffix (.dp, .pth, .jax)."""
+        from .io import save
+
+        save(self, path)
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({self.descriptor_type}, type_map={self.type_map}, rcut={self.rcut}, "
+            f"params={self.num_params})"
+        )
+
+
+def build_model(config: dict[str, Any], seed: int = 0) -> Model:
+    """A model with fresh random weights from a DeePMD-kit style `model` section."""
+    cfg = parse_model_config(config)
+    rng = np.random.default_rng(seed)
+    type_map = cfg["type_map"]
+    ntypes = len(type_map)
+    desc_cfg = cfg["descriptor"]
+    module = descriptor_module(desc_cfg)
+    desc = module.build(desc_cfg, type_map, rng)
+    fit_cfg = {**cfg["fitting_net"], "exclude_types": cfg["atom_exclude_types"]}
+    fit = fitting.build(fit_cfg, type_map, module.dim_out(desc), is_mixed_types(desc), rng)
+    tree = {
+        "type_map": list(type_map),
+        "atom_exclude_types": list(cfg["atom_exclude_types"]),
+        "pair_exclude_types": [list(p) for p in cfg["pair_exclude_types"]],
+        "rcond": cfg["fitting_net"]["rcond"],
+        "preset_out_bias": cfg["preset_out_bias"],
+        "@variables": {
+            "out_bias": np.zeros((1, ntypes, 1)),
+            "out_std": np.ones((1, ntypes, 1)),
+        },
+        "@class": "Model",
+        "@version": 2,
+        "type": "standard",
+        "descriptor": desc,
+        "fitting": fit,
+    }
+    data = {
+        "backend": "dpa",
+        "software": "dpa",
+        "version": __version__,
+        "model": tree,
+        "model_def_script": copy.deepcopy(config),
+        "@variables": {},
+    }
+    return Model(data)

@@ -1,0 +1,465 @@
+"""Tests of the `dpa` command line: options, exit codes, neighbor-stat, show, convert and test."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import itertools
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from dpa_cli.main import cli
+
+import dpa
+from dpa.data import load_system
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
+
+try:
+    import dpa.neighbor as _neighbor  # noqa: F401
+
+    HAS_NEIGHBOR = hasattr(_neighbor, "neighbor_stat")
+except ImportError:
+    HAS_NEIGHBOR = False
+needs_neighbor = pytest.mark.skipif(
+    not HAS_NEIGHBOR, reason="dpa.neighbor.neighbor_stat is not implemented yet"
+)
+needs_model_api = pytest.mark.skipif(
+    not (hasattr(dpa, "build_model") and hasattr(dpa, "load_model")),
+    reason="dpa.build_model / dpa.load_model are not implemented yet (model API)",
+)
+
+CONFIG = {
+    "type_map": ["O", "H"],
+    "descriptor": {
+        "type": "dpa1",
+        "sel": 60,
+        "rcut": 4.0,
+        "rcut_smth": 0.5,
+        "neuron": [4, 8],
+        "axis_neuron": 4,
+        "attn": 8,
+        "attn_layer": 1,
+    },
+    "fitting_net": {"neuron": [8, 8]},
+}
+
+
+def run(*args: str, env: dict | None = None):
+    """Invoke the CLI in-process; stdout and stderr are kept apart."""
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+# ---------------------------------------------------------------- options and exit codes
+
+
+def test_help_lists_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("show", "convert", "test", "neighbor-stat"):
+        assert re.search(rf"^\s+{command}\s", result.stdout, re.M)
+    assert "DPA_BACKEND" in result.stdout
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0
+    expected = getattr(dpa, "__version__", None) or importlib.metadata.version("dpa")
+    assert result.stdout == f"dpa {expected}\n"
+
+
+def test_import_is_light():
+    """Importing the CLI (so `dpa --help`) must not import torch, jax or dpdata."""
+    code = (
+        "import sys, dpa_cli.main; "
+        "print(sorted(m for m in ('torch', 'jax', 'dpdata', 'tensorflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("test",),  # missing -m and -s
+        ("--backend", "nope", "show", "x.dp"),
+        ("neighbor-stat", "-s", "x", "-r", "-1"),
+        ("-v", "-q", "show", "x.dp"),
+        ("frobnicate",),
+    ],
+)
+def test_usage_errors_exit_2(args):
+    assert run(*args).exit_code == 2
+
+
+def test_bad_backend_from_environment_exits_2():
+    assert run("show", "x.dp", env={"DPA_BACKEND": "fortran"}).exit_code == 2
+
+
+def test_dpa_error_is_one_line_and_exit_1(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("neighbor-stat", "-s", str(tmp_path / "empty"), "-r", "6")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("dpa: error: ")
+    assert "empty: not a deepmd/npy system (missing type.raw)" in lines[0]
+
+
+def test_verbose_error_shows_traceback(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("-v", "neighbor-stat", "-s", str(tmp_path / "empty"), "-r", "6")
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("dpa: error: ")
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed entry point behaves like the in-process group (exit 1, one line)."""
+    code = "from dpa_cli.main import main; main()"
+    out = subprocess.run(
+        [sys.executable, "-c", code, "neighbor-stat", "-s", str(tmp_path / "nope"), "-r", "3"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"dpa: error: {tmp_path / 'nope'}: no such file or folder"
+    ]
+
+
+# ---------------------------------------------------------------- neighbor-stat
+
+
+def brute_neighbor_stat(coord, atype, box, rcut, ntypes):
+    """Min pair distance and max neighbors per type within rcut, by looping over all images."""
+    dmin, nmax = math.inf, np.zeros(ntypes, dtype=np.int64)
+    for f in range(coord.shape[0]):
+        x = coord[f]
+        if box is None:
+            shifts = np.zeros((1, 3))
+        else:
+            cell = box[f]
+            vol = abs(np.linalg.det(cell))
+            widths = [
+                vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3]))
+                for i in range(3)
+            ]
+            n = [math.ceil(rcut / w) for w in widths]
+            grid = itertools.product(*(range(-k, k + 1) for k in n))
+            shifts = np.array(list(grid), dtype=np.float64) @ cell
+        # d[i, s, j] = |x_j + shift_s - x_i|
+        d = np.linalg.norm(
+            x[None, None, :, :] + shifts[None, :, None, :] - x[:, None, None, :], axis=-1
+        )
+        zero = np.flatnonzero(np.all(shifts == 0, axis=1))[0]
+        d[np.arange(len(x)), zero, np.arange(len(x))] = np.inf  # an atom is not its own neighbor
+        inside = d < rcut
+        if inside.any():
+            dmin = min(dmin, float(d[inside].min()))
+        for t in range(ntypes):
+            counts = inside[:, :, atype == t].sum(axis=(1, 2))
+            nmax[t] = max(nmax[t], int(counts.max()))
+    return dmin, nmax
+
+
+def _parse_neighbor_stat(stdout: str):
+    dmin = float(re.search(r"^min_nbor_dist: (\S+)$", stdout, re.M).group(1))
+    nmax = [
+        int(v) for v in re.search(r"^max_nbor_size: \[(.*)\]$", stdout, re.M).group(1).split(",")
+    ]
+    tmap = re.search(r"^type_map: (.*)$", stdout, re.M).group(1).split()
+    return dmin, nmax, tmap
+
+
+@needs_data
+@needs_neighbor
+def test_neighbor_stat_water_matches_brute_force():
+    paths = [DATA / "water" / "data_0", DATA / "water" / "data_3"]
+    rcut = 6.0
+    dmin, nmax = math.inf, np.zeros(2, dtype=np.int64)
+    for p in paths:
+        s = load_system(p)
+        d, n = brute_neighbor_stat(s.coord, s.atype, s.box, rcut, 2)
+        dmin, nmax = min(dmin, d), np.maximum(nmax, n)
+    result = run("neighbor-stat", "-s", str(paths[0]), "-s", str(paths[1]), "-r", str(rcut))
+    assert result.exit_code == 0, result.stderr
+    got_dmin, got_nmax, tmap = _parse_neighbor_stat(result.stdout)
+    assert tmap == ["O", "H"]
+    assert got_dmin == pytest.approx(dmin, abs=1e-6)
+    assert got_nmax == nmax.tolist()
+    assert 0.8 < dmin < 1.2  # an O-H bond: the brute force itself is sane
+    assert f"# {paths[0]} (80 frames)" in result.stdout
+
+    # -t reorders the result; a folder of systems is expanded
+    flipped = run("-q", "neighbor-stat", "-s", str(paths[0]), "-r", str(rcut), "-t", "H,O")
+    assert flipped.exit_code == 0, flipped.stderr
+    s = load_system(paths[0])
+    d0, n0 = brute_neighbor_stat(s.coord, 1 - s.atype, s.box, rcut, 2)
+    got = _parse_neighbor_stat(flipped.stdout)
+    assert got[2] == ["H", "O"] and got[1] == n0.tolist()
+    assert got[0] == pytest.approx(d0, abs=1e-6)
+    assert "# " not in flipped.stdout  # -q: no per-system lines
+
+
+@needs_data
+@needs_neighbor
+def test_neighbor_stat_mixed_periodic_and_molecules():
+    water = DATA / "water" / "data_3"
+    mol = DATA / "molecules_nopbc" / "C4H3O1"
+    rcut = 3.0
+    result = run("neighbor-stat", "-s", str(water), "-s", str(mol), "-r", str(rcut))
+    assert result.exit_code == 0, result.stderr
+    got_dmin, got_nmax, tmap = _parse_neighbor_stat(result.stdout)
+    assert tmap == ["O", "H", "C"]  # union of the type maps, in order of appearance
+    dmin, nmax = math.inf, np.zeros(3, dtype=np.int64)
+    for p in (water, mol):
+        s = load_system(p)
+        d, n = brute_neighbor_stat(s.coord, s.remap_types(tmap), s.box, rcut, 3)
+        dmin, nmax = min(dmin, d), np.maximum(nmax, n)
+    assert got_dmin == pytest.approx(dmin, abs=1e-6)
+    assert got_nmax == nmax.tolist()
+
+
+@needs_data
+def test_neighbor_stat_unknown_element_in_type_map():
+    result = run("neighbor-stat", "-s", str(DATA / "water" / "data_0"), "-r", "6", "-t", "O")
+    assert result.exit_code == 1
+    assert "element 'H' is not in the model's type_map ['O']" in result.stderr
+
+
+# ---------------------------------------------------------------- show / convert / test
+
+_METRIC = re.compile(r"^(Energy|Force|Virial)\s+(MAE|RMSE)(/Natoms)?\s*: (\S+) ", re.M)
+
+
+def _metrics(block: str) -> dict[str, float]:
+    """{'energy mae': ..., 'energy/natoms rmse': ...} from a report block."""
+    out = {}
+    for kind, stat, per_atom, value in _METRIC.findall(block):
+        out[f"{kind.lower()}{per_atom.lower()} {stat.lower()}"] = float(value)
+    return out
+
+
+def _blocks(stdout: str) -> tuple[list[str], str]:
+    """Per-system report blocks and the weighted-average block."""
+    head, _, overall = stdout.partition("# ----------weighted average of errors")
+    systems = head.split("# ---------------output of dpa test")[1:]
+    return systems, overall
+
+
+def _read_detail(path: Path) -> list[tuple[str, np.ndarray]]:
+    """(header, rows) blocks of a detail file."""
+    blocks = []
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            blocks.append((line, []))
+        else:
+            blocks[-1][1].append([float(v) for v in line.split()])
+    return [(h, np.array(rows)) for h, rows in blocks]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A small random DPA-1 water model saved as .dp."""
+    path = tmp_path_factory.mktemp("model") / "water.dp"
+    dpa.build_model(CONFIG, seed=0).save(str(path))
+    return path
+
+
+@needs_model_api
+def test_show(model_file):
+    result = run("show", str(model_file))
+    assert result.exit_code == 0, result.stderr
+    model = dpa.load_model(str(model_file)).model
+    fields = dict(
+        (k.strip(), v.strip())
+        for k, v in (line.split(":", 1) for line in result.stdout.splitlines())
+    )
+    assert fields["descriptor"] == "dpa1"
+    assert fields["type_map"] == "O H"
+    assert float(fields["rcut"]) == 4.0 and float(fields["rcut_smth"]) == 0.5
+    assert fields["sel"] == "60"
+    assert int(fields["parameters"].replace(",", "")) == model.num_params > 0
+    assert fields["precision"] == str(model.precision)
+    assert fields["file format"].startswith("dp")
+
+
+@needs_model_api
+def test_show_missing_model_is_one_line_error(tmp_path):
+    result = run("show", str(tmp_path / "missing.dp"))
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1 and "missing.dp" in result.stderr
+
+
+@needs_model_api
+@pytest.mark.skipif(
+    not hasattr(dpa, "io") or not hasattr(dpa.io, "convert"),
+    reason="dpa.io.convert is not implemented yet",
+)
+@pytest.mark.parametrize("suffix, backend", [(".pth", "torch"), (".jax", "jax")])
+def test_convert_round_trip_is_exact(model_file, tmp_path, suffix, backend):
+    pytest.importorskip(backend)
+    out = tmp_path / f"water{suffix}"
+    result = run("convert", str(model_file), str(out))
+    assert result.exit_code == 0, result.stderr
+    assert out.exists()
+    back = tmp_path / "back.dp"
+    assert run("convert", str(out), str(back)).exit_code == 0
+    s = load_system(DATA / "water" / "data_0").frames(slice(0, 2))
+    ref = dpa.load_model(str(model_file), backend=backend)
+    for path in (out, back):
+        pot = dpa.load_model(str(path), backend=backend)
+        a = ref.evaluate(s.coord, s.remap_types(ref.type_map), s.box)
+        b = pot.evaluate(s.coord, s.remap_types(pot.type_map), s.box)
+        for key in ("energy", "force", "virial"):
+            np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-10)
+
+
+def _expected(pot, system, nframes):
+    """Predictions and `dp test` errors computed here, straight from pot.evaluate."""
+    s = system.frames(slice(0, nframes))
+    out = pot.evaluate(s.coord, s.remap_types(pot.type_map), s.box)
+    nat = s.natoms
+    de = out["energy"] - s.energy
+    err = {
+        "energy mae": np.mean(np.abs(de)),
+        "energy rmse": np.sqrt(np.mean(de**2)),
+        "energy/natoms mae": np.mean(np.abs(de)) / nat,
+        "energy/natoms rmse": np.sqrt(np.mean(de**2)) / nat,
+    }
+    if "force" in out:
+        df = out["force"] - s.force
+        err["force mae"], err["force rmse"] = np.mean(np.abs(df)), np.sqrt(np.mean(df**2))
+    if "virial" in out and s.virial is not None:
+        dv = out["virial"] - s.virial
+        err["virial mae"], err["virial rmse"] = np.mean(np.abs(dv)), np.sqrt(np.mean(dv**2))
+        err["virial/natoms mae"], err["virial/natoms rmse"] = (
+            err["virial mae"] / nat,
+            err["virial rmse"] / nat,
+        )
+    return s, out, err
+
+
+@needs_data
+@needs_model_api
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_dp_test_metrics_and_detail_files(model_file, tmp_path, backend):
+    pytest.importorskip(backend)
+    water, wv = DATA / "water" / "data_0", DATA / "water_virial"
+    prefix = tmp_path / "detail"
+    result = run(
+        "--backend", backend, "test", "-m", str(model_file), "-s", str(water), "-s", str(wv),
+        "-n", "3", "-d", str(prefix), "--chunk-size", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    pot = dpa.load_model(str(model_file), backend=backend)
+    (s0, p0, e0), (s1, p1, e1) = (_expected(pot, load_system(p), 3) for p in (water, wv))
+
+    blocks, overall = _blocks(result.stdout)
+    assert len(blocks) == 2
+    got0, got1 = _metrics(blocks[0]), _metrics(blocks[1])
+    assert set(got0) == set(e0) and "virial mae" not in got0  # water has no virial labels
+    assert set(got1) == set(e1) and "virial/natoms rmse" in got1
+    for got, exp in ((got0, e0), (got1, e1)):
+        for key, value in exp.items():
+            assert got[key] == pytest.approx(value, rel=1e-6), key
+
+    # weighted average: energies by frames, forces by force components, virial from wv only
+    got = _metrics(overall)
+    assert got["energy rmse"] == pytest.approx(
+        math.sqrt((e0["energy rmse"] ** 2 + e1["energy rmse"] ** 2) / 2), rel=1e-6
+    )
+    assert got["energy/natoms mae"] == pytest.approx(
+        (e0["energy/natoms mae"] + e1["energy/natoms mae"]) / 2, rel=1e-6
+    )
+    w0, w1 = 3 * 192 * 3, 3 * 384 * 3
+    assert got["force mae"] == pytest.approx(
+        (w0 * e0["force mae"] + w1 * e1["force mae"]) / (w0 + w1), rel=1e-6
+    )
+    f_rmse = math.sqrt((w0 * e0["force rmse"] ** 2 + w1 * e1["force rmse"] ** 2) / (w0 + w1))
+    assert got["force rmse"] == pytest.approx(f_rmse, rel=1e-6)
+    assert got["virial rmse"] == pytest.approx(e1["virial rmse"], rel=1e-6)
+    assert "# number of systems : 2" in overall
+
+    # detail files, in the dp test layout
+    e = _read_detail(Path(f"{prefix}.e.out"))
+    assert [h for h, _ in e] == [f"# {water}: data_e pred_e", f"# {wv}: data_e pred_e"]
+    np.testing.assert_allclose(e[0][1], np.stack([s0.energy, p0["energy"]], 1), rtol=1e-12)
+    np.testing.assert_allclose(e[1][1], np.stack([s1.energy, p1["energy"]], 1), rtol=1e-12)
+    ea = _read_detail(Path(f"{prefix}.e_peratom.out"))
+    np.testing.assert_allclose(ea[1][1], e[1][1] / 384, rtol=1e-12)
+    f = _read_detail(Path(f"{prefix}.f.out"))
+    assert f[0][0] == f"# {water}: data_fx data_fy data_fz pred_fx pred_fy pred_fz"
+    assert f[0][1].shape == (3 * 192, 6) and f[1][1].shape == (3 * 384, 6)
+    np.testing.assert_allclose(f[1][1][:, :3], s1.force.reshape(-1, 3), rtol=1e-12)
+    np.testing.assert_allclose(f[1][1][:, 3:], p1["force"].reshape(-1, 3), rtol=1e-12)
+    v = _read_detail(Path(f"{prefix}.v.out"))
+    assert len(v) == 1 and v[0][0].startswith(f"# {wv}: data_vxx data_vxy data_vxz data_vyx")
+    assert v[0][0].endswith("pred_vzy pred_vzz")
+    np.testing.assert_allclose(v[0][1][:, :9], s1.virial.reshape(3, 9), rtol=1e-12)
+    np.testing.assert_allclose(v[0][1][:, 9:], p1["virial"].reshape(3, 9), rtol=1e-12)
+    va = _read_detail(Path(f"{prefix}.v_peratom.out"))
+    np.testing.assert_allclose(va[0][1], v[0][1] / 384, rtol=1e-12)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "detail.e.out", "detail.e_peratom.out", "detail.f.out", "detail.v.out", "detail.v_peratom.out",
+    ]  # fmt: skip
+
+
+@needs_data
+@needs_model_api
+def test_dp_test_numpy_backend_reports_energy_only(model_file, tmp_path):
+    water = DATA / "water" / "data_0"
+    result = run(
+        "--backend",
+        "numpy",
+        "test",
+        "-m",
+        str(model_file),
+        "-s",
+        str(water),
+        "-n",
+        "2",
+        "-d",
+        str(tmp_path / "d"),
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "computes no forces: reporting energy errors only" in result.stdout
+    pot = dpa.load_model(str(model_file), backend="numpy")
+    _, _, exp = _expected(pot, load_system(water), 2)
+    blocks, overall = _blocks(result.stdout)
+    got = _metrics(blocks[0])
+    assert set(got) == {"energy mae", "energy rmse", "energy/natoms mae", "energy/natoms rmse"}
+    for key, value in got.items():
+        assert value == pytest.approx(exp[key], rel=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.e.out", "d.e_peratom.out"]
+
+
+@needs_data
+@needs_model_api
+def test_dp_test_element_missing_from_model(model_file):
+    mol = DATA / "molecules_nopbc" / "C4H3O1"
+    result = run("test", "-m", str(model_file), "-s", str(mol))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"dpa: error: {mol}: element 'C' is not in the model's type_map ['O', 'H']; "
+        "use a model trained with 'C' or drop those atoms"
+    ]
+
+
+@needs_data
+@needs_model_api
+def test_dp_test_detail_folder_missing(model_file, tmp_path):
+    water = DATA / "water" / "data_0"
+    result = run(
+        "test", "-m", str(model_file), "-s", str(water), "-n", "1", "-d", str(tmp_path / "no" / "d")
+    )
+    assert result.exit_code == 1
+    assert "does not exist" in result.stderr
