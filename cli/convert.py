@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from dpa_cli._context import Options, pass_options
 
 __all__ = ["convert"]

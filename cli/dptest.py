@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from dpa_cli._context import Options, pass_options
 
 __all__ = ["test_command", "format_errors"]
@@ -50,7 +51,8 @@ def format_errors(errors: dict) -> list[str]:
     "--detail-file",
     "prefix",
     default=None,
-    help="Write PREFIX.e.out, .e_peratom.out, .f.out, .v.out, .v_peratom.out.",
+    help="Write dp-test detail files PREFIX.e.out, .e_peratom.out, .f.out, .v.out, "
+    ".v_peratom.out (a suffix of PREFIX is replaced, as dp test does).",
 )
 @click.option("--fmt", default=None, help="dpdata format of the systems (default: deepmd/npy).")
 @click.option(
@@ -76,8 +78,8 @@ def test_command(
     from dpa.data.evaluation import evaluate_system
     from dpa.data.metrics import merge_errors
 
+    data = load_systems(list(systems), fmt=fmt)  # before the model: bad data fails fast
     pot = dpa.load_model(model, backend=opts.backend)
-    data = load_systems(list(systems), fmt=fmt)
     for system in data:  # fail before any evaluation when an element is unknown to the model
         system.remap_types(pot.type_map)
     if not pot.can_compute_forces:

@@ -8,13 +8,12 @@ import traceback
 from typing import Any
 
 import click
+
 from dpa_cli._context import Options
 from dpa_cli.convert import convert
 from dpa_cli.dptest import test_command
 from dpa_cli.neighbor_stat import neighbor_stat
 from dpa_cli.show import show
-
-from dpa.errors import DPAError
 
 __all__ = ["cli", "main"]
 
@@ -33,7 +32,11 @@ class DPAGroup(click.Group):
         """Run the command; report a DPAError as one line (with its traceback under -v)."""
         try:
             return super().invoke(ctx)
-        except DPAError as err:
+        except Exception as err:
+            from dpa.errors import DPAError  # here, not at import: `dpa --help` stays instant
+
+            if not isinstance(err, DPAError):
+                raise
             opts = ctx.find_object(Options)
             if opts is not None and opts.verbose:
                 click.echo("".join(traceback.format_exc()).rstrip(), err=True)
@@ -41,23 +44,13 @@ class DPAGroup(click.Group):
             ctx.exit(1)
 
 
-def _version() -> str:
-    """dpa.__version__, or the installed distribution's version while dpa does not define it."""
-    import dpa
-
-    version = getattr(dpa, "__version__", None)
-    if version is None:  # pragma: no cover - dpa defines __version__
-        from importlib.metadata import version as dist_version
-
-        version = dist_version("dpa")
-    return str(version)
-
-
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     """Eager --version: print and exit before any command runs."""
     if not value or ctx.resilient_parsing:
         return
-    click.echo(f"dpa {_version()}")
+    import dpa
+
+    click.echo(f"dpa {dpa.__version__}")
     ctx.exit()
 
 

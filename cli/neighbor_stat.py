@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import click
+
 from dpa_cli._context import Options, pass_options
 
 __all__ = ["neighbor_stat", "merge_type_maps"]

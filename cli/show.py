@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import click
+
 from dpa_cli._context import Options, pass_options
 
 __all__ = ["show", "file_format"]

@@ -54,8 +54,10 @@ _SCREEN_REL = 1e-9
 _BRUTE_MAX_WORK = 2_000_000
 # Target bin thickness of the cell list, as a fraction of rcut (rcut/2: 5x5x5 stencil).
 _BIN_FRACTION = 0.5
-# Most images per axis and direction we accept (keeps tie keys in int64 and memory bounded).
-_MAX_IMAGES = 400
+# Most images per axis and direction we accept (rcut / face distance; more means wrong units).
+_MAX_IMAGES = 100
+# Cells needing more images than this are always searched by brute force (no long stencil loop).
+_MAX_STENCIL = 4000
 # Most bins per axis (keeps linear bin ids in int64).
 _MAX_BINS = 1 << 20
 
@@ -214,7 +216,7 @@ def _n_images(box: np.ndarray, rcut: float) -> np.ndarray:
     nb = np.ceil(rcut / d).max(axis=0).astype(np.int64)
     if (nb > _MAX_IMAGES).any():
         raise DataError(
-            f"the cell is too small for rcut={rcut}: it needs {nb.tolist()} periodic images per "
+            f"the cell is too small for rcut={rcut:g}: it needs {nb.tolist()} periodic images per "
             f"axis (at most {_MAX_IMAGES} supported); check the box units"
         )
     return nb
@@ -253,20 +255,28 @@ def _wrap(x: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return sw, w.astype(np.int64), sw @ box
 
 
-def _pair_vectors(
+def _pair_d2(
     x: np.ndarray, box: np.ndarray | None, ii: np.ndarray, jj: np.ndarray, shift: np.ndarray
 ) -> np.ndarray:
-    """r_ij = x[j] - x[i] + S @ box by the canonical formula shared with the xp builder."""
-    r = x[jj] - x[ii]
-    if box is None:
-        return r
-    s = shift.astype(np.float64)
-    return r + (s[:, 0:1] * box[0] + s[:, 1:2] * box[1] + s[:, 2:3] * box[2])
+    """|x[j] - x[i] + S @ box|^2 by the canonical formula shared with the xp builder.
 
-
-def _sq_norm(r: np.ndarray) -> np.ndarray:
-    """|r|^2 summed in a fixed order (x, y, z), identical in every path."""
-    return r[..., 0] * r[..., 0] + r[..., 1] * r[..., 1] + r[..., 2] * r[..., 2]
+    Per component: ``(x[j] - x[i]) + ((S0 * h0 + S1 * h1) + S2 * h2)``, then x^2 + y^2 + z^2.
+    Terms with a zero box entry are skipped, which leaves every rounding unchanged.
+    """
+    d2 = np.zeros(ii.size)
+    s = None if box is None else shift.astype(np.float64)
+    for k in range(3):
+        r = x[jj, k] - x[ii, k]
+        if s is not None:
+            sv = None
+            for m in range(3):
+                if box[m, k] != 0.0:
+                    term = s[:, m] * box[m, k]
+                    sv = term if sv is None else sv + term
+            if sv is not None:
+                r = r + sv
+        d2 += r * r
+    return d2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,104 +291,169 @@ def _brute_pairs(
     n = x.shape[0]
     if box is None:
         imgs = np.zeros((1, 3), dtype=np.int64)
-        xw, w, vec = x, np.zeros((n, 3), dtype=np.int64), np.zeros((1, 3))
+        xw, w = x, np.zeros((n, 3), dtype=np.int64)
     else:
         imgs = _cube(_n_images(box, rc_screen))
         _, w, xw = _wrap(x, box)
-        vec = imgs.astype(np.float64) @ box
-    d2 = np.zeros((n, imgs.shape[0], n))
-    for k in range(3):
-        dk = xw[None, None, :, k] - xw[:, None, None, k] + vec[None, :, None, k]
-        d2 += dk * dk
-    zero = int(np.flatnonzero((imgs == 0).all(axis=1))[0])
-    d2[np.arange(n), zero, np.arange(n)] = np.inf
-    ii, si, jj = np.nonzero(d2 <= rc_screen * rc_screen)
+    vec = imgs.astype(np.float64) @ (np.zeros((3, 3)) if box is None else box)
+    diag = np.arange(n)
+    chunk = max(1, _BRUTE_MAX_WORK // (n * n))  # images per chunk: bounded memory
+    out_i, out_s, out_j = [], [], []
+    for lo in range(0, imgs.shape[0], chunk):
+        v = vec[lo : lo + chunk]
+        d2 = np.zeros((n, v.shape[0], n))
+        for k in range(3):
+            dk = xw[None, None, :, k] - xw[:, None, None, k] + v[None, :, None, k]
+            d2 += dk * dk
+        zero = np.flatnonzero((imgs[lo : lo + chunk] == 0).all(axis=1))
+        if zero.size:
+            d2[diag, zero[0], diag] = np.inf  # the atom itself, unshifted
+        ii, si, jj = np.nonzero(d2 <= rc_screen * rc_screen)
+        out_i.append(ii)
+        out_s.append(si + lo)
+        out_j.append(jj)
+    ii, si, jj = np.concatenate(out_i), np.concatenate(out_s), np.concatenate(out_j)
     return ii, jj, imgs[si] - w[jj] + w[ii]
 
 
-def _half_stencil(reach: np.ndarray) -> np.ndarray:
-    """Bin offsets o in the reach box with o >= 0 lexicographically (zero first)."""
-    cube = _cube(reach)
-    first = np.where(cube[:, 0] != 0, cube[:, 0], np.where(cube[:, 1] != 0, cube[:, 1], cube[:, 2]))
-    half = cube[first > 0]
-    return np.concatenate([np.zeros((1, 3), dtype=np.int64), half])
+@dataclass(frozen=True)
+class _Bins:
+    """Atoms binned on a grid aligned with the cell axes (Cartesian axes without PBC)."""
+
+    xw: np.ndarray  # (n, 3) coordinates used for screening (wrapped into the cell with PBC)
+    w: np.ndarray  # (n, 3) int wrapping offsets: x = xw + w @ box
+    b: np.ndarray  # (n, 3) int bin index per axis
+    frac: np.ndarray  # (n, 3) position inside the bin along each axis, in [0, 1]
+    nbin: np.ndarray  # (3,) bins per axis
+    reach: np.ndarray  # (3,) stencil half-width in bins
+    thick: np.ndarray  # (3,) distance between the faces of a bin
+    orthogonal: bool  # bin faces mutually perpendicular: gaps add in quadrature
 
 
-def _bins(
-    x: np.ndarray, box: np.ndarray | None, rc_screen: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Bin the atoms: returns (xw, w, bin index (n,3), bins per axis (3,), stencil reach (3,))."""
+def _bins(x: np.ndarray, box: np.ndarray | None, rc_screen: float) -> _Bins:
+    """Bin the atoms into bins at least rcut * _BIN_FRACTION thick (fractional space with PBC)."""
     width = rc_screen * _BIN_FRACTION
     if box is None:
         lo = x.min(axis=0)
         span = x.max(axis=0) - lo
         thick = np.maximum(width, span / (_MAX_BINS - 1))
-        b = np.floor((x - lo) / thick).astype(np.int64)
+        u = (x - lo) / thick
+        b = np.floor(u).astype(np.int64)
         nbin = b.max(axis=0) + 1
         reach = np.minimum(np.ceil(rc_screen / thick).astype(np.int64), nbin - 1)
-        return x, np.zeros_like(b), b, nbin, reach
+        return _Bins(x, np.zeros_like(b), b, u - b, nbin, reach, thick, True)
     sw, w, xw = _wrap(x, box)
     d = _face_distances(box)
     nbin = np.clip(np.floor(d / width), 1, _MAX_BINS).astype(np.int64)
     reach = np.ceil(rc_screen * nbin / d).astype(np.int64)
     if (reach > _MAX_IMAGES * nbin).any():
         _n_images(box, rc_screen)  # raises with the explanation
-    b = np.minimum(np.floor(sw * nbin).astype(np.int64), nbin - 1)
-    return xw, w, b, nbin, reach
+    u = sw * nbin
+    b = np.minimum(np.floor(u).astype(np.int64), nbin - 1)
+    metric = box @ box.T
+    off = metric - np.diag(np.diag(metric))
+    ortho = bool(np.abs(off).max() <= 1e-12 * np.diag(metric).max())
+    return _Bins(xw, w, b, np.clip(u - b, 0.0, 1.0), nbin, reach, d / nbin, ortho)
+
+
+def _lateral_reach(bins: _Bins, frac: np.ndarray, o0: int, o1: int, rc: float) -> np.ndarray:
+    """Per atom, how far (length) the bin column (b0 + o0, b1 + o1, *) may extend along axis 2.
+
+    The perpendicular gaps to the column's slabs along axes 0 and 1 are lower bounds of any
+    distance into it; they add in quadrature for orthogonal bins. Negative means: skip.
+    """
+    gaps = []
+    for k, o in ((0, o0), (1, o1)):
+        if o > 0:
+            gaps.append((o - frac[:, k]) * bins.thick[k])
+        elif o < 0:
+            gaps.append((frac[:, k] - (o + 1)) * bins.thick[k])
+    if not gaps:
+        return np.full(frac.shape[0], rc)
+    if bins.orthogonal:
+        left = rc * rc - sum(g * g for g in gaps) * (1.0 - 1e-9)
+        return np.where(left >= 0.0, np.sqrt(np.maximum(left, 0.0)), -1.0)
+    return np.where(np.max(np.stack(gaps), axis=0) * (1.0 - 1e-9) <= rc, rc, -1.0)
+
+
+def _columns(reach: np.ndarray) -> list[tuple[int, int]]:
+    """Bin columns (o0, o1) of the half stencil: (o0, o1) >= (0, 0) lexicographically."""
+    r0, r1 = int(reach[0]), int(reach[1])
+    return [(0, o1) for o1 in range(r1 + 1)] + [
+        (o0, o1) for o0 in range(1, r0 + 1) for o1 in range(-r1, r1 + 1)
+    ]
 
 
 def _cell_pairs(
     x: np.ndarray, box: np.ndarray | None, rc_screen: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All (i, j, S) within rc_screen by a cell list over a half stencil, then mirrored."""
+    """All (i, j, S) within rc_screen by a cell list over a half stencil, then mirrored.
+
+    Atoms are sorted by bin (axis 2 fastest), so for each atom and bin column (o0, o1) the
+    candidates along axis 2 form one contiguous range of the sorted atoms per periodic image of
+    that axis; the range is trimmed per atom to the bins its cutoff sphere can reach.
+    """
     n = x.shape[0]
-    xw, w, b, nbin, reach = _bins(x, box, rc_screen)
-    lin = (b[:, 0] * nbin[1] + b[:, 1]) * nbin[2] + b[:, 2]
+    bins = _bins(x, box, rc_screen)
+    n0, n1, n2 = (int(v) for v in bins.nbin)
+    lin = (bins.b[:, 0] * n1 + bins.b[:, 1]) * n2 + bins.b[:, 2]
     order = np.argsort(lin, kind="stable")
-    lin_s, b_s = lin[order], b[order]
-    xs = [np.ascontiguousarray(xw[order, k]) for k in range(3)]
-    uniq, ustart, ucount = np.unique(lin_s, return_index=True, return_counts=True)
-    own = np.searchsorted(uniq, lin_s)
-    own_end = ustart[own] + ucount[own]
-    pos = np.arange(n)
+    b_s, frac_s = bins.b[order], bins.frac[order]
+    xs = [np.ascontiguousarray(bins.xw[order, k]) for k in range(3)]
+    uniq, ustart = np.unique(lin[order], return_index=True)
+    ustart = np.append(ustart, n)
+    r2, t2 = int(bins.reach[2]), float(bins.thick[2])
     rc2 = rc_screen * rc_screen
+    zero = np.zeros(n, dtype=np.int64)
     out_i, out_j, out_s = [], [], []
-    for o in _half_stencil(reach):
-        t = b_s + o
+    for o0, o1 in _columns(bins.reach):
+        along = _lateral_reach(bins, frac_s, o0, o1, rc_screen) * (1.0 + 1e-9) / t2
+        alive = along >= 0.0
+        hi = b_s[:, 2] + np.minimum(r2, np.floor(frac_s[:, 2] + along).astype(np.int64))
+        if (o0, o1) == (0, 0):
+            lo = b_s[:, 2]
+        else:
+            lo = b_s[:, 2] + np.maximum(-r2, np.ceil(frac_s[:, 2] - 1.0 - along).astype(np.int64))
+        t0, t1 = b_s[:, 0] + o0, b_s[:, 1] + o1
         if box is None:
-            q = None
-            inside = ((t >= 0) & (t < nbin)).all(axis=1)
+            q0 = q1 = zero
+            alive &= (t0 >= 0) & (t0 < n0) & (t1 >= 0) & (t1 < n1)
+            lo, hi = np.maximum(lo, 0), np.minimum(hi, n2 - 1)
+            images = [0]
         else:
-            q = np.floor_divide(t, nbin)
-            t = t - q * nbin
-            inside = None
-        if not o.any():
-            start = pos + 1
-            cnt = own_end - start
-        else:
-            tl = (t[:, 0] * nbin[1] + t[:, 1]) * nbin[2] + t[:, 2]
-            k = np.minimum(np.searchsorted(uniq, tl), uniq.size - 1)
-            found = uniq[k] == tl
-            if inside is not None:
-                found &= inside
-            start = ustart[k]
-            cnt = np.where(found, ucount[k], 0)
-        total = int(cnt.sum())
-        if total == 0:
-            continue
-        ends = np.cumsum(cnt)
-        ii = np.repeat(pos, cnt)
-        jj = np.arange(total) + np.repeat(start - (ends - cnt), cnt)
-        ci = [xs[k] - (q @ box[:, k] if q is not None else 0.0) for k in range(3)]
-        d2 = np.zeros(total)
-        for k in range(3):
-            dk = xs[k][jj] - np.repeat(ci[k], cnt)
-            d2 += dk * dk
-        keep = np.flatnonzero(d2 <= rc2)
-        ii, jj = ii[keep], jj[keep]
-        out_i.append(ii)
-        out_j.append(jj)
-        out_s.append(q[ii] if q is not None else np.zeros((keep.size, 3), dtype=np.int64))
+            q0, q1 = np.floor_divide(t0, n0), np.floor_divide(t1, n1)
+            t0, t1 = t0 - q0 * n0, t1 - q1 * n1
+            images = range(-((r2 + n2 - 1) // n2), (r2 + n2 - 1) // n2 + 1)
+        base = (t0 * n1 + t1) * n2
+        for q2 in images:
+            seg_lo = np.maximum(lo, q2 * n2) - q2 * n2
+            seg_hi = np.minimum(hi, q2 * n2 + n2 - 1) - q2 * n2
+            idx = np.flatnonzero(alive & (seg_lo <= seg_hi))
+            if idx.size == 0:
+                continue
+            start = ustart[np.searchsorted(uniq, base[idx] + seg_lo[idx], side="left")]
+            end = ustart[np.searchsorted(uniq, base[idx] + seg_hi[idx], side="right")]
+            if (o0, o1, q2) == (0, 0, 0):
+                start = idx + 1  # own bin first: only atoms after i (each pair once)
+            cnt = np.maximum(end - start, 0)
+            total = int(cnt.sum())
+            if total == 0:
+                continue
+            ends = np.cumsum(cnt)
+            ii = np.repeat(idx, cnt)
+            jj = np.arange(total) + np.repeat(start - (ends - cnt), cnt)
+            d2 = np.zeros(total)
+            for k in range(3):
+                ci = xs[k][idx]
+                if box is not None:
+                    ci = ci - (q0[idx] * box[0, k] + q1[idx] * box[1, k] + q2 * box[2, k])
+                dk = xs[k][jj] - np.repeat(ci, cnt)
+                d2 += dk * dk
+            keep = np.flatnonzero(d2 <= rc2)
+            ii, jj = ii[keep], jj[keep]
+            out_i.append(ii)
+            out_j.append(jj)
+            out_s.append(np.stack([q0[ii], q1[ii], np.full(ii.size, q2, dtype=np.int64)], 1))
     if not out_i:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros((0, 3), dtype=np.int64)
@@ -386,7 +461,16 @@ def _cell_pairs(
     ii = order[np.concatenate([ii_s, jj_s])]
     jj = order[np.concatenate([jj_s, ii_s])]
     sp = np.concatenate([sp, -sp])
-    return ii, jj, sp - w[jj] + w[ii]
+    return ii, jj, sp - bins.w[jj] + bins.w[ii]
+
+
+def _prefer_brute(n: int, box: np.ndarray | None, rc_screen: float) -> bool:
+    """Brute force for small work, or for cells so small that the stencil loop would be long."""
+    if box is None:
+        return n * n <= _BRUTE_MAX_WORK
+    nb = _n_images(box, rc_screen)
+    n_img = int(np.prod(2 * nb + 1))
+    return n * n * n_img <= _BRUTE_MAX_WORK or n_img > _MAX_STENCIL
 
 
 def _frame_pairs(
@@ -399,15 +483,14 @@ def _frame_pairs(
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros((0, 3), dtype=np.int64), np.zeros(0)
     if method == "auto":
-        n_img = 1 if box is None else int(np.prod(2 * _n_images(box, rc_screen) + 1))
-        method = "brute" if n * n * n_img <= _BRUTE_MAX_WORK else "cell"
+        method = "brute" if _prefer_brute(n, box, rc_screen) else "cell"
     if method == "brute":
         ii, jj, s = _brute_pairs(x, box, rc_screen)
     elif method == "cell":
         ii, jj, s = _cell_pairs(x, box, rc_screen)
     else:
         raise ValueError(f"method must be 'auto', 'cell' or 'brute', got {method!r}")
-    d2 = _sq_norm(_pair_vectors(x, box, ii, jj, s))
+    d2 = _pair_d2(x, box, ii, jj, s)
     keep = np.flatnonzero(d2 <= rcut * rcut)
     return ii[keep], jj[keep], s[keep], d2[keep]
 
@@ -434,13 +517,14 @@ def _sorted_rows(
     p = ii.size
     cnt = np.bincount(ii, minlength=n)
     ncol = max(int(cnt.max(initial=0)), 1)
-    by_i = np.argsort(ii, kind="stable")
-    row = ii[by_i]
-    col = np.arange(p) - (np.cumsum(cnt) - cnt)[row]
-    dist = np.full((n, ncol), np.inf)
-    dist[row, col] = d2[by_i]
-    pidx = np.full((n, ncol), -1, dtype=np.int64)
-    pidx[row, col] = by_i
+    by_i = np.argsort(ii)  # order inside a row is irrelevant: rows are fully sorted below
+    flat = np.arange(p) + (ii[by_i] * ncol - (np.cumsum(cnt) - cnt)[ii[by_i]])
+    dist = np.full(n * ncol, np.inf)
+    dist[flat] = d2[by_i]
+    dist = dist.reshape(n, ncol)
+    pidx = np.full(n * ncol, -1, dtype=np.int64)
+    pidx[flat] = by_i
+    pidx = pidx.reshape(n, ncol)
     perm = np.argsort(dist, axis=1)
     ds = np.take_along_axis(dist, perm, axis=1)
     tied = np.flatnonzero(((ds[:, 1:] == ds[:, :-1]) & np.isfinite(ds[:, 1:])).any(axis=1))
@@ -454,51 +538,66 @@ def _sorted_rows(
     return out
 
 
-def _split_types(nl: np.ndarray, types: np.ndarray, sel: Sequence[int]) -> np.ndarray:
-    """Per-type blocks of a distance-sorted list (mixed_types=False), -1 padded to sum(sel)."""
-    out = np.full(nl.shape, -1, dtype=np.int64)
-    valid = nl >= 0
-    tj = np.where(valid, types[np.where(valid, nl, 0)], -1)
-    offset = 0
+def _split_types(tj: np.ndarray, sel: Sequence[int]) -> np.ndarray:
+    """Columns of a distance-sorted list that form the per-type blocks (mixed_types=False).
+
+    ``tj`` (n, Nsel): neighbor type per slot, ``len(sel)`` on empty slots. Returns (n, Nsel)
+    column indices into the list, block t (width sel[t]) holding the first type-t columns in
+    order, -1 where a block has fewer.
+    """
+    n, width_all = tj.shape
+    grouped = np.argsort(tj.astype(np.int16), axis=1, kind="stable")  # by type, then distance
+    count = np.stack([(tj == t).sum(axis=1) for t in range(len(sel))], axis=1)
+    first = np.cumsum(count, axis=1) - count
+    blocks = []
     for t, width in enumerate(sel):
-        mine = tj == t
-        rank = np.cumsum(mine, axis=1) - 1
-        r, c = np.nonzero(mine & (rank < width))
-        out[r, offset + rank[r, c]] = c
-        offset += width
-    return out
+        k = np.arange(width)
+        idx = np.minimum(first[:, t : t + 1] + k, max(width_all - 1, 0))
+        cols = np.take_along_axis(grouped, idx, axis=1)
+        blocks.append(np.where(k < count[:, t : t + 1], cols, -1))
+    return np.concatenate(blocks, axis=1)
 
 
-def _frame_list(
+def _fill_frame(
     x: np.ndarray,
     atype: np.ndarray,
     box: np.ndarray | None,
     rcut: float,
     sel: tuple[int, ...],
     mixed_types: bool,
-    ntypes: int,
     method: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Neighbor list of one frame: (nlist (nat, Nsel), shift (nat, Nsel, 3), nnei_type)."""
-    nat, nsel = x.shape[0], sum(sel)
+    nlist: np.ndarray,
+    shift: np.ndarray,
+    nnei_type: np.ndarray,
+) -> None:
+    """Fill one frame's nlist (nat, Nsel), shift (nat, Nsel, 3), nnei_type (nat, ntypes).
+
+    The outputs come pre-filled with -1 / 0 / 0; rows of virtual atoms are left so.
+    """
+    ntypes, nsel = nnei_type.shape[1], sum(sel)
     real = np.flatnonzero(atype >= 0)
     types = atype[real]
-    nlist = np.full((nat, nsel), -1, dtype=np.int64)
-    shift = np.zeros((nat, nsel, 3), dtype=np.int64)
-    nnei_type = np.zeros((nat, ntypes), dtype=np.int64)
     ii, jj, s, d2 = _frame_pairs(x[real], box, rcut, method)
     if ii.size == 0:
-        return nlist, shift, nnei_type
-    counts = np.bincount(ii * ntypes + types[jj], minlength=real.size * ntypes)
-    nnei_type[real] = counts.reshape(real.size, ntypes)
+        return
+    tpair = types[jj]
+    counts = np.bincount(ii * ntypes + tpair, minlength=real.size * ntypes)
     pidx = _sorted_rows(real.size, ii, jj, s, d2, nsel)
     if not mixed_types:
-        cols = _split_types(np.where(pidx >= 0, jj[pidx], -1), types, sel)
+        tj = np.append(tpair, len(sel))[pidx]  # index -1 (empty) -> len(sel)
+        cols = _split_types(tj, sel)
         pidx = np.where(cols >= 0, np.take_along_axis(pidx, np.maximum(cols, 0), axis=1), -1)
-    ok = pidx >= 0
-    nlist[real] = np.where(ok, real[jj[pidx]], -1)
-    shift[real] = np.where(ok[..., None], s[pidx], 0)
-    return nlist, shift, nnei_type
+    # index -1 (empty slot) picks the appended sentinel: j = -1, S = 0
+    j_ext = np.append(real[jj], -1)
+    s_ext = np.concatenate([s, np.zeros((1, 3), dtype=np.int64)])
+    if real.size == atype.size:
+        np.take(j_ext, pidx, out=nlist, mode="wrap")  # "wrap": unbuffered, and -1 -> sentinel
+        np.take(s_ext, pidx, axis=0, out=shift, mode="wrap")
+        nnei_type[...] = counts.reshape(real.size, ntypes)
+    else:
+        nlist[real] = j_ext[pidx]
+        shift[real] = s_ext[pidx]
+        nnei_type[real] = counts.reshape(real.size, ntypes)
 
 
 def _warn_overflow(
@@ -552,13 +651,13 @@ def build_neighbor_list(
             f"{len(sel_t)} entries (one per type) for mixed_types=False"
         )
     nsel = sum(sel_t)
-    nlist = np.empty((nf, nat, nsel), dtype=np.int64)
-    shift = np.empty((nf, nat, nsel, 3), dtype=np.int64)
-    nnei_type = np.empty((nf, nat, ntypes), dtype=np.int64)
+    nlist = np.full((nf, nat, nsel), -1, dtype=np.int64)
+    shift = np.zeros((nf, nat, nsel, 3), dtype=np.int64)
+    nnei_type = np.zeros((nf, nat, ntypes), dtype=np.int64)
     for f in range(nf):
         bf = None if b is None else b[f]
-        nlist[f], shift[f], nnei_type[f] = _frame_list(
-            x[f], at[f], bf, rcut, sel_t, mixed_types, ntypes, method
+        _fill_frame(
+            x[f], at[f], bf, rcut, sel_t, mixed_types, method, nlist[f], shift[f], nnei_type[f]
         )
     _warn_overflow(nnei_type, sel_t, mixed_types, rcut)
     return NeighborList(nlist=nlist, shift=shift, nnei_type=nnei_type)
@@ -698,6 +797,6 @@ def _xp_split_types(
         rank = xp.argsort(xp.astype(~mine, xp.int8), axis=-1, stable=True)[..., :width]
         keep = xp.take_along_axis(mine, rank, axis=-1)
         blocks_n.append(xp.where(keep, xp.take_along_axis(nlist, rank, axis=-1), -1))
-        sh = xp.stack([xp.take_along_axis(shift[..., c], rank, axis=-1) for c in range(3)], -1)
+        sh = xp.stack([xp.take_along_axis(shift[..., c], rank, axis=-1) for c in range(3)], axis=-1)
         blocks_s.append(xp.where(keep[..., None], sh, 0))
     return xp.concat(blocks_n, axis=-1), xp.concat(blocks_s, axis=-2)

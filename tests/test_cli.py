@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import itertools
 import math
@@ -30,6 +31,12 @@ except ImportError:
 needs_neighbor = pytest.mark.skipif(
     not HAS_NEIGHBOR, reason="dpa.neighbor.neighbor_stat is not implemented yet"
 )
+try:
+    import dpa.io as _io
+
+    HAS_CONVERT = hasattr(_io, "convert")
+except ImportError:
+    HAS_CONVERT = False
 needs_model_api = pytest.mark.skipif(
     not (hasattr(dpa, "build_model") and hasattr(dpa, "load_model")),
     reason="dpa.build_model / dpa.load_model are not implemented yet (model API)",
@@ -70,8 +77,8 @@ def test_help_lists_commands():
 def test_version():
     result = run("--version")
     assert result.exit_code == 0
-    expected = getattr(dpa, "__version__", None) or importlib.metadata.version("dpa")
-    assert result.stdout == f"dpa {expected}\n"
+    assert result.stdout == f"dpa {dpa.__version__}\n"
+    assert dpa.__version__ == importlib.metadata.version("dpa")
 
 
 def test_import_is_light():
@@ -139,34 +146,37 @@ def test_console_script_exit_code(tmp_path):
 
 
 def brute_neighbor_stat(coord, atype, box, rcut, ntypes):
-    """Min pair distance and max neighbors per type within rcut, by looping over all images."""
+    """Min pair distance and max neighbors per type within rcut (d <= rcut), over all images.
+
+    Pair vectors are reduced to fractional components in [-0.5, 0.5) (the data holds unwrapped
+    coordinates), then every image shift that can come within rcut is tried.
+    """
     dmin, nmax = math.inf, np.zeros(ntypes, dtype=np.int64)
+    nat = coord.shape[1]
     for f in range(coord.shape[0]):
-        x = coord[f]
+        rij = coord[f][None, :, :] - coord[f][:, None, :]  # rij[i, j] = x_j - x_i
         if box is None:
             shifts = np.zeros((1, 3))
         else:
             cell = box[f]
+            frac = rij @ np.linalg.inv(cell)
+            rij = (frac - np.round(frac)) @ cell
             vol = abs(np.linalg.det(cell))
             widths = [
                 vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3]))
                 for i in range(3)
             ]
-            n = [math.ceil(rcut / w) for w in widths]
+            n = [math.ceil(rcut / w + 0.5) for w in widths]
             grid = itertools.product(*(range(-k, k + 1) for k in n))
             shifts = np.array(list(grid), dtype=np.float64) @ cell
-        # d[i, s, j] = |x_j + shift_s - x_i|
-        d = np.linalg.norm(
-            x[None, None, :, :] + shifts[None, :, None, :] - x[:, None, None, :], axis=-1
-        )
+        d2 = np.square(rij[:, None, :, :] + shifts[None, :, None, :]).sum(axis=-1)  # [i, s, j]
         zero = np.flatnonzero(np.all(shifts == 0, axis=1))[0]
-        d[np.arange(len(x)), zero, np.arange(len(x))] = np.inf  # an atom is not its own neighbor
-        inside = d < rcut
+        d2[np.arange(nat), zero, np.arange(nat)] = np.inf  # an atom is not its own neighbor
+        inside = d2 <= rcut * rcut
         if inside.any():
-            dmin = min(dmin, float(d[inside].min()))
-        for t in range(ntypes):
-            counts = inside[:, :, atype == t].sum(axis=(1, 2))
-            nmax[t] = max(nmax[t], int(counts.max()))
+            dmin = min(dmin, math.sqrt(float(d2[inside].min())))
+        per_type = inside.sum(axis=1) @ (atype[:, None] == np.arange(ntypes)[None, :])  # [i, t]
+        nmax = np.maximum(nmax, per_type.max(axis=0))
     return dmin, nmax
 
 
@@ -179,53 +189,62 @@ def _parse_neighbor_stat(stdout: str):
     return dmin, nmax, tmap
 
 
+@functools.cache
+def brute_for(path: Path, rcut: float) -> tuple[float, dict[str, int]]:
+    """Brute-force neighbor stat of one system: min distance, max neighbors by element."""
+    s = load_system(path)
+    dmin, nmax = brute_neighbor_stat(s.coord, s.atype, s.box, rcut, len(s.type_map))
+    return dmin, dict(zip(s.type_map, nmax.tolist(), strict=True))
+
+
+def merged_brute(paths, rcut, type_map):
+    """Brute-force neighbor stat of several systems, max neighbors in `type_map` order."""
+    stats = [brute_for(p, rcut) for p in paths]
+    dmin = min(d for d, _ in stats)
+    return dmin, [max(n.get(t, 0) for _, n in stats) for t in type_map]
+
+
 @needs_data
 @needs_neighbor
 def test_neighbor_stat_water_matches_brute_force():
     paths = [DATA / "water" / "data_0", DATA / "water" / "data_3"]
     rcut = 6.0
-    dmin, nmax = math.inf, np.zeros(2, dtype=np.int64)
-    for p in paths:
-        s = load_system(p)
-        d, n = brute_neighbor_stat(s.coord, s.atype, s.box, rcut, 2)
-        dmin, nmax = min(dmin, d), np.maximum(nmax, n)
     result = run("neighbor-stat", "-s", str(paths[0]), "-s", str(paths[1]), "-r", str(rcut))
     assert result.exit_code == 0, result.stderr
     got_dmin, got_nmax, tmap = _parse_neighbor_stat(result.stdout)
     assert tmap == ["O", "H"]
+    dmin, nmax = merged_brute(paths, rcut, tmap)
     assert got_dmin == pytest.approx(dmin, abs=1e-6)
-    assert got_nmax == nmax.tolist()
+    assert got_nmax == nmax
     assert 0.8 < dmin < 1.2  # an O-H bond: the brute force itself is sane
-    assert f"# {paths[0]} (80 frames)" in result.stdout
+    for p in paths:  # the per-system lines
+        d, n = brute_for(p, rcut)
+        line = re.search(rf"^# {re.escape(str(p))} \(80 frames\): (.*)$", result.stdout, re.M)
+        assert line.group(1) == f"min_nbor_dist {d:.6f}, max_nbor_size [{n['O']}, {n['H']}]"
 
-    # -t reorders the result; a folder of systems is expanded
+    # -t reorders the result; -q drops the per-system lines
     flipped = run("-q", "neighbor-stat", "-s", str(paths[0]), "-r", str(rcut), "-t", "H,O")
     assert flipped.exit_code == 0, flipped.stderr
-    s = load_system(paths[0])
-    d0, n0 = brute_neighbor_stat(s.coord, 1 - s.atype, s.box, rcut, 2)
-    got = _parse_neighbor_stat(flipped.stdout)
-    assert got[2] == ["H", "O"] and got[1] == n0.tolist()
-    assert got[0] == pytest.approx(d0, abs=1e-6)
-    assert "# " not in flipped.stdout  # -q: no per-system lines
+    got_dmin, got_nmax, tmap = _parse_neighbor_stat(flipped.stdout)
+    dmin, nmax = merged_brute(paths[:1], rcut, ["H", "O"])
+    assert tmap == ["H", "O"] and got_nmax == nmax
+    assert got_dmin == pytest.approx(dmin, abs=1e-6)
+    assert "# " not in flipped.stdout
 
 
 @needs_data
 @needs_neighbor
 def test_neighbor_stat_mixed_periodic_and_molecules():
-    water = DATA / "water" / "data_3"
-    mol = DATA / "molecules_nopbc" / "C4H3O1"
-    rcut = 3.0
-    result = run("neighbor-stat", "-s", str(water), "-s", str(mol), "-r", str(rcut))
+    paths = [DATA / "water" / "data_3", DATA / "molecules_nopbc" / "C4H3O1"]
+    rcut = 6.0
+    result = run("neighbor-stat", "-s", str(paths[0]), "-s", str(paths[1]), "-r", str(rcut))
     assert result.exit_code == 0, result.stderr
     got_dmin, got_nmax, tmap = _parse_neighbor_stat(result.stdout)
     assert tmap == ["O", "H", "C"]  # union of the type maps, in order of appearance
-    dmin, nmax = math.inf, np.zeros(3, dtype=np.int64)
-    for p in (water, mol):
-        s = load_system(p)
-        d, n = brute_neighbor_stat(s.coord, s.remap_types(tmap), s.box, rcut, 3)
-        dmin, nmax = min(dmin, d), np.maximum(nmax, n)
+    dmin, nmax = merged_brute(paths, rcut, tmap)
     assert got_dmin == pytest.approx(dmin, abs=1e-6)
-    assert got_nmax == nmax.tolist()
+    assert got_nmax == nmax
+    assert nmax[2] > 0  # carbon neighbors come from the molecule only
 
 
 @needs_data
@@ -300,27 +319,36 @@ def test_show_missing_model_is_one_line_error(tmp_path):
 
 
 @needs_model_api
-@pytest.mark.skipif(
-    not hasattr(dpa, "io") or not hasattr(dpa.io, "convert"),
-    reason="dpa.io.convert is not implemented yet",
-)
+@needs_data
+@pytest.mark.skipif(not HAS_CONVERT, reason="dpa.io.convert is not implemented yet")
 @pytest.mark.parametrize("suffix, backend", [(".pth", "torch"), (".jax", "jax")])
 def test_convert_round_trip_is_exact(model_file, tmp_path, suffix, backend):
     pytest.importorskip(backend)
     out = tmp_path / f"water{suffix}"
     result = run("convert", str(model_file), str(out))
     assert result.exit_code == 0, result.stderr
-    assert out.exists()
+    assert result.stdout == f"converted {model_file} -> {out}\n"
     back = tmp_path / "back.dp"
-    assert run("convert", str(out), str(back)).exit_code == 0
+    assert run("-q", "convert", str(out), str(back)).stdout == ""
+    # the same parameters come back: same numbers (the numpy backend: fast, no jit)
     s = load_system(DATA / "water" / "data_0").frames(slice(0, 2))
-    ref = dpa.load_model(str(model_file), backend=backend)
+    ref = dpa.load_model(str(model_file), backend="numpy")
+    a = ref.evaluate(s.coord, s.remap_types(ref.type_map), s.box, atomic=True)
     for path in (out, back):
-        pot = dpa.load_model(str(path), backend=backend)
-        a = ref.evaluate(s.coord, s.remap_types(ref.type_map), s.box)
-        b = pot.evaluate(s.coord, s.remap_types(pot.type_map), s.box)
-        for key in ("energy", "force", "virial"):
+        pot = dpa.load_model(str(path), backend="numpy")
+        b = pot.evaluate(s.coord, s.remap_types(pot.type_map), s.box, atomic=True)
+        for key in ("energy", "atom_energy"):
             np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-10)
+
+
+@needs_model_api
+@pytest.mark.skipif(not HAS_CONVERT, reason="dpa.io.convert is not implemented yet")
+def test_convert_unknown_suffix_is_one_line_error(model_file, tmp_path):
+    result = run("convert", str(model_file), str(tmp_path / "model.xyz"))
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dpa: error: ") and "model.xyz" in lines[0]
+    assert not (tmp_path / "model.xyz").exists()
 
 
 def _expected(pot, system, nframes):
@@ -350,67 +378,97 @@ def _expected(pot, system, nframes):
 
 @needs_data
 @needs_model_api
-@pytest.mark.parametrize("backend", ["torch", "jax"])
-def test_dp_test_metrics_and_detail_files(model_file, tmp_path, backend):
-    pytest.importorskip(backend)
-    water, wv = DATA / "water" / "data_0", DATA / "water_virial"
-    prefix = tmp_path / "detail"
-    result = run(
-        "--backend", backend, "test", "-m", str(model_file), "-s", str(water), "-s", str(wv),
-        "-n", "3", "-d", str(prefix), "--chunk-size", "2",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
+def _weighted(stats: list[tuple[float, float]], kind: str) -> float:
+    """Merge (error, weight) pairs: MAE by weighted mean, RMSE by root of weighted mean square."""
+    total = sum(w for _, w in stats)
+    if kind == "mae":
+        return sum(e * w for e, w in stats) / total
+    return math.sqrt(sum(e * e * w for e, w in stats) / total)
+
+
+def _share_potential(monkeypatch, model_file, backend):
+    """Make the CLI use the test's own Potential (jit caches are per Potential); record calls."""
     pot = dpa.load_model(str(model_file), backend=backend)
-    (s0, p0, e0), (s1, p1, e1) = (_expected(pot, load_system(p), 3) for p in (water, wv))
+    calls = []
+
+    def load_model(path, backend=None):
+        calls.append((str(path), backend))
+        return pot
+
+    monkeypatch.setattr(dpa, "load_model", load_model)
+    return pot, calls
+
+
+@pytest.mark.parametrize("backend, n", [("torch", 3), ("jax", 2)])  # jax: fewer shapes to jit
+def test_dp_test_metrics_and_detail_files(model_file, tmp_path, monkeypatch, backend, n):
+    pytest.importorskip(backend)
+    pot, calls = _share_potential(monkeypatch, model_file, backend)
+    # water: no virial labels; water_virial: virial; OUTCAR: 1 frame (read by dpdata, name-guessed)
+    paths = [DATA / "water" / "data_0", DATA / "water_virial", DATA / "vasp_OUTCAR"]
+    prefix = tmp_path / "detail"
+    args = ["--backend", backend, "test", "-m", str(model_file), "-n", str(n), "-d", str(prefix)]
+    args += ["--chunk-size", "2"] + [a for p in paths for a in ("-s", str(p))]
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    assert calls == [(str(model_file), backend)]
+    expected = [_expected(pot, load_system(p), n) for p in paths]
+    systems = [e[0] for e in expected]
+    assert [s.nframes for s in systems] == [n, n, 1]
 
     blocks, overall = _blocks(result.stdout)
-    assert len(blocks) == 2
-    got0, got1 = _metrics(blocks[0]), _metrics(blocks[1])
-    assert set(got0) == set(e0) and "virial mae" not in got0  # water has no virial labels
-    assert set(got1) == set(e1) and "virial/natoms rmse" in got1
-    for got, exp in ((got0, e0), (got1, e1)):
+    assert len(blocks) == 3
+    for block, (s, _, exp) in zip(blocks, expected, strict=True):
+        got = _metrics(block)
+        assert set(got) == set(exp)
+        assert f"# number of test data : {s.nframes}" in block
         for key, value in exp.items():
             assert got[key] == pytest.approx(value, rel=1e-6), key
+    assert "virial mae" not in _metrics(blocks[0])  # water/data_0 has no virial labels
+    assert "virial/natoms rmse" in _metrics(blocks[1])
 
-    # weighted average: energies by frames, forces by force components, virial from wv only
+    # weighted average: energies by frames, forces by force components, virials by components
     got = _metrics(overall)
-    assert got["energy rmse"] == pytest.approx(
-        math.sqrt((e0["energy rmse"] ** 2 + e1["energy rmse"] ** 2) / 2), rel=1e-6
-    )
-    assert got["energy/natoms mae"] == pytest.approx(
-        (e0["energy/natoms mae"] + e1["energy/natoms mae"]) / 2, rel=1e-6
-    )
-    w0, w1 = 3 * 192 * 3, 3 * 384 * 3
-    assert got["force mae"] == pytest.approx(
-        (w0 * e0["force mae"] + w1 * e1["force mae"]) / (w0 + w1), rel=1e-6
-    )
-    f_rmse = math.sqrt((w0 * e0["force rmse"] ** 2 + w1 * e1["force rmse"] ** 2) / (w0 + w1))
-    assert got["force rmse"] == pytest.approx(f_rmse, rel=1e-6)
-    assert got["virial rmse"] == pytest.approx(e1["virial rmse"], rel=1e-6)
-    assert "# number of systems : 2" in overall
+    weight = {"energy": lambda s: s.nframes, "force": lambda s: s.nframes * s.natoms * 3}
+    weight["energy/natoms"] = weight["energy"]
+    weight["virial"] = weight["virial/natoms"] = lambda s: s.nframes * 9
+    assert set(got) == set(expected[1][2])
+    for key, value in got.items():
+        quantity, kind = key.split()
+        stats = [(e[key], weight[quantity](s)) for s, _, e in expected if key in e]
+        assert value == pytest.approx(_weighted(stats, kind), rel=1e-6), key
+    assert "# number of systems : 3" in overall
 
-    # detail files, in the dp test layout
+    # detail files, in the dp test layout: one "# <system>: <columns>" header per system
+    (s0, p0, _), (s1, p1, _), (s2, p2, _) = expected
     e = _read_detail(Path(f"{prefix}.e.out"))
-    assert [h for h, _ in e] == [f"# {water}: data_e pred_e", f"# {wv}: data_e pred_e"]
-    np.testing.assert_allclose(e[0][1], np.stack([s0.energy, p0["energy"]], 1), rtol=1e-12)
-    np.testing.assert_allclose(e[1][1], np.stack([s1.energy, p1["energy"]], 1), rtol=1e-12)
+    assert [h for h, _ in e] == [f"# {p}: data_e pred_e" for p in paths]
+    for (_, rows), (s, pred, _) in zip(e, expected, strict=True):
+        np.testing.assert_allclose(rows, np.stack([s.energy, pred["energy"]], 1), rtol=1e-12)
     ea = _read_detail(Path(f"{prefix}.e_peratom.out"))
-    np.testing.assert_allclose(ea[1][1], e[1][1] / 384, rtol=1e-12)
+    for (_, rows), (_, rows_pa), s in zip(e, ea, systems, strict=True):
+        np.testing.assert_allclose(rows_pa, rows / s.natoms, rtol=1e-12)
     f = _read_detail(Path(f"{prefix}.f.out"))
-    assert f[0][0] == f"# {water}: data_fx data_fy data_fz pred_fx pred_fy pred_fz"
-    assert f[0][1].shape == (3 * 192, 6) and f[1][1].shape == (3 * 384, 6)
+    assert f[0][0] == f"# {paths[0]}: data_fx data_fy data_fz pred_fx pred_fy pred_fz"
+    assert [rows.shape for _, rows in f] == [(n * 192, 6), (n * 384, 6), (6, 6)]
     np.testing.assert_allclose(f[1][1][:, :3], s1.force.reshape(-1, 3), rtol=1e-12)
     np.testing.assert_allclose(f[1][1][:, 3:], p1["force"].reshape(-1, 3), rtol=1e-12)
     v = _read_detail(Path(f"{prefix}.v.out"))
-    assert len(v) == 1 and v[0][0].startswith(f"# {wv}: data_vxx data_vxy data_vxz data_vyx")
-    assert v[0][0].endswith("pred_vzy pred_vzz")
-    np.testing.assert_allclose(v[0][1][:, :9], s1.virial.reshape(3, 9), rtol=1e-12)
-    np.testing.assert_allclose(v[0][1][:, 9:], p1["virial"].reshape(3, 9), rtol=1e-12)
+    assert [h.split(":")[0] for h, _ in v] == [f"# {paths[1]}", f"# {paths[2]}"]
+    assert v[0][0].startswith(f"# {paths[1]}: data_vxx data_vxy data_vxz data_vyx")
+    assert v[0][0].endswith("pred_vzx pred_vzy pred_vzz")
+    np.testing.assert_allclose(v[0][1][:, :9], s1.virial.reshape(n, 9), rtol=1e-12)
+    np.testing.assert_allclose(v[0][1][:, 9:], p1["virial"].reshape(n, 9), rtol=1e-12)
+    np.testing.assert_allclose(v[1][1][:, 9:], p2["virial"].reshape(1, 9), rtol=1e-12)
     va = _read_detail(Path(f"{prefix}.v_peratom.out"))
     np.testing.assert_allclose(va[0][1], v[0][1] / 384, rtol=1e-12)
+    np.testing.assert_allclose(va[1][1], v[1][1] / 6, rtol=1e-12)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "detail.e.out", "detail.e_peratom.out", "detail.f.out", "detail.v.out", "detail.v_peratom.out",
-    ]  # fmt: skip
+        "detail.e.out",
+        "detail.e_peratom.out",
+        "detail.f.out",
+        "detail.v.out",
+        "detail.v_peratom.out",
+    ]  # fmt: skip  (no temporary files left behind)
 
 
 @needs_data

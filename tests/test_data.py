@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from dpa.data import System, load_system, load_systems
-from dpa.errors import DataError
+from dpa.errors import DataError, DPAError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
@@ -261,3 +262,49 @@ def test_unknown_format_and_missing_path(tmp_path):
 def test_wrong_format_for_file_is_a_data_error():
     with pytest.raises(DataError, match=r"vasp_OUTCAR: cannot read it as qe/pw/scf"):
         load_system(DATA / "vasp_OUTCAR", fmt="qe/pw/scf")
+
+
+# ---------------------------------------------------------------- metrics and detail files
+
+
+def test_merged_stats_equal_stats_of_the_whole():
+    from dpa.data.metrics import error_stat, merge_stats
+
+    rng = np.random.default_rng(0)
+    pred, ref = rng.normal(size=(10, 4, 3)), rng.normal(size=(10, 4, 3))
+    whole = error_stat(pred, ref)
+    parts = merge_stats([error_stat(pred[a:b], ref[a:b]) for a, b in ((0, 3), (3, 4), (4, 10))])
+    diff = pred - ref
+    assert whole.mae == pytest.approx(np.abs(diff).mean(), rel=1e-14)
+    assert whole.rmse == pytest.approx(np.sqrt((diff**2).mean()), rel=1e-14)
+    assert (parts.mae, parts.rmse, parts.weight) == pytest.approx((whole.mae, whole.rmse, 120))
+
+
+def test_detail_file_names_follow_dp_test():
+    from dpa.data.detail import detail_paths
+
+    assert detail_paths("out/res")[".e.out"] == "out/res.e.out"
+    assert detail_paths("out/res.txt")[".v_peratom.out"] == "out/res.v_peratom.out"
+
+
+def test_detail_files_are_replaced_whole(tmp_path):
+    from dpa.data.detail import write_details
+    from dpa.data.evaluation import SystemResult
+
+    s = load_system(DATA / "water_virial").frames(slice(0, 2))
+    pred = {"energy": s.energy + 1.0, "force": s.force * 2.0, "virial": s.virial - 1.0}
+    (tmp_path / "d.e.out").write_text("stale\n" * 1000)
+    written = write_details(tmp_path / "d", [SystemResult(s, pred)])
+    assert sorted(Path(p).name for p in written) == sorted(p.name for p in tmp_path.iterdir())
+    lines = (tmp_path / "d.e.out").read_text().splitlines()
+    assert lines[0] == f"# {s.name}: data_e pred_e" and len(lines) == 3
+    np.testing.assert_array_equal(np.loadtxt(tmp_path / "d.e.out"), np.c_[s.energy, s.energy + 1])
+    f = np.loadtxt(tmp_path / "d.f.out")
+    np.testing.assert_array_equal(f, np.c_[s.force.reshape(-1, 3), 2 * s.force.reshape(-1, 3)])
+    v = np.loadtxt(tmp_path / "d.v_peratom.out")
+    np.testing.assert_allclose(v, np.c_[s.virial.reshape(2, 9), s.virial.reshape(2, 9) - 1] / 384)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "d.e.out").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    with pytest.raises(DPAError, match="does not exist"):
+        write_details(tmp_path / "missing" / "d", [SystemResult(s, pred)])

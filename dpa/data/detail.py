@@ -2,6 +2,8 @@
 
 Layout of DeePMD-kit v3: each system's block starts with a `# <system>: <columns>` header, then
 one row per frame (one per atom per frame for forces), numbers as numpy.savetxt writes them.
+File names as `dp test -d PREFIX` gives them: PREFIX's own suffix, if any, is replaced
+(`-d out/res` and `-d out/res.txt` both give out/res.e.out).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -69,17 +72,16 @@ _FILES: dict[str, tuple[str, _Block]] = {
 }
 
 
-def detail_paths(prefix: str) -> dict[str, str]:
-    """The detail file of each kind for `prefix` (the suffix is appended to the prefix)."""
-    return {suffix: f"{prefix}{suffix}" for suffix in _FILES}
+def detail_paths(prefix: str | os.PathLike) -> dict[str, str]:
+    """The detail file of each kind: the prefix's own suffix replaced, as `dp test` names them."""
+    try:
+        return {suffix: os.fspath(Path(prefix).with_suffix(suffix)) for suffix in _FILES}
+    except ValueError:
+        raise DPAError(f"{os.fspath(prefix)!r}: not usable as a detail-file prefix") from None
 
 
 def write_details(prefix: str | os.PathLike, results: Sequence[SystemResult]) -> list[str]:
     """Write the detail files that have data, each atomically (temporary name, then rename)."""
-    prefix = os.fspath(prefix)
-    folder = os.path.dirname(os.path.abspath(prefix))
-    if not os.path.isdir(folder):
-        raise DPAError(f"{prefix}: cannot write detail files, folder {folder} does not exist")
     written = []
     for suffix, path in detail_paths(prefix).items():
         header, rows_of = _FILES[suffix]
@@ -101,6 +103,8 @@ def _umask() -> int:
 def _write_atomic(path: str, blocks: list[tuple[str, np.ndarray]], header: str) -> None:
     """Write header+rows blocks to a temporary file next to `path`, then rename it onto `path`."""
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise DPAError(f"{path}: cannot write detail file, folder {folder} does not exist")
     try:
         fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     except OSError as err:

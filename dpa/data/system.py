@@ -11,13 +11,13 @@ import numpy as np
 
 from dpa.errors import DataError
 
-__all__ = ["System", "load_system", "load_systems", "NATIVE_FORMATS"]
+__all__ = ["System", "find_systems", "load_system", "load_systems", "NATIVE_FORMATS"]
 
 #: Format names read by the native deepmd/npy reader (dpdata's "deepmd" means deepmd/raw).
 NATIVE_FORMATS = ("deepmd/npy", "npy")
 
 
-@dataclass
+@dataclass(eq=False)
 class System:
     """Frames of one atomic composition, with optional energy/force/virial labels; all float64."""
 
@@ -224,14 +224,14 @@ def find_systems(root: str | os.PathLike) -> list[str]:
 def load_systems(
     paths: str | os.PathLike | Iterable[str | os.PathLike], fmt: str | None = None
 ) -> list[System]:
-    """Read several systems; a folder that holds several deepmd/npy systems is expanded into them."""
+    """Read several systems; a folder holding several deepmd systems (type.raw) is expanded."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     systems: list[System] = []
     for path in paths:
         p = Path(path)
-        native = (fmt is None or fmt.lower() in NATIVE_FORMATS) and p.is_dir()
-        if native and not (p / "type.raw").is_file():
+        expandable = fmt is None or fmt.lower() in (*NATIVE_FORMATS, "deepmd/raw", "deepmd")
+        if expandable and p.is_dir() and not (p / "type.raw").is_file():
             subs = find_systems(p)
             if not subs:
                 raise DataError(

@@ -35,6 +35,16 @@ def dim_out(desc: dict) -> int:
     return width + (desc["tebd_dim"] if desc.get("concat_output_tebd", True) else 0)
 
 
+def _is_strip(desc: dict) -> bool:
+    """se_atten_v2 is always strip mode (its serialized dict may omit tebd_input_mode)."""
+    return desc["type"] == "se_atten_v2" or desc.get("tebd_input_mode", "concat") == "strip"
+
+
+def _is_smooth(desc: dict) -> bool:
+    """se_atten_v2 always scales the type embedding by the switch."""
+    return desc["type"] == "se_atten_v2" or desc.get("smooth_type_embedding", False)
+
+
 def _pair_embedding(desc, edges, rho, tebd_table, nbr_type, sw):
     """G_ij (nf, nat, nnei, M1) from the radial input and the type embeddings (concat or strip)."""
     xp = xp_of(rho)
@@ -43,7 +53,7 @@ def _pair_embedding(desc, edges, rho, tebd_table, nbr_type, sw):
     t_nbr = xp.reshape(
         xp.take(tebd_table, xp.reshape(nbr_type, (-1,)), axis=0), (nf, nat, nnei, -1)
     )
-    if desc.get("tebd_input_mode", "concat") == "concat":
+    if not _is_strip(desc):
         parts = [rho, t_nbr]
         if not one_side:
             t_center = xp.take(tebd_table, edges.atype, axis=0)[None, :, None, :]
@@ -62,7 +72,7 @@ def _pair_embedding(desc, edges, rho, tebd_table, nbr_type, sw):
         pair_table = embedding_net(strip_net, xp.concat([t_nbr_all, t_center_all], axis=-1))
         idx = edges.atype[None, :, None] * n_rows + nbr_type
     g_type = xp.reshape(xp.take(pair_table, xp.reshape(idx, (-1,)), axis=0), (nf, nat, nnei, -1))
-    if desc.get("smooth_type_embedding", False):
+    if _is_smooth(desc):
         g_type = g_type * sw[..., None]
     return g_radial * g_type + g_radial
 
