@@ -1,0 +1,200 @@
+"""The same models on every installed backend: numpy, torch, jax and array-api-strict agree.
+
+One table of configs (descriptor type x options) built with dpa.build_model, with random
+statistics (davg != 0, drawn independently per type, slot and component), times three systems:
+periodic water, a small skewed triclinic cell where an atom sees images of itself and several
+images of the same neighbor, and a molecule without box. All use the type map ["O", "H", "C"].
+
+numpy, torch and jax must agree on energy and atom energy; torch and jax on force, virial and
+atom virial (float64: 1e-10 absolute; float32: 1e-5 relative to max(1, max|value|)). The numpy
+reference and the same functions run on array_api_strict arrays agree to 1e-12 (float64).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import numpy as np
+import pytest
+
+import dpa
+from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.model import atomic_energy, edge_vectors
+from dpa.tree import map_variables
+
+RCUT = 4.0
+SE_A = {"type": "se_e2_a", "sel": [20, 28, 12], "rcut": RCUT, "neuron": [4, 8], "axis_neuron": 4}
+DPA1 = {"type": "dpa1", "sel": 56, "rcut": RCUT, "neuron": [4, 8], "axis_neuron": 4, "attn": 8}
+FIT = {"neuron": [8, 8]}
+F32 = {"precision": "float32"}
+
+
+def _case(descriptor: dict, fitting: dict | None = None, **model: object) -> dict:
+    return {"descriptor": descriptor, "fitting_net": {**FIT, **(fitting or {})}, **model}
+
+
+TABLE = {
+    "se_e2_a-tos-excl": _case(
+        {**SE_A, "type_one_side": True, "exclude_types": [[0, 1]], "rcut_smth": 0.5}
+    ),
+    "se_e2_a-twoside-excl-modelexcl": _case(
+        {
+            **SE_A,
+            "type_one_side": False,
+            "exclude_types": [[1, 2], [0, 0]],
+            "rcut_smth": 1.5,
+            "resnet_dt": True,
+        },
+        atom_exclude_types=[2],
+        pair_exclude_types=[[0, 1]],
+    ),
+    "dpa1-concat-l2-nonormalize": _case(
+        {**DPA1, "tebd_input_mode": "concat", "attn_layer": 2, "normalize": False},
+        {"activation_function": "gelu"},
+    ),
+    "dpa1-concat-smooth-tos-temperature": _case(
+        {
+            **DPA1,
+            "tebd_input_mode": "concat",
+            "smooth_type_embedding": True,
+            "type_one_side": True,
+            "temperature": 0.7,
+            "attn_layer": 1,
+            "concat_output_tebd": False,
+            "exclude_types": [[0, 2]],
+        }
+    ),
+    "dpa1-strip-l0-tebdskip": _case(
+        {**DPA1, "tebd_input_mode": "strip", "attn_layer": 0, "tebd_dim": 3, "rcut_smth": 2.0}
+    ),
+    "dpa1-strip-smooth-econf-params-modelexcl": _case(
+        {
+            **DPA1,
+            "tebd_input_mode": "strip",
+            "smooth_type_embedding": True,
+            "use_econf_tebd": True,
+            "use_tebd_bias": True,
+            "attn_layer": 1,
+            "attn_dotr": False,
+        },
+        {"numb_fparam": 2, "numb_aparam": 1},
+        atom_exclude_types=[0],
+        pair_exclude_types=[[1, 1]],
+    ),
+    "se_atten_v2-excl": _case(
+        {**DPA1, "type": "se_atten_v2", "attn_layer": 2, "exclude_types": [[1, 1]]}
+    ),
+    "se_e2_a-f32": _case({**SE_A, **F32, "rcut_smth": 1.0}, F32),
+    "dpa1-f32": _case({**DPA1, **F32, "smooth_type_embedding": True, "attn_layer": 1}, F32),
+}
+SYSTEMS = ("water", "skewed", "molecule")
+BACKENDS = ("numpy", "torch", "jax")
+GRID = [pytest.param(c, s, id=f"{c}-{s}") for c in TABLE for s in SYSTEMS]
+ENERGY_KEYS = ("energy", "atom_energy")
+DERIVATIVE_KEYS = ("force", "virial", "atom_virial")
+
+
+def is_float32(case: str) -> bool:
+    return TABLE[case]["descriptor"].get("precision") == "float32"
+
+
+def installed(backend: str) -> bool:
+    return importlib.util.find_spec(backend) is not None
+
+
+@pytest.fixture(scope="module")
+def potential(make_model):
+    """potential(case, backend) -> Potential, cached: models with random per-slot statistics."""
+
+    @functools.cache
+    def model(case: str) -> dpa.Model:
+        built = make_model(TABLE[case], seed=list(TABLE).index(case), physical=False)
+        assert np.any(built.tree["descriptor"]["@variables"]["davg"] != 0)
+        return built
+
+    @functools.cache
+    def get(case: str, backend: str) -> dpa.Potential:
+        return dpa.load_model(model(case), backend=backend)
+
+    return get
+
+
+def params(case: str, system) -> dict:
+    """fparam / aparam arrays for the cases that need them (random, fixed per system)."""
+    fit = TABLE[case]["fitting_net"]
+    nf, nat = system.coord.shape[:2]
+    rng = np.random.default_rng(nat)
+    out = {}
+    if fit.get("numb_fparam"):
+        out["fparam"] = rng.normal(size=(nf, fit["numb_fparam"]))
+    if fit.get("numb_aparam"):
+        out["aparam"] = rng.normal(size=(nf, nat, fit["numb_aparam"]))
+    return out
+
+
+def evaluate(pot: dpa.Potential, case: str, system) -> dict[str, np.ndarray]:
+    return pot.evaluate(system.coord, system.atype, system.box, atomic=True, **params(case, system))
+
+
+def mismatches(case: str, what: str, ref: np.ndarray, got: np.ndarray) -> list[str]:
+    """[] if `got` matches `ref` within the case's tolerance, else one line describing the gap."""
+    ref, got = np.asarray(ref), np.asarray(got)
+    if ref.shape != got.shape:
+        return [f"{what}: shape {got.shape} != {ref.shape}"]
+    diff = float(np.max(np.abs(got - ref), initial=0.0))
+    tol = 1e-5 * max(1.0, float(np.max(np.abs(ref), initial=0.0))) if is_float32(case) else 1e-10
+    if not diff <= tol:  # also catches NaN
+        return [f"{what}: max |diff| {diff:.3e} > {tol:.1e}"]
+    return []
+
+
+@pytest.mark.parametrize(("case", "system_name"), GRID)
+def test_backends_agree(case, system_name, get_system, potential):
+    system = get_system(system_name)
+    outs = {b: evaluate(potential(case, b), case, system) for b in BACKENDS if installed(b)}
+    if len(outs) < 2:
+        pytest.skip("fewer than two backends installed")
+    ref_name = next(iter(outs))
+    ref = outs[ref_name]
+    assert np.all(np.isfinite(ref["energy"]))
+    assert ref["atom_energy"].shape == system.coord.shape[:2]
+    np.testing.assert_allclose(ref["atom_energy"].sum(axis=1), ref["energy"], rtol=1e-12)
+    problems = []
+    for name, out in outs.items():
+        for key in ENERGY_KEYS:
+            problems += mismatches(case, f"{key} {name} vs {ref_name}", ref[key], out[key])
+    if "torch" in outs and "jax" in outs:
+        nf, nat = system.coord.shape[:2]
+        assert outs["torch"]["atom_virial"].shape == (nf, nat, 3, 3)
+        for key in DERIVATIVE_KEYS:
+            problems += mismatches(
+                case, f"{key} jax vs torch", outs["torch"][key], outs["jax"][key]
+            )
+    assert not problems, "\n".join(problems)
+
+
+def strict_atom_energy(pot: dpa.Potential, case: str, system) -> np.ndarray:
+    """Atomic energies from dpa.dpmodel run on array_api_strict arrays."""
+    xps = pytest.importorskip("array_api_strict")
+    nlist, shift = pot.neighbor_list(system.coord, system.atype, system.box)
+    tree = map_variables(pot.model.tree, xps.asarray)
+    box = None if system.box is None else xps.asarray(system.box)
+    rij = edge_vectors(xps.asarray(system.coord), box, xps.asarray(nlist), xps.asarray(shift))
+    assert isinstance(rij, type(xps.asarray(0.0)))
+    edges = Edges(rij, xps.asarray(nlist), xps.asarray(system.atype), system.atype)
+    extra = {k: xps.asarray(v) for k, v in params(case, system).items()}
+    energy = atomic_energy(tree, edges, extra.get("fparam"), extra.get("aparam"))
+    assert energy.dtype == xps.float64
+    return np.asarray(energy)
+
+
+@pytest.mark.parametrize(("case", "system_name"), GRID)
+def test_array_api_strict_matches_numpy(case, system_name, get_system, potential):
+    system = get_system(system_name)
+    pot = potential(case, "numpy")
+    got = strict_atom_energy(pot, case, system)
+    ref = evaluate(pot, case, system)["atom_energy"]
+    assert got.shape == ref.shape
+    tol = 1e-5 * max(1.0, float(np.max(np.abs(ref)))) if is_float32(case) else 1e-12
+    np.testing.assert_allclose(got, ref, rtol=0, atol=tol)
