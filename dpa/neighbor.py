@@ -50,8 +50,10 @@ __all__ = [
 # Candidate screening uses a cutoff enlarged by this relative amount, so that no pair with
 # canonical distance <= rcut is lost to rounding in wrapped coordinates; the final test is exact.
 _SCREEN_REL = 1e-9
-# Brute force (atoms x images x atoms) when that product is at most this.
-_BRUTE_MAX_WORK = 2_000_000
+# Brute force (atoms x images x atoms) when that product is at most this (measured crossover).
+_BRUTE_MAX_WORK = 400_000
+# Brute force works on chunks of images of at most this many atom pairs (bounded memory).
+_BRUTE_CHUNK = 2_000_000
 # Target bin thickness of the cell list, as a fraction of rcut (rcut/2: 5x5x5 stencil).
 _BIN_FRACTION = 0.5
 # Most images per axis and direction we accept (rcut / face distance; more means wrong units).
@@ -297,7 +299,7 @@ def _brute_pairs(
         _, w, xw = _wrap(x, box)
     vec = imgs.astype(np.float64) @ (np.zeros((3, 3)) if box is None else box)
     diag = np.arange(n)
-    chunk = max(1, _BRUTE_MAX_WORK // (n * n))  # images per chunk: bounded memory
+    chunk = max(1, _BRUTE_CHUNK // (n * n))  # images per chunk: bounded memory
     out_i, out_s, out_j = [], [], []
     for lo in range(0, imgs.shape[0], chunk):
         v = vec[lo : lo + chunk]

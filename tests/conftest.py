@@ -45,8 +45,8 @@ def water_system() -> System:
     if not folder.is_dir():
         pytest.skip(f"shared data not found at {folder}")
     atype = _remap(folder)
-    coord = np.load(folder / "set.000" / "coord.npy")[:1].reshape(1, -1, 3)
-    box = np.load(folder / "set.000" / "box.npy")[:1].reshape(1, 3, 3)
+    coord = np.load(folder / "set.000" / "coord.npy")[:1].reshape(1, -1, 3).astype(np.float64)
+    box = np.load(folder / "set.000" / "box.npy")[:1].reshape(1, 3, 3).astype(np.float64)
     return System("water", coord, atype, box)
 
 
@@ -55,7 +55,7 @@ def molecule_system() -> System:
     if not folder.is_dir():
         pytest.skip(f"shared data not found at {folder}")
     atype = _remap(folder)
-    coord = np.load(folder / "set.000" / "coord.npy")[:2].reshape(2, -1, 3)
+    coord = np.load(folder / "set.000" / "coord.npy")[:2].reshape(2, -1, 3).astype(np.float64)
     return System("molecule", coord, atype, None)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import dpa.neighbor
 from dpa.errors import DataError
 from dpa.neighbor import (
     NeighborOverflowWarning,
@@ -214,6 +215,26 @@ def test_small_skewed_cell_sees_many_images(method, mixed):
     row = nl.nlist[0, 0]
     assert (row == 0).sum() >= 2
     assert all((row == j).sum() > 1 for j in range(4))
+
+
+def test_brute_force_in_image_chunks(monkeypatch):
+    coord, atype, box, rcut = small_triclinic()
+    whole = build_neighbor_list(coord, atype, box, rcut, [400], True, method="brute")
+    monkeypatch.setattr(dpa.neighbor, "_BRUTE_CHUNK", 40)  # 2 images per chunk
+    chunked = build_neighbor_list(coord, atype, box, rcut, [400], True, method="brute")
+    np.testing.assert_array_equal(chunked.nlist, whole.nlist)
+    np.testing.assert_array_equal(chunked.shift, whole.shift)
+
+
+def test_types_per_frame(water):
+    coord, atype, box = water
+    coord2 = np.concatenate([coord, coord + 0.3])
+    atype2 = np.stack([atype, atype[::-1]])
+    nl = build_neighbor_list(coord2, atype2, np.concatenate([box, box]), 6.0, [46, 92], False)
+    for f in range(2):
+        one = build_neighbor_list(coord2[f : f + 1], atype2[f], box, 6.0, [46, 92], False)
+        np.testing.assert_array_equal(nl.nlist[f], one.nlist[0])
+        np.testing.assert_array_equal(nl.shift[f], one.shift[0])
 
 
 def test_molecule_without_box(molecule):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ConfigError
-from ..array_api import safe_norm, softmax, to_dtype, xp_of
+from ..array_api import safe_norm, to_dtype, xp_of
 from ..env_mat import environment_matrix, normalize
 from ..network import (
     dense,
@@ -78,7 +78,14 @@ def _pair_embedding(desc, edges, rho, tebd_table, nbr_type, sw):
 
 
 def _attention_layer(layer: dict, x, mask, sw, rhat):
-    """One gated self-attention layer over the neighbor rows, post-norm: LN(X + O)."""
+    """One gated self-attention layer over the neighbor rows, post-norm: LN(X + O).
+
+    Spec §5.3 computes A = softmax(L) on the N×N logits, then masks and gates it. Here the same
+    numbers come with fewer N×N passes (the hot spot of DPA-1): the smooth shift and the key mask
+    ride along in the Q·Kᵀ product as an extra column (a constant shift of a softmax row cancels),
+    and the row factors (1/Σ, query mask, s_j) and column factors (s_k) are applied to the
+    N×d operands instead of the N×N matrix.
+    """
     xp = xp_of(x)
     attn = layer["attention_layer"]
     d = attn["hidden_dim"]
@@ -90,19 +97,25 @@ def _attention_layer(layer: dict, x, mask, sw, rhat):
         v = v / safe_norm(v)
     temperature = attn.get("temperature")
     scale = temperature if temperature is not None else (d * attn["scaling_factor"]) ** -0.5
-    logits = (q * scale) @ xp.matrix_transpose(k)
-    if attn.get("smooth", True):
-        pair_sw = sw[..., :, None] * sw[..., None, :]
-        logits = (logits + ATTN_LOGIT_SHIFT) * pair_sw - ATTN_LOGIT_SHIFT
+    smooth = attn.get("smooth", True)
+    if smooth:
+        # (λ q·k + 20) s_j s_k  ==  [λ q s, 20 s]_j · [k s, s]_k
+        s = sw[..., None]
+        q_aug = xp.concat([q * (scale * s), ATTN_LOGIT_SHIFT * s], axis=-1)
+        k_aug = xp.concat([k * s, s], axis=-1)
+        row_gate, v = s, v * s
     else:
-        logits = xp.where(mask[..., None, :], logits, xp.full_like(logits, MASKED_LOGIT))
-    weights = softmax(logits, axis=-1)
-    weights = xp.where(mask[..., :, None], weights, xp.zeros_like(weights))
-    if attn.get("smooth", True):
-        weights = weights * pair_sw
+        # a huge negative key bias removes empty keys from the softmax
+        m = xp.astype(mask, x.dtype)[..., None]
+        q_aug = xp.concat([q * scale, xp.ones_like(m)], axis=-1)
+        k_aug = xp.concat([k, (1.0 - m) * MASKED_LOGIT], axis=-1)
+        row_gate = m
+    logits = q_aug @ xp.matrix_transpose(k_aug)
+    e = xp.exp(logits - xp.max(logits, axis=-1, keepdims=True))
+    denom = xp.sum(e, axis=-1, keepdims=True)
     if attn.get("dotr", True):
-        weights = weights * (rhat @ xp.matrix_transpose(rhat))
-    out = dense(attn["out_proj"], weights @ v)
+        e = e * (rhat @ xp.matrix_transpose(rhat))
+    out = dense(attn["out_proj"], (e @ v) * (row_gate / denom))
     return layer_norm(layer["attn_layer_norm"], x + out)
 
 
