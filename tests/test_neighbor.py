@@ -217,6 +217,21 @@ def test_small_skewed_cell_sees_many_images(method, mixed):
     assert all((row == j).sum() > 1 for j in range(4))
 
 
+@pytest.mark.parametrize("method", ["cell", "brute", "xp"])
+def test_cutoff_is_inclusive(method):
+    coord = np.array([[[0.5, 0.5, 0.5], [2.5, 0.5, 0.5], [0.5, 3.5, 0.5]]])
+    box = np.diag([8.0, 6.0, 10.0])[None]  # atom 2 is 3.0 from atom 0 directly and via the image
+    for rcut, expect in [(2.0, {(1, 0)}), (1.999, set()), (3.0, {(1, 0), (2, 0), (2, -1)})]:
+        if method == "xp":
+            img = image_shifts(box, rcut)
+            nl, sh = build_neighbor_list_xp(coord, [0, 0, 0], box, rcut, [8], True, img)
+        else:
+            res = build_neighbor_list(coord, [0, 0, 0], box, rcut, [8], True, method=method)
+            nl, sh = res.nlist, res.shift
+        got = {(int(j), int(s[1])) for j, s in zip(nl[0, 0], sh[0, 0], strict=True) if j >= 0}
+        assert got == expect, rcut
+
+
 def test_brute_force_in_image_chunks(monkeypatch):
     coord, atype, box, rcut = small_triclinic()
     whole = build_neighbor_list(coord, atype, box, rcut, [400], True, method="brute")

@@ -28,7 +28,10 @@ class TorchBackend(Backend):
         """A NumPy array as a tensor on this backend's device."""
         if array is None:
             return None
-        return torch.as_tensor(np.asarray(array), dtype=dtype, device=self._device)
+        a = np.asarray(array)
+        if not a.flags.writeable:  # torch wants writable memory (broadcast views are not)
+            a = a.copy()
+        return torch.as_tensor(a, dtype=dtype, device=self._device)
 
     def prepare(self, tree: dict) -> dict:
         return map_variables(tree, self.tensor)
