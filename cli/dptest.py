@@ -29,6 +29,19 @@ def format_errors(errors: dict) -> list[str]:
     return lines
 
 
+def _prepare_detail_folder(prefix: str) -> None:
+    """Create the folder of the detail files (like `mkdir -p`), with a clear error if impossible."""
+    import os
+
+    from dpa.errors import DataError
+
+    folder = os.path.dirname(os.path.abspath(prefix))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"-d {prefix}: cannot create folder {folder} ({err.strerror})") from None
+
+
 @click.command(name="test")
 @click.option("-m", "--model", required=True, type=click.Path(), help="Model file to test.")
 @click.option(
@@ -79,6 +92,8 @@ def test_command(
     from dpa.data.metrics import merge_errors
 
     data = load_systems(list(systems), fmt=fmt)  # before the model: bad data fails fast
+    if prefix is not None:  # make the detail folder now, not after a long evaluation
+        _prepare_detail_folder(prefix)
     pot = dpa.load_model(model, backend=opts.backend)
     for system in data:  # fail before any evaluation when an element is unknown to the model
         system.remap_types(pot.type_map)
