@@ -514,10 +514,22 @@ def test_dp_test_element_missing_from_model(model_file):
 
 @needs_data
 @needs_model_api
-def test_dp_test_detail_folder_missing(model_file, tmp_path):
+def test_dp_test_detail_folder_is_created(model_file, tmp_path):
     water = DATA / "water" / "data_0"
     result = run(
         "test", "-m", str(model_file), "-s", str(water), "-n", "1", "-d", str(tmp_path / "no" / "d")
     )
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "no").iterdir())
+    assert names == ["d.e.out", "d.e_peratom.out", "d.f.out"]
+
+
+def test_dp_test_detail_folder_impossible(model_file, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    water = DATA / "water" / "data_0"
+    result = run(
+        "test", "-m", str(model_file), "-s", str(water), "-n", "1", "-d", str(blocker / "d")
+    )
     assert result.exit_code == 1
-    assert "does not exist" in result.stderr
+    assert "cannot create folder" in result.stderr

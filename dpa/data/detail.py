@@ -9,12 +9,12 @@ File names as `dp test -d PREFIX` gives them: PREFIX's own suffix, if any, is re
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from dpa.atomic import atomic_path
 from dpa.data.evaluation import SystemResult
 from dpa.errors import DPAError
 
@@ -93,31 +93,11 @@ def write_details(prefix: str | os.PathLike, results: Sequence[SystemResult]) ->
     return written
 
 
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_atomic(path: str, blocks: list[tuple[str, np.ndarray]], header: str) -> None:
     """Write header+rows blocks to a temporary file next to `path`, then rename it onto `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise DPAError(f"{path}: cannot write detail file, folder {folder} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    except OSError as err:
-        raise DPAError(f"{path}: cannot write detail file ({err.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fp:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fp:
             for name, rows in blocks:
                 np.savetxt(fp, rows, header=f"{name}: {header}")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise DPAError(f"{path}: cannot write detail file ({err.strerror})") from None
-        raise
+    except OSError as err:
+        raise DPAError(f"{path}: cannot write detail file ({err.strerror or err})") from None

@@ -6,10 +6,10 @@ Writes go to a temporary name in the target folder and are renamed when complete
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..errors import ModelFileError
 from ..model import Model
 
@@ -58,17 +58,11 @@ def save(model: Model, path: str | os.PathLike) -> None:
     """Write `model` atomically (temporary file, then rename)."""
     path = Path(path)
     _, writer = _format_of(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ModelFileError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=folder)
-    os.close(fd)
     try:
-        writer(Path(tmp), model.data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            writer(tmp, model.data)
+    except FileNotFoundError as err:
+        raise ModelFileError(f"{path}: {err}") from None
 
 
 def convert(source: str | os.PathLike, target: str | os.PathLike) -> Model:

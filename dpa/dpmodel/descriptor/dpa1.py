@@ -221,7 +221,7 @@ def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
     radial_in = 1 if strip else 1 + type_in
     desc = {
         "@class": "Descriptor",
-        "type": config["type"],
+        "type": "se_atten_v2" if config["type"] == "se_atten_v2" else "dpa1",
         "@version": 2,
         "rcut": config["rcut"],
         "rcut_smth": config["rcut_smth"],
@@ -277,6 +277,8 @@ def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
         "trainable": True,
         "spin": None,
     }
+    if config["type"] == "se_atten_v2":  # strip + smooth are implied; DeePMD-kit rejects the keys
+        del desc["tebd_input_mode"], desc["smooth_type_embedding"]
     if strip:
         desc["embeddings_strip"] = network_collection(
             [make_embedding_net(rng, type_in, neuron, **net_kw)], 0, ntypes, "embedding_network"

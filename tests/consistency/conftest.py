@@ -1,0 +1,26 @@
+"""Keep the consistency tests fast: XLA compiles with most optimizations off here.
+
+Every (model, system) pair needs its own jax compilation; with XLA's optimization passes that
+costs 2-5 s for even a tiny model, without them about half. The numbers checked here do not
+depend on XLA's optimizations (fusion changes round-off only, far below the tolerances);
+tests/test_formats.py still evaluates on jax with the default settings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fast_xla_compilation():
+    if importlib.util.find_spec("jax") is None:
+        yield
+        return
+    import jax
+
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)

@@ -1,0 +1,206 @@
+"""Bad input raises the right dpa.DPAError subclass, with a message that names the culprit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dpa
+import dpa.io
+from dpa import BackendError, ConfigError, DataError, DPAError, ModelFileError
+
+DESCRIPTOR = {"type": "se_e2_a", "sel": [8, 8, 8], "rcut": 3.0, "neuron": [4], "axis_neuron": 2}
+CONFIG = {"type_map": ["O", "H", "C"], "descriptor": DESCRIPTOR, "fitting_net": {"neuron": [4]}}
+COORD = np.array(
+    [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.1, 0.0], [0.0, 0.0, 1.2], [1.3, 1.0, 0.2]]
+)
+ATYPE = np.array([0, 1, 1, 2, 0])
+BOX = np.eye(3) * 5.0
+
+
+def config(**changes) -> dict:
+    """CONFIG with top-level keys replaced; a dict value for 'descriptor'/'fitting_net' merges."""
+    out = {**CONFIG}
+    for key, value in changes.items():
+        out[key] = {**CONFIG[key], **value} if key in ("descriptor", "fitting_net") else value
+    return out
+
+
+@pytest.fixture(scope="module")
+def pot() -> dpa.Potential:
+    return dpa.load_model(dpa.build_model(CONFIG), backend="numpy")
+
+
+def two_frames() -> np.ndarray:
+    return np.stack([COORD, COORD + 0.05])
+
+
+def test_all_errors_share_one_root():
+    for cls in (BackendError, ConfigError, DataError, ModelFileError):
+        assert issubclass(cls, DPAError)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input data
+
+
+def test_valid_input_works(pot):
+    out = pot.evaluate(two_frames(), ATYPE, np.stack([BOX, BOX]))
+    assert out["energy"].shape == (2,)
+    assert np.all(np.isfinite(out["energy"]))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 2), (5,), (2, 5, 3, 1)])
+def test_coord_of_wrong_shape(pot, shape):
+    with pytest.raises(DataError, match=r"coord.*" + ", ".join(map(str, shape))):
+        pot.evaluate(np.zeros(shape), ATYPE, None)
+
+
+def test_atype_length_mismatch(pot):
+    with pytest.raises(DataError, match=r"atype.*\(5,\).*5 atoms.*\(4,\)"):
+        pot.evaluate(COORD, ATYPE[:4], None)
+
+
+def test_type_outside_type_map_names_the_atom(pot):
+    atype = ATYPE.copy()
+    atype[3] = 7
+    with pytest.raises(DataError, match=r"atom 3 .*type 7.*type_map"):
+        pot.evaluate(COORD, atype, None)
+
+
+def test_negative_type_names_the_atom(pot):
+    atype = ATYPE.copy()
+    atype[2] = -4
+    with pytest.raises(DataError, match=r"atom 2 "):
+        pot.evaluate(COORD, atype, None)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_coord_names_frame_and_atom(pot, bad):
+    coord = two_frames()
+    coord[1, 4, 2] = bad
+    with pytest.raises(DataError, match=r"atom 4 in frame 1|frame 1.*atom 4"):
+        pot.evaluate(coord, ATYPE, None)
+
+
+def test_singular_box_names_the_frame(pot):
+    flat = np.diag([5.0, 5.0, 0.0])
+    with pytest.raises(DataError, match=r"frame 1 .*singular"):
+        pot.evaluate(two_frames(), ATYPE, np.stack([BOX, flat]))
+
+
+def test_box_of_wrong_shape(pot):
+    with pytest.raises(DataError, match=r"box"):
+        pot.evaluate(two_frames(), ATYPE, np.ones((3, 3, 3)))
+
+
+def test_numpy_backend_gives_no_forces(pot):
+    assert not pot.can_compute_forces
+    out = pot.evaluate(COORD, ATYPE, BOX, atomic=True)
+    assert set(out) == {"energy", "atom_energy"}
+    assert out["atom_energy"].shape == (1, 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# fparam / aparam
+
+
+@pytest.fixture(scope="module")
+def pot_params() -> dpa.Potential:
+    model = dpa.build_model(config(fitting_net={"numb_fparam": 2, "numb_aparam": 1}))
+    return dpa.load_model(model, backend="numpy")
+
+
+def test_params_given_work(pot_params):
+    out = pot_params.evaluate(COORD, ATYPE, None, fparam=[0.1, 0.2], aparam=np.ones((5, 1)))
+    assert np.isfinite(out["energy"][0])
+
+
+def test_missing_fparam(pot_params):
+    with pytest.raises(DataError, match="fparam"):
+        pot_params.evaluate(COORD, ATYPE, None, aparam=np.ones((5, 1)))
+
+
+def test_missing_aparam(pot_params):
+    with pytest.raises(DataError, match="aparam"):
+        pot_params.evaluate(COORD, ATYPE, None, fparam=[0.1, 0.2])
+
+
+def test_fparam_of_wrong_size(pot_params):
+    with pytest.raises(DataError, match=r"fparam.*\(1, 2\)"):
+        pot_params.evaluate(COORD, ATYPE, None, fparam=[0.1, 0.2, 0.3], aparam=np.ones((5, 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Model files
+
+
+def test_missing_model_file(tmp_path):
+    path = tmp_path / "absent.dp"
+    with pytest.raises(ModelFileError, match="absent.dp"):
+        dpa.load_model(path)
+    with pytest.raises(ModelFileError, match="absent.dp"):
+        dpa.io.load(path)
+
+
+@pytest.mark.parametrize("suffix", [".dp", ".jax", ".pth"])
+def test_corrupt_model_file(tmp_path, suffix):
+    if suffix == ".pth":
+        pytest.importorskip("torch")
+    path = tmp_path / f"corrupt{suffix}"
+    path.write_bytes(np.random.default_rng(0).bytes(2048))
+    with pytest.raises(ModelFileError, match=f"corrupt\\{suffix}"):
+        dpa.io.load(path)
+
+
+def test_unknown_suffix(tmp_path):
+    path = tmp_path / "model.xyz"
+    path.write_bytes(b"whatever")
+    with pytest.raises(ModelFileError, match=r"model\.xyz.*'\.xyz'.*\.dp"):
+        dpa.io.load(path)
+    with pytest.raises(ModelFileError, match=r"\.xyz"):
+        dpa.build_model(CONFIG).save(tmp_path / "out.xyz")
+    assert not (tmp_path / "out.xyz").exists()
+
+
+def test_not_a_model_tree(tmp_path):
+    with pytest.raises(ModelFileError, match="model"):
+        dpa.Model({"something": "else"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs and backends
+
+
+def test_unknown_descriptor_type():
+    with pytest.raises(ConfigError, match=r"'dpa9'.*se_e2_a.*dpa1"):
+        dpa.build_model(config(descriptor={"type": "dpa9"}))
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "allowed"),
+    [
+        ({"descriptor": {"rcutt": 5.0}}, "rcutt", "rcut_smth"),
+        ({"descriptor": {"type": "dpa1", "atn": 8}}, "atn", "attn_layer"),
+        ({"fitting_net": {"neurons": [4]}}, "neurons", "numb_fparam"),
+        ({"typemap": ["O"]}, "typemap", "type_map"),
+    ],
+)
+def test_unknown_config_key_names_it_and_lists_allowed(changes, key, allowed):
+    with pytest.raises(ConfigError) as info:
+        dpa.build_model(config(**changes))
+    message = str(info.value)
+    assert repr(key)[1:-1] in message
+    assert "allowed keys" in message
+    assert allowed in message.split("allowed keys", 1)[1]
+
+
+def test_bad_config_value_names_the_key():
+    with pytest.raises(ConfigError, match=r"rcut"):
+        dpa.build_model(config(descriptor={"rcut": -1.0}))
+
+
+def test_unknown_backend():
+    model = dpa.build_model(CONFIG)
+    with pytest.raises(BackendError, match=r"'tensorflo'.*numpy.*torch.*jax"):
+        dpa.load_model(model, backend="tensorflo")
