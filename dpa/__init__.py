@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import io
 from ._version import __version__
 from .errors import BackendError, ConfigError, DataError, DPAError, ModelFileError
 from .model import Model, build_model
@@ -55,5 +56,6 @@ __all__ = [
     "Potential",
     "__version__",
     "build_model",
+    "io",
     "load_model",
 ]

@@ -143,6 +143,11 @@ class Potential:
         nfp, nap = fit.get("numb_fparam", 0), fit.get("numb_aparam", 0)
         fp = _as_param(fparam, (nf, nfp), "fparam") if nfp else None
         ap = _as_param(aparam, (nf, nat, nap), "aparam") if nap else None
+        if nfp and fp is None and fit.get("default_fparam") is None:
+            raise DataError(
+                f"this model needs fparam ({nfp} values per frame) and has no default_fparam; "
+                "pass fparam="
+            )
         if nap and ap is None:
             raise DataError(f"this model needs aparam ({nap} values per atom); pass aparam=")
         nlist, shift = self.neighbor_list(x, types, cell)

@@ -69,7 +69,8 @@ def atomic_energy(
                 "default_fparam; pass fparam="
             )
         nf = edges.rij.shape[0]
-        fparam = xp.broadcast_to(like(edges.rij, np.asarray(default, float))[None, :], (nf, -1))
+        values = like(edges.rij, np.asarray(default, dtype=np.float64))
+        fparam = xp.broadcast_to(values[None, :], (nf, values.shape[0]))
     eps = fitting_forward(fit, descriptor, edges.atype, edges.atype_host, fparam, aparam)
     out_bias = to_dtype(model["@variables"]["out_bias"], xp.float64)
     energy = eps + xp.take(out_bias[0, :, 0], edges.atype, axis=0)[None, :]

@@ -24,8 +24,12 @@ def write(path: Path, data: dict) -> None:
 
 def read(path: Path) -> dict:
     """Load with allow_pickle=False."""
+    import zipfile
+
     from ..tree import merge_variables
 
+    if not zipfile.is_zipfile(path):
+        raise ValueError("not a dpa .jax model (expected a zip archive)")
     with np.load(path, allow_pickle=False) as z:
         header = json.loads(bytes(z["__header__"]).decode())
         if header.get("format") != FORMAT:

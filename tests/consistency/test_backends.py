@@ -198,3 +198,25 @@ def test_array_api_strict_matches_numpy(case, system_name, get_system, potential
     assert got.shape == ref.shape
     tol = 1e-5 * max(1.0, float(np.max(np.abs(ref)))) if is_float32(case) else 1e-12
     np.testing.assert_allclose(got, ref, rtol=0, atol=tol)
+
+
+DEFAULT_FPARAM = [0.7, -0.4]
+DEFAULT_FPARAM_CASE = _case(
+    {**SE_A, "type_one_side": True},
+    {"numb_fparam": 2, "default_fparam": DEFAULT_FPARAM},
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_default_fparam_equals_explicit_fparam(backend, make_model, get_system):
+    if not installed(backend):
+        pytest.skip(f"{backend} is not installed")
+    system = get_system("molecule")
+    pot = dpa.load_model(make_model(DEFAULT_FPARAM_CASE, seed=11), backend=backend)
+    args = (system.coord, system.atype, None)
+    explicit = pot.evaluate(*args, fparam=np.array(DEFAULT_FPARAM))
+    other = pot.evaluate(*args, fparam=np.array(DEFAULT_FPARAM) + 0.5)
+    assert np.max(np.abs(other["energy"] - explicit["energy"])) > 1e-8  # fparam matters
+    implicit = pot.evaluate(*args)
+    for key in explicit:
+        np.testing.assert_allclose(implicit[key], explicit[key], rtol=0, atol=1e-12, err_msg=key)
