@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .array_api import dtype_of
+from .array_api import dtype_of, like
 from .econf_data import OCCUPATIONS
 from .network import embedding_net, make_embedding_net
 
@@ -33,14 +33,14 @@ def type_embedding_table(tebd: dict, xp: Any) -> Any:
     """The table T with the zero padding row appended when `padding` is set."""
     net = tebd["embedding"]
     dtype = dtype_of(xp, tebd.get("precision", "float64"))
-    ntypes = tebd["ntypes"]
+    weights = net["layers"][0]["@variables"]["w"]  # places the table on the weights' device
     if tebd.get("use_econf_tebd", False):
-        inputs = xp.asarray(econf_vectors(tebd["type_map"]), dtype=dtype)
+        inputs = like(weights, econf_vectors(tebd["type_map"]), dtype=dtype)
     else:
-        inputs = xp.eye(ntypes, dtype=dtype)
+        inputs = like(weights, np.eye(tebd["ntypes"]), dtype=dtype)
     table = embedding_net(net, inputs)
     if tebd.get("padding", True):
-        table = xp.concat([table, xp.zeros((1, table.shape[1]), dtype=dtype)], axis=0)
+        table = xp.concat([table, xp.zeros_like(table[:1, :])], axis=0)
     return table
 
 
