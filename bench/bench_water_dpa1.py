@@ -50,10 +50,13 @@ print(json.dumps({"median": statistics.median(times), "energy": e,
 
 
 def time_dpa(path: Path, backend: str, coord, atype, box, repeat: int) -> tuple[float, dict]:
-    """Median seconds of one energy+force+virial evaluation of one frame."""
+    """Median seconds of one energy+force+virial evaluation of one frame (after warm-up).
+
+    `backend` "torch-compile" is torch with torch.compile (its compile time is not counted)."""
     import dpa
 
-    pot = dpa.load_model(path, backend=backend)
+    name, _, variant = backend.partition("-")
+    pot = dpa.load_model(path, backend=name, compile=variant == "compile")
     for _ in range(2):
         out = pot.evaluate(coord, atype, box)
     times = []
@@ -69,7 +72,7 @@ def main() -> None:
     parser.add_argument("--deepmd-python", type=Path, default=DEFAULT_REF / "bin" / "python")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--backends", default="torch,jax")
+    parser.add_argument("--backends", default="torch,torch-compile,jax")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 

@@ -26,11 +26,13 @@ _SUFFIX_BACKEND = {".pth": "torch", ".jax": "jax"}
 def load_model(
     path: str | os.PathLike | Model,
     backend: str | None = None,
+    compile: bool = False,
 ) -> Potential:
     """Load a model file (.dp, .pth, .jax) or a `Model` onto a backend.
 
     backend: "numpy", "torch", "jax", or None (DPA_BACKEND, else by suffix: .pth -> torch,
     .jax -> jax, .dp -> torch if installed, else jax, else numpy).
+    compile: torch only; torch.compile the model (slow first call per shape, faster after).
     """
     from .backends.base import available_backends, default_backend_name, get_backend
     from .io import load
@@ -43,7 +45,7 @@ def load_model(
         if name is None:
             found = available_backends()
             name = next((b for b in ("torch", "jax") if b in found), "numpy")
-    return Potential(model, get_backend(name))
+    return Potential(model, get_backend(name, compile=compile))
 
 
 __all__ = [

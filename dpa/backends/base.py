@@ -51,8 +51,11 @@ def default_backend_name() -> str | None:
     return os.environ.get("DPA_BACKEND") or None
 
 
-def get_backend(name: str) -> Backend:
-    """The backend called `name`; a clear error if unknown or its framework is not installed."""
+def get_backend(name: str, compile: bool = False) -> Backend:
+    """The backend called `name`; a clear error if unknown or its framework is not installed.
+
+    `compile`: torch only, run the energy function through torch.compile.
+    """
     key = str(name).lower()
     if key not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -64,7 +67,11 @@ def get_backend(name: str) -> Backend:
             f"backend {key!r} needs {framework}, which is not installed: {_INSTALL_HINT[key]}"
         ) from err
     module = importlib.import_module(f"dpa.backends.{key}_backend")
-    return module.make_backend()
+    if compile and key != "torch":
+        raise BackendError(
+            f"compile=True is for the torch backend (jax always compiles); got {key!r}"
+        )
+    return module.make_backend(compile=True) if compile else module.make_backend()
 
 
 def available_backends() -> list[str]:

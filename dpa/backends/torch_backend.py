@@ -1,4 +1,9 @@
-"""PyTorch: autograd forces and virials; runs on a CUDA GPU when one is present."""
+"""PyTorch: autograd forces and virials; runs on a CUDA GPU when one is present.
+
+With `compile=True` the energy function goes through `torch.compile` (one graph per atom types
+and shapes): the first call of a new shape takes tens of seconds, later calls are ~1.5x faster
+on CPU, which pays off in MD and long test runs.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,36 @@ from ..tree import map_variables
 from .base import Backend
 
 
+class _Prepared:
+    """The model tree as tensors plus, when compiling, one compiled energy function per types."""
+
+    def __init__(self, tree: dict, compile: bool) -> None:
+        self.tree = tree
+        self.compile = compile
+        self.compiled: dict = {}
+
+    def energy_function(self, atype_host: np.ndarray):
+        """fn(rij, nlist, atype, fparam, aparam) -> atomic energies (nf, nat)."""
+        key = atype_host.tobytes()
+        if key not in self.compiled:
+            tree, types = self.tree, atype_host.copy()
+
+            def energy(rij, nlist, atype, fparam, aparam):
+                return atomic_energy(tree, Edges(rij, nlist, atype, types), fparam, aparam)
+
+            self.compiled[key] = torch.compile(energy, dynamic=False) if self.compile else energy
+        return self.compiled[key]
+
+
 class TorchBackend(Backend):
     """The reference model on torch tensors; F and W from one backward pass over edge vectors."""
 
     name = "torch"
     can_compute_forces = True
 
-    def __init__(self) -> None:
+    def __init__(self, compile: bool = False) -> None:
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._compile = compile
 
     @property
     def device(self) -> str:
@@ -33,8 +60,8 @@ class TorchBackend(Backend):
             a = a.copy()
         return torch.as_tensor(a, dtype=dtype, device=self._device)
 
-    def prepare(self, tree: dict) -> dict:
-        return map_variables(tree, self.tensor)
+    def prepare(self, tree: dict) -> _Prepared:
+        return _Prepared(map_variables(tree, self.tensor), self._compile)
 
     def evaluate(self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic):
         f64 = torch.float64
@@ -45,8 +72,8 @@ class TorchBackend(Backend):
         with torch.no_grad():
             rij = edge_vectors(x, cell, nl, self.tensor(shift, torch.int64))
         rij.requires_grad_(True)
-        edges = Edges(rij, nl, types, np.asarray(atype))
-        e_atom = atomic_energy(prepared, edges, self.tensor(fparam, f64), self.tensor(aparam, f64))
+        energy_fn = prepared.energy_function(np.asarray(atype))
+        e_atom = energy_fn(rij, nl, types, self.tensor(fparam, f64), self.tensor(aparam, f64))
         energy = torch.sum(e_atom, dim=1)
         (grad,) = torch.autograd.grad(torch.sum(energy), rij)
         with torch.no_grad():
@@ -56,5 +83,5 @@ class TorchBackend(Backend):
         return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
 
-def make_backend() -> TorchBackend:
-    return TorchBackend()
+def make_backend(compile: bool = False) -> TorchBackend:
+    return TorchBackend(compile=compile)

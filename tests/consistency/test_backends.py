@@ -220,3 +220,15 @@ def test_default_fparam_equals_explicit_fparam(backend, make_model, get_system):
     implicit = pot.evaluate(*args)
     for key in explicit:
         np.testing.assert_allclose(implicit[key], explicit[key], rtol=0, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.skipif(not installed("torch"), reason="torch not installed")
+def test_torch_compile_matches_eager(potential, get_system):
+    """torch.compile (opt-in) gives the eager numbers: one smooth DPA-1 case, skewed cell."""
+    case = "dpa1-concat-smooth-tos-temperature"
+    system = get_system("skewed")
+    eager = evaluate(potential(case, "torch"), case, system)
+    model = potential(case, "torch").model
+    compiled = evaluate(dpa.load_model(model, backend="torch", compile=True), case, system)
+    for key in (*ENERGY_KEYS, *DERIVATIVE_KEYS):
+        np.testing.assert_allclose(compiled[key], eager[key], rtol=0, atol=1e-10, err_msg=key)

@@ -77,6 +77,14 @@ def _pair_embedding(desc, edges, rho, tebd_table, nbr_type, sw):
     return g_radial * g_type + g_radial
 
 
+def _projection(layer: dict, x, start: int, stop: int):
+    """Columns [start, stop) of a linear layer: three small products instead of one product and
+    three slices (slicing the output costs full-size zero-filled buffers in the backward pass)."""
+    var = layer["@variables"]
+    y = x @ var["w"][:, start:stop]
+    return y if var.get("b") is None else y + var["b"][start:stop]
+
+
 def _attention_layer(layer: dict, x, mask, sw, rhat):
     """One gated self-attention layer over the neighbor rows, post-norm: LN(X + O).
 
@@ -89,12 +97,9 @@ def _attention_layer(layer: dict, x, mask, sw, rhat):
     xp = xp_of(x)
     attn = layer["attention_layer"]
     d = attn["hidden_dim"]
-    qkv = dense(attn["in_proj"], x)
-    q, k, v = qkv[..., :d], qkv[..., d : 2 * d], qkv[..., 2 * d :]
+    q, k, v = (_projection(attn["in_proj"], x, i * d, (i + 1) * d) for i in range(3))
     if attn.get("normalize", True):
-        q = q / safe_norm(q)
-        k = k / safe_norm(k)
-        v = v / safe_norm(v)
+        q, k, v = (t / xp.linalg.vector_norm(t, axis=-1, keepdims=True) for t in (q, k, v))
     temperature = attn.get("temperature")
     scale = temperature if temperature is not None else (d * attn["scaling_factor"]) ** -0.5
     smooth = attn.get("smooth", True)
