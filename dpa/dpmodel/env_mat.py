@@ -8,8 +8,9 @@ from .array_api import Array, safe_norm, xp_of
 def polynomial_switch(r: Array, rcut_smth: float, rcut: float) -> Array:
     """w(r) = 1 - 10u³ + 15u⁴ - 6u⁵ with u = clip((r - r_s)/(r_c - r_s), 0, 1); C² at both ends."""
     xp = xp_of(r)
-    u = xp.clip((r - rcut_smth) / (rcut - rcut_smth), 0.0, 1.0)
-    return u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0
+    u = (xp.clip(r, rcut_smth, rcut) - rcut_smth) / (rcut - rcut_smth)
+    u2 = u * u  # DeePMD-kit's operation order: w cancels badly near rcut, so order shows
+    return u2 * u * (-6.0 * u2 + 15.0 * u - 10.0) + 1.0
 
 
 def exponential_switch(r: Array, rcut_smth: float, rcut: float) -> Array:
@@ -35,10 +36,8 @@ def environment_matrix(
     dist = safe_norm(xp.where(mask[..., None], rij, xp.ones_like(rij)))[..., 0]
     switch_fn = exponential_switch if use_exp_switch else polynomial_switch
     sw = xp.where(mask, switch_fn(dist, rcut_smth, rcut), xp.zeros_like(dist))
-    inv_r = 1.0 / (dist + protection)
-    radial = sw * inv_r
-    angular = (sw * inv_r * inv_r)[..., None] * rij
-    env = xp.concat([radial[..., None], angular], axis=-1)
+    length = dist[..., None] + protection
+    env = xp.concat([1.0 / length, rij / (length * length)], axis=-1) * sw[..., None]
     env = xp.where(mask[..., None], env, xp.zeros_like(env))
     return env, sw
 
