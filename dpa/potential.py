@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .backends.base import Backend
-from .errors import DataError
+from .errors import BackendError, DataError
 from .model import Model
 from .neighbor import build_neighbor_list
 
@@ -78,6 +78,20 @@ def _as_param(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray | Non
     return np.ascontiguousarray(a)
 
 
+class Results(dict):
+    """Evaluation outputs; asking a backend without autograd for derivatives is a clear error."""
+
+    backend: str = ""
+
+    def __missing__(self, key: str) -> np.ndarray:
+        if key in ("force", "virial", "atom_virial") and self.backend == "numpy":
+            raise BackendError(
+                f"the numpy backend computes energies only, no {key}; load the model with "
+                "backend='torch' or backend='jax' (CLI: --backend torch|jax) for forces and virials"
+            )
+        raise KeyError(key)
+
+
 class Potential:
     """A model ready to evaluate on one backend (numpy, torch or jax)."""
 
@@ -134,7 +148,7 @@ class Potential:
     ) -> dict[str, np.ndarray]:
         """Energy (nf,), force (nf, nat, 3), virial (nf, 3, 3), atom_energy (nf, nat), and
         atom_virial (nf, nat, 3, 3) when `atomic`; float64 NumPy. The numpy backend gives
-        energy and atom_energy only."""
+        energy and atom_energy only (reading its "force" raises BackendError)."""
         x = _as_coord(coord)
         nf, nat = x.shape[:2]
         types = _as_atype(atype, nat, self.type_map)
@@ -153,4 +167,6 @@ class Potential:
         nlist, shift = self.neighbor_list(x, types, cell)
         out = self._backend.evaluate(self._prepared, x, cell, nlist, shift, types, fp, ap, atomic)
         keys = ["energy", "force", "virial", "atom_energy"] + (["atom_virial"] if atomic else [])
-        return {k: np.asarray(out[k], dtype=np.float64) for k in keys if k in out}
+        results = Results({k: np.asarray(out[k], dtype=np.float64) for k in keys if k in out})
+        results.backend = self.backend
+        return results

@@ -99,6 +99,11 @@ def test_numpy_backend_gives_no_forces(pot):
     out = pot.evaluate(COORD, ATYPE, BOX, atomic=True)
     assert set(out) == {"energy", "atom_energy"}
     assert out["atom_energy"].shape == (1, 5)
+    for key in ("force", "virial", "atom_virial"):
+        with pytest.raises(BackendError, match=rf"numpy backend.*no {key}.*torch.*jax"):
+            out[key]
+    with pytest.raises(KeyError):
+        out["stress"]
 
 
 # ---------------------------------------------------------------------------------------------
