@@ -176,6 +176,7 @@ def parse_model_config(config: dict) -> dict:
     if desc["type"] in ("dpa1", "se_atten", "se_atten_v2"):
         _finish_dpa1(desc)
     _check_types(out, ntypes)
+    _check_values(out)
     return out
 
 
@@ -194,8 +195,35 @@ def _finish_dpa1(desc: dict) -> None:
         desc["ln_eps"] = 1e-5
 
 
+def _check_values(cfg: dict) -> None:
+    """Checks across keys: unique type_map, known activations, fparam defaults of the right size."""
+    from .dpmodel.network import activation
+
+    type_map = cfg["type_map"]
+    repeated = sorted({t for t in type_map if type_map.count(t) > 1})
+    if repeated:
+        raise ConfigError(f"model.type_map lists {repeated} more than once; names must be unique")
+    for section in ("descriptor", "fitting_net"):
+        try:
+            activation(cfg[section]["activation_function"])
+        except ConfigError as err:
+            raise ConfigError(f"model.{section}.activation_function: {err}") from None
+    fit = cfg["fitting_net"]
+    default = fit["default_fparam"]
+    if default is not None and len(default) != fit["numb_fparam"]:
+        raise ConfigError(
+            f"model.fitting_net.default_fparam has {len(default)} values but numb_fparam is "
+            f"{fit['numb_fparam']}"
+        )
+    if len(fit["atom_ener"]) > len(type_map):
+        raise ConfigError(
+            f"model.fitting_net.atom_ener has {len(fit['atom_ener'])} entries for "
+            f"{len(type_map)} types"
+        )
+
+
 def _check_types(cfg: dict, ntypes: int) -> None:
-    """Type indices in exclusion lists must exist in type_map."""
+    """Type indices in exclusion lists must exist in type_map; sel resolved and positive."""
     desc = cfg["descriptor"]
     pairs = [("descriptor.exclude_types", p) for p in desc["exclude_types"]]
     pairs += [("pair_exclude_types", p) for p in cfg["pair_exclude_types"]]
@@ -221,6 +249,10 @@ def _check_types(cfg: dict, ntypes: int) -> None:
         desc["type"] = "se_e2_a"
     else:
         desc["sel"] = [sel] if isinstance(sel, int) else [int(sum(sel))]
+    if any(n < 0 for n in desc["sel"]) or sum(desc["sel"]) == 0:
+        raise ConfigError(
+            f"model.descriptor.sel = {sel!r}: neighbor counts must be >= 0 with a positive total"
+        )
     if desc["rcut_smth"] >= desc["rcut"]:
         raise ConfigError(
             f"model.descriptor.rcut_smth ({desc['rcut_smth']}) must be smaller than rcut "

@@ -27,6 +27,9 @@ class Model:
                 "not a dpa/DeePMD-kit model tree: expected a dict with a 'model' entry whose "
                 "'@class' is 'Model'"
             )
+        missing = [k for k in ("type_map", "descriptor", "fitting", "@variables") if k not in model]
+        if missing:
+            raise ModelFileError(f"the model tree lacks {missing}; the file is incomplete")
         if model.get("type", "standard") != "standard":
             raise ModelFileError(
                 f"model type {model.get('type')!r} is not supported (only standard energy models)"
@@ -36,6 +39,7 @@ class Model:
                 f"fitting type {model['fitting'].get('type')!r} is not supported (only 'ener')"
             )
         descriptor_module(model["descriptor"])  # raises on unknown descriptor types
+        _check_variables(model)
         self.data = data
 
     @property
@@ -87,6 +91,22 @@ class Model:
             f"Model({self.descriptor_type}, type_map={self.type_map}, rcut={self.rcut}, "
             f"params={self.num_params})"
         )
+
+
+def _check_variables(model: dict) -> None:
+    """The arrays every evaluation needs are present (a truncated file fails here, not later)."""
+    needed = {
+        "@variables": ["out_bias"],
+        "descriptor.@variables": ["davg", "dstd"],
+        "fitting.@variables": ["bias_atom_e"],
+    }
+    for where, names in needed.items():
+        node = model
+        for key in where.split("."):
+            node = node.get(key) or {}
+        absent = [n for n in names if node.get(n) is None]
+        if absent:
+            raise ModelFileError(f"the model tree lacks {where}.{absent}; the file is incomplete")
 
 
 def build_model(config: dict[str, Any], seed: int = 0) -> Model:

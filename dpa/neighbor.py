@@ -802,3 +802,20 @@ def _xp_split_types(
         sh = xp.stack([xp.take_along_axis(shift[..., c], rank, axis=-1) for c in range(3)], axis=-1)
         blocks_s.append(xp.where(keep[..., None], sh, 0))
     return xp.concat(blocks_n, axis=-1), xp.concat(blocks_s, axis=-2)
+
+
+def exclude_pairs(
+    nlist: np.ndarray, atype: np.ndarray, pairs: Sequence[Sequence[int]], ntypes: int
+) -> np.ndarray:
+    """`nlist` with the slots of excluded (center type, neighbor type) pairs set to -1.
+
+    Model-level `pair_exclude_types` (symmetric), applied in place of the slot (spec §2.3-5):
+    no compaction, which se_e2_a and DPA-1 do not need."""
+    if not pairs:
+        return nlist
+    table = np.zeros((ntypes, ntypes), dtype=bool)
+    for a, b in pairs:
+        table[a, b] = table[b, a] = True
+    nbr_type = atype[np.where(nlist >= 0, nlist, 0)]
+    drop = (nlist >= 0) & table[atype[None, :, None], nbr_type]
+    return np.where(drop, -1, nlist)

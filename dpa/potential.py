@@ -9,16 +9,24 @@ import numpy as np
 from .backends.base import Backend
 from .errors import BackendError, DataError
 from .model import Model
-from .neighbor import build_neighbor_list
+from .neighbor import build_neighbor_list, exclude_pairs
+
+EDGE_BUDGET = 1 << 16  # neighbor slots per backend call: bounds memory (~2 GB for DPA-1 water)
+OVERLAP_DISTANCE = 1e-6  # Å: closer atoms are duplicates, not chemistry
 
 
 def _as_coord(coord: Any) -> np.ndarray:
-    """(nf, nat, 3) float64 from (nf, nat, 3), (nat, 3) or (nf, nat*3)."""
-    x = np.asarray(coord, dtype=np.float64)
+    """(nf, nat, 3) float64 from (nf, nat, 3) or (nat, 3)."""
+    try:
+        x = np.asarray(coord, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"coord must be an array of real numbers ({err})") from None
     if x.ndim == 2 and x.shape[1] == 3:
         x = x[None]
     if x.ndim != 3 or x.shape[2] != 3:
         raise DataError(f"coord must have shape (nframes, natoms, 3) or (natoms, 3); got {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise DataError(f"coord holds no frames or no atoms (shape {x.shape})")
     bad = np.argwhere(~np.isfinite(x))
     if bad.size:
         f, i, _ = bad[0]
@@ -75,6 +83,8 @@ def _as_param(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray | Non
         a = np.broadcast_to(a.reshape(shape[1:]) if a.size == np.prod(shape[1:]) else a, shape)
     except ValueError:
         raise DataError(f"{name} must have shape {shape}; got {a.shape}") from None
+    if not np.all(np.isfinite(a)):
+        raise DataError(f"{name} holds NaN or inf values")
     return np.ascontiguousarray(a)
 
 
@@ -120,22 +130,16 @@ class Potential:
     def can_compute_forces(self) -> bool:
         return self._backend.can_compute_forces
 
-    def neighbor_list(self, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None):
+    def neighbor_list(
+        self, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(nlist, shift) for validated input, with model-level pair exclusions folded in."""
         nl = build_neighbor_list(
             coord, atype, box, self.rcut, self.model.sel, self.model.mixed_types
         )
-        nlist = nl.nlist
+        _check_no_overlap(coord, box, nl.nlist, nl.shift, self.model.sel, self.model.mixed_types)
         pairs = self.model.tree.get("pair_exclude_types") or []
-        if pairs:
-            ntypes = len(self.type_map)
-            table = np.zeros((ntypes, ntypes), dtype=bool)
-            for a, b in pairs:
-                table[a, b] = table[b, a] = True
-            nbr_type = atype[np.where(nlist >= 0, nlist, 0)]
-            drop = (nlist >= 0) & table[atype[None, :, None], nbr_type]
-            nlist = np.where(drop, -1, nlist)
-        return nlist, nl.shift
+        return exclude_pairs(nl.nlist, atype, pairs, len(self.type_map)), nl.shift
 
     def evaluate(
         self,
@@ -145,16 +149,55 @@ class Potential:
         atomic: bool = False,
         fparam: Any = None,
         aparam: Any = None,
-    ) -> dict[str, np.ndarray]:
+    ) -> Results:
         """Energy (nf,), force (nf, nat, 3), virial (nf, 3, 3), atom_energy (nf, nat), and
         atom_virial (nf, nat, 3, 3) when `atomic`; float64 NumPy. The numpy backend gives
-        energy and atom_energy only (reading its "force" raises BackendError)."""
+        energy and atom_energy only (reading its "force" raises BackendError).
+
+        Frames are evaluated in chunks of about EDGE_BUDGET neighbor slots to bound memory."""
         x = _as_coord(coord)
         nf, nat = x.shape[:2]
         types = _as_atype(atype, nat, self.type_map)
         cell = _as_box(box, nf)
+        fp, ap = self._frame_params(fparam, aparam, nf, nat)
+        nlist, shift = self.neighbor_list(x, types, cell)
+        step = max(1, EDGE_BUDGET // max(1, nat * nlist.shape[2]))
+        chunks = []
+        for lo in range(0, nf, step):
+            part = slice(lo, min(nf, lo + step))
+            chunks.append(
+                self._backend.evaluate(
+                    self._prepared,
+                    x[part],
+                    None if cell is None else cell[part],
+                    nlist[part],
+                    shift[part],
+                    types,
+                    None if fp is None else fp[part],
+                    None if ap is None else ap[part],
+                    atomic,
+                )
+            )
+        keys = ["energy", "force", "virial", "atom_energy"] + (["atom_virial"] if atomic else [])
+        results = Results(
+            {
+                k: np.concatenate([np.asarray(c[k], dtype=np.float64) for c in chunks])
+                for k in keys
+                if k in chunks[0]
+            }
+        )
+        results.backend = self.backend
+        return results
+
+    def _frame_params(
+        self, fparam: Any, aparam: Any, nf: int, nat: int
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Validated fparam (nf, n) and aparam (nf, nat, n), or None where the model takes none."""
         fit = self.model.tree["fitting"]
         nfp, nap = fit.get("numb_fparam", 0), fit.get("numb_aparam", 0)
+        for name, value, n in (("fparam", fparam, nfp), ("aparam", aparam, nap)):
+            if value is not None and not n:
+                raise DataError(f"{name} was given but this model takes none (numb_{name} = 0)")
         fp = _as_param(fparam, (nf, nfp), "fparam") if nfp else None
         ap = _as_param(aparam, (nf, nat, nap), "aparam") if nap else None
         if nfp and fp is None and fit.get("default_fparam") is None:
@@ -164,9 +207,33 @@ class Potential:
             )
         if nap and ap is None:
             raise DataError(f"this model needs aparam ({nap} values per atom); pass aparam=")
-        nlist, shift = self.neighbor_list(x, types, cell)
-        out = self._backend.evaluate(self._prepared, x, cell, nlist, shift, types, fp, ap, atomic)
-        keys = ["energy", "force", "virial", "atom_energy"] + (["atom_virial"] if atomic else [])
-        results = Results({k: np.asarray(out[k], dtype=np.float64) for k in keys if k in out})
-        results.backend = self.backend
-        return results
+        return fp, ap
+
+
+def _check_no_overlap(
+    coord: np.ndarray,
+    box: np.ndarray | None,
+    nlist: np.ndarray,
+    shift: np.ndarray,
+    sel: list[int],
+    mixed_types: bool,
+) -> None:
+    """DataError when two atoms (or an atom and an image) sit on top of each other.
+
+    The nearest neighbor is the first slot of each list (of each type block for se_e2_a)."""
+    firsts = [0] if mixed_types else list(np.cumsum([0, *sel[:-1]]))
+    j = nlist[:, :, firsts]
+    real = j >= 0
+    if not real.any():
+        return
+    frames = np.arange(coord.shape[0])[:, None, None]
+    rij = coord[frames, np.where(real, j, 0)] - coord[:, :, None, :]
+    if box is not None:
+        rij = rij + np.einsum("fasd,fdk->fask", shift[:, :, firsts].astype(float), box)
+    d = np.where(real, np.linalg.norm(rij, axis=-1), np.inf)
+    if d.min() < OVERLAP_DISTANCE:
+        f, i, k = np.unravel_index(np.argmin(d), d.shape)
+        raise DataError(
+            f"atoms {i} and {j[f, i, k]} of frame {f} overlap (distance {d[f, i, k]:.2e} Å, "
+            "counting periodic images); remove duplicate atoms or check the box"
+        )

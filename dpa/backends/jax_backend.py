@@ -17,6 +17,11 @@ from ..tree import merge_variables, split_variables  # noqa: E402
 from .base import Backend  # noqa: E402
 
 
+def scatter_add(values: jax.Array, index: jax.Array, size: int) -> jax.Array:
+    """Sum rows of `values` (1, m, ...) into `size` slots of axis 1 by `index` (m,)."""
+    return jnp.zeros((1, size, *values.shape[2:]), dtype=values.dtype).at[:, index].add(values)
+
+
 def _evaluate(skeleton, atype_host, atomic, leaves, coord, box, nlist, shift, atype, fp, ap):
     """Energy, atom energy, force, virial (and atom virial) of one batch; traced by jit."""
     model = merge_variables(skeleton, leaves)
@@ -27,7 +32,7 @@ def _evaluate(skeleton, atype_host, atomic, leaves, coord, box, nlist, shift, at
         return jnp.sum(e_atom), e_atom
 
     (_, e_atom), grad = jax.value_and_grad(total, has_aux=True)(rij)
-    out = forces_and_virials(grad, rij, nlist, atomic)
+    out = forces_and_virials(grad, rij, nlist, scatter_add, atomic)
     out["energy"] = jnp.sum(e_atom, axis=1)
     out["atom_energy"] = e_atom
     return out

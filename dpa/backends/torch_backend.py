@@ -16,6 +16,12 @@ from ..tree import map_variables
 from .base import Backend
 
 
+def scatter_add(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum rows of `values` (1, m, ...) into `size` slots of axis 1 by `index` (m,)."""
+    out = torch.zeros((1, size, *values.shape[2:]), dtype=values.dtype, device=values.device)
+    return out.index_add(1, index, values)
+
+
 class _Prepared:
     """The model tree as tensors plus, when compiling, one compiled energy function per types."""
 
@@ -77,7 +83,7 @@ class TorchBackend(Backend):
         energy = torch.sum(e_atom, dim=1)
         (grad,) = torch.autograd.grad(torch.sum(energy), rij)
         with torch.no_grad():
-            out = forces_and_virials(grad, rij.detach(), nl, atomic)
+            out = forces_and_virials(grad, rij.detach(), nl, scatter_add, atomic)
         out["energy"] = energy
         out["atom_energy"] = e_atom
         return {k: v.detach().cpu().numpy() for k, v in out.items()}

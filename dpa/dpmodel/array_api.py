@@ -80,27 +80,3 @@ def like(ref: Array, value: Any, dtype: Any = None) -> Array:
     """`value` (host data) as an array of `ref`'s namespace and device (dtype: given or inferred)."""
     xp = array_namespace(ref)
     return xp.asarray(value, dtype=dtype, device=device(ref))
-
-
-def scatter_add(values: Array, index: Array, size: int) -> Array:
-    """Sum rows of `values` (nf, m, ...) into `size` slots along axis 1 by `index` (m,).
-
-    The array API has no scatter; each library's own primitive is used (NumPy, PyTorch, JAX).
-    """
-    xp = array_namespace(values)
-    name = xp.__name__
-    shape = (values.shape[0], size, *values.shape[2:])
-    if "torch" in name:
-        import torch
-
-        out = torch.zeros(shape, dtype=values.dtype, device=values.device)
-        return out.index_add(1, index, values)
-    if "jax" in name:
-        import jax.numpy as jnp
-
-        return jnp.zeros(shape, dtype=values.dtype).at[:, index].add(values)
-    import numpy as np
-
-    out = np.zeros(shape, dtype=values.dtype)
-    np.add.at(out, (slice(None), np.asarray(index)), np.asarray(values))
-    return xp.asarray(out)

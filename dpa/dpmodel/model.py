@@ -3,13 +3,14 @@ conversion of edge-vector gradients into forces and virials."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
 from array_api_compat import device
 
 from ..errors import ConfigError
-from .array_api import Array, gather_neighbors, like, scatter_add, to_dtype, xp_of
+from .array_api import Array, gather_neighbors, like, to_dtype, xp_of
 from .descriptor import dpa1, se_e2_a
 from .descriptor.common import Edges
 from .fitting import forward as fitting_forward
@@ -81,13 +82,17 @@ def atomic_energy(
     return energy
 
 
+ScatterAdd = Callable[[Array, Array, int], Array]
+
+
 def forces_and_virials(
-    grad: Array, rij: Array, nlist: Array, atomic: bool = False
+    grad: Array, rij: Array, nlist: Array, scatter_add: ScatterAdd, atomic: bool = False
 ) -> dict[str, Array]:
     """Force, virial (and atom_virial) from g = dE/dr_ij of edge vectors r_ij = x_j - x_i + S H.
 
     F_i = Σ_j g_ij - Σ_{(c,j): j=i} g_cj;  W = -Σ g ⊗ r;  atom virial of j: -Σ_{edges into j} g ⊗ r.
-    The atom-virial split is exact for descriptors whose E_i depends only on i's own edges
+    `scatter_add(values (1, m, ...), index (m,), size)` sums rows into `size` slots; the array API
+    has none, so each backend passes its framework's own. The atom-virial split is exact for descriptors whose E_i depends only on i's own edges
     (se_e2_a, DPA-1); message-passing descriptors need the general form of spec §9.
     """
     xp = xp_of(grad)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..atomic import atomic_path
-from ..errors import ModelFileError
+from ..errors import DPAError, ModelFileError
 from ..model import Model
 
 
@@ -50,7 +50,7 @@ def load(path: str | os.PathLike) -> Model:
         ) from err
     try:
         return Model(data)
-    except ModelFileError as err:
+    except (DPAError, KeyError, TypeError, AttributeError) as err:
         raise ModelFileError(f"{path}: {err}") from None
 
 

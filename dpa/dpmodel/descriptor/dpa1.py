@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ConfigError
-from ..array_api import safe_norm, to_dtype, xp_of
+from ..array_api import Array, safe_norm, to_dtype, xp_of
 from ..env_mat import environment_matrix, normalize
 from ..network import (
     dense,
@@ -45,7 +45,9 @@ def _is_smooth(desc: dict) -> bool:
     return desc["type"] == "se_atten_v2" or desc.get("smooth_type_embedding", False)
 
 
-def _pair_embedding(desc, edges, rho, tebd_table, nbr_type, sw):
+def _pair_embedding(
+    desc: dict, edges: Edges, rho: Array, tebd_table: Array, nbr_type: Array, sw: Array
+) -> Array:
     """G_ij (nf, nat, nnei, M1) from the radial input and the type embeddings (concat or strip)."""
     xp = xp_of(rho)
     one_side = desc.get("type_one_side", False)
@@ -77,7 +79,7 @@ def _pair_embedding(desc, edges, rho, tebd_table, nbr_type, sw):
     return g_radial * g_type + g_radial
 
 
-def _projection(layer: dict, x, start: int, stop: int):
+def _projection(layer: dict, x: Array, start: int, stop: int) -> Array:
     """Columns [start, stop) of a linear layer: three small products instead of one product and
     three slices (slicing the output costs full-size zero-filled buffers in the backward pass)."""
     var = layer["@variables"]
@@ -85,7 +87,7 @@ def _projection(layer: dict, x, start: int, stop: int):
     return y if var.get("b") is None else y + var["b"][start:stop]
 
 
-def _attention_layer(layer: dict, x, mask, sw, rhat):
+def _attention_layer(layer: dict, x: Array, mask: Array, sw: Array, cosines: Array) -> Array:
     """One gated self-attention layer over the neighbor rows, post-norm: LN(X + O).
 
     Spec §5.3 computes A = softmax(L) on the N×N logits, then masks and gates it. Here the same
@@ -119,12 +121,12 @@ def _attention_layer(layer: dict, x, mask, sw, rhat):
     e = xp.exp(logits - xp.max(logits, axis=-1, keepdims=True))
     denom = xp.sum(e, axis=-1, keepdims=True)
     if attn.get("dotr", True):
-        e = e * (rhat @ xp.matrix_transpose(rhat))
+        e = e * cosines
     out = dense(attn["out_proj"], (e @ v) * (row_gate / denom))
     return layer_norm(layer["attn_layer_norm"], x + out)
 
 
-def forward(desc: dict, edges: Edges) -> object:
+def forward(desc: dict, edges: Edges) -> Array:
     """Descriptor (nf, nat, dim_out) in the descriptor's precision from a distance-sorted graph."""
     xp = xp_of(edges.rij)
     dtype = descriptor_dtype(xp, desc)
@@ -147,9 +149,11 @@ def forward(desc: dict, edges: Edges) -> object:
     g = _pair_embedding(desc, edges, env[..., :1], tebd_table, nbr_type, sw)
     layers = desc["attention_layers"]["attention_layers"]
     if layers:
+        # r̂_j · r̂_k of the normalized env-mat directions, shared by every layer
         rhat = env[..., 1:4] / safe_norm(env[..., 1:4], floor=1e-12)
+        cosines = rhat @ xp.matrix_transpose(rhat)
         for layer in layers:
-            g = _attention_layer(layer, g, mask, sw, rhat)
+            g = _attention_layer(layer, g, mask, sw, cosines)
     nnei = env.shape[2]
     out = symmetry_descriptor(contract_env(g, env, nnei), desc["axis_neuron"])
     if desc.get("concat_output_tebd", True):

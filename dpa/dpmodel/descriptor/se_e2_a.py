@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..array_api import to_dtype, xp_of
+from ..array_api import Array, to_dtype, xp_of
 from ..env_mat import environment_matrix, normalize
 from ..network import embedding_net, make_embedding_net, network_collection
 from .common import (
@@ -22,7 +22,7 @@ def dim_out(desc: dict) -> int:
     return desc["neuron"][-1] * desc["axis_neuron"]
 
 
-def forward(desc: dict, edges: Edges) -> object:
+def forward(desc: dict, edges: Edges) -> Array:
     """Descriptor (nf, nat, M1·M2) in the descriptor's precision from a per-type-split graph."""
     xp = xp_of(edges.rij)
     dtype = descriptor_dtype(xp, desc)
@@ -41,7 +41,7 @@ def forward(desc: dict, edges: Edges) -> object:
     networks = desc["embeddings"]["networks"]
     offsets = np.cumsum([0, *desc["sel"]])
 
-    def contract(center_type: int | None, env_c: object) -> object:
+    def contract(center_type: int | None, env_c: Array) -> Array:
         total = None
         for tau in range(ntypes):
             block = env_c[:, :, offsets[tau] : offsets[tau + 1], :]
