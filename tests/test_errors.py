@@ -209,3 +209,65 @@ def test_unknown_backend():
     model = dpa.build_model(CONFIG)
     with pytest.raises(BackendError, match=r"'tensorflo'.*numpy.*torch.*jax"):
         dpa.load_model(model, backend="tensorflo")
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs and configs that would otherwise give meaningless numbers
+
+
+def test_overlapping_atoms_are_named(pot):
+    coord = COORD.copy()
+    coord[2] = coord[1]
+    with pytest.raises(DataError, match=r"atoms 1 and 2 of frame 0 overlap"):
+        pot.evaluate(coord, ATYPE, BOX)
+
+
+def test_atom_on_its_own_periodic_image_overlaps(pot):
+    coord = COORD.copy()
+    coord[4] = coord[0] + BOX[0]  # atom 4 sits on an image of atom 0
+    with pytest.raises(DataError, match=r"overlap .*periodic images"):
+        pot.evaluate(coord, ATYPE, BOX)
+
+
+@pytest.mark.parametrize("coord", [np.zeros((0, 5, 3)), np.zeros((1, 0, 3))])
+def test_empty_input(pot, coord):
+    with pytest.raises(DataError, match="no frames or no atoms"):
+        pot.evaluate(coord, ATYPE[: coord.shape[1]], None)
+
+
+def test_fparam_for_a_model_without_it(pot):
+    with pytest.raises(DataError, match="fparam was given but this model takes none"):
+        pot.evaluate(COORD, ATYPE, BOX, fparam=[1.0])
+
+
+def test_non_finite_fparam():
+    model = dpa.build_model(config(fitting_net={"numb_fparam": 1}))
+    pot = dpa.load_model(model, backend="numpy")
+    with pytest.raises(DataError, match="fparam holds NaN"):
+        pot.evaluate(COORD, ATYPE, BOX, fparam=[np.nan])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"descriptor": {"sel": [0, 0, 0]}}, r"sel .*positive total"),
+        ({"descriptor": {"activation_function": "tanhh"}}, r"activation_function.*'tanhh'"),
+        ({"type_map": ["O", "O", "C"]}, r"type_map lists \['O'\] more than once"),
+        (
+            {"fitting_net": {"numb_fparam": 2, "default_fparam": [1.0]}},
+            r"default_fparam has 1 values but numb_fparam is 2",
+        ),
+    ],
+)
+def test_inconsistent_config(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        dpa.build_model(config(**changes))
+
+
+def test_incomplete_model_file_is_named(tmp_path):
+    model = dpa.build_model(CONFIG)
+    del model.tree["descriptor"]["@variables"]["davg"]
+    path = tmp_path / "broken.dp"
+    model.save(path)
+    with pytest.raises(ModelFileError, match=r"broken\.dp.*davg"):
+        dpa.io.load(path)
