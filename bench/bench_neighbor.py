@@ -17,7 +17,7 @@ import numpy as np
 
 from dpa.neighbor import build_neighbor_list
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "water" / "data_0"
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "examples" / "data" / "water"
 
 
 def water_box(data: Path, reps: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,9 +13,7 @@ __all__ = ["show", "file_format"]
 _FORMATS = {
     ".dp": "dp (HDF5, backend-neutral)",
     ".pth": "pth (PyTorch)",
-    ".pt": "pth (PyTorch)",
     ".jax": "jax (JAX)",
-    ".savedmodel": "savedmodel (TensorFlow)",
 }
 
 
@@ -30,14 +28,18 @@ def file_format(path: str) -> str:
 @pass_options
 def show(opts: Options, model: str) -> None:
     """Show what MODEL is: descriptor type, type_map, cutoffs, sel, size, precision, format."""
-    import dpa
+    import dpa.io
 
-    pot = dpa.load_model(model, backend=opts.backend)
-    m = pot.model
+    m = dpa.io.load(model)  # reading the file is enough: no framework, no GPU start-up
+    fitting_precision = m.tree["fitting"].get("precision", "float64")
+    precision = (
+        m.precision
+        if fitting_precision == m.precision
+        else (f"{m.precision} (fitting {fitting_precision})")
+    )
     rows = [
         ("model file", model),
         ("file format", file_format(model)),
-        ("backend", pot.backend),
         ("model type", "energy"),
         ("descriptor", str(m.descriptor_type)),
         ("type_map", " ".join(m.type_map)),
@@ -45,7 +47,7 @@ def show(opts: Options, model: str) -> None:
         ("rcut_smth", f"{m.rcut_smth:g}"),
         ("sel", " ".join(str(s) for s in m.sel)),
         ("parameters", f"{m.num_params:,}"),
-        ("precision", str(m.precision)),
+        ("precision", precision),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -58,7 +58,7 @@ def main() -> None:
         if path != source:
             dpa.io.convert(source, path)
         pot = dpa.load_model(path, backend=backend)
-        pot.evaluate(coord[:1], atype, box[:1])  # warm-up (jit compile, allocations)
+        pot.evaluate(coord, atype, box)  # warm-up: jit compile for this shape, allocations
         start = time.perf_counter()
         out = pot.evaluate(coord, atype, box)
         seconds = (time.perf_counter() - start) / nf
