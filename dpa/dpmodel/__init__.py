@@ -1,0 +1,12 @@
+"""The reference model, written once against the Python array API (NumPy, PyTorch, JAX, strict).
+
+Functions read the serialized model tree (the `.dp` schema of DeePMD-kit v3) directly.
+
+Deviations from DESIGN's "array_api_compat and the standard library only", on purpose:
+- NumPy is used for host-side static data (type groupings, exclusion tables) and for building
+  fresh parameters (its random generator); no array of the computation is NumPy-specific.
+- `dpa.errors` is imported so that bad configs raise the package's own errors.
+- Derivatives are taken with respect to the edge vectors r_ij = x_j - x_i + S H (one backward
+  pass); forces, virial and atom virial follow from them exactly (spec §9). The scatter-add this
+  needs is supplied by each backend, since the array API has none.
+"""
