@@ -1,0 +1,95 @@
+"""The ASE calculator: same numbers as Potential.evaluate, forces and stress as ASE derives them
+numerically, and a short NVE run that conserves energy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ase = pytest.importorskip("ase")
+pytest.importorskip("torch")
+
+from ase import Atoms  # noqa: E402
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress  # noqa: E402
+from ase.md.verlet import VelocityVerlet  # noqa: E402
+
+import dpa  # noqa: E402
+from dpa.calculator import DPACalculator  # noqa: E402
+
+CONFIG = {
+    "type_map": ["O", "H"],
+    "descriptor": {
+        "type": "dpa1",
+        "sel": 64,
+        "rcut": 3.5,
+        "rcut_smth": 0.5,
+        "neuron": [4, 8],
+        "axis_neuron": 4,
+        "attn": 8,
+        "attn_layer": 1,
+    },
+    "fitting_net": {"neuron": [8, 8]},
+}
+
+
+@pytest.fixture(scope="module")
+def calc() -> DPACalculator:
+    model = dpa.build_model(CONFIG, seed=3)
+    # a stiffer output layer so that forces and stress are well above finite-difference noise
+    model.tree["fitting"]["nets"]["networks"][0]["layers"][-1]["@variables"]["w"] *= 50.0
+    return DPACalculator(model, backend="torch")
+
+
+def water_cluster(periodic: bool) -> Atoms:
+    rng = np.random.default_rng(7)
+    grid = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3) * 2.4
+    positions = np.concatenate([grid, grid + [0.96, 0.0, 0.0], grid + [-0.24, 0.93, 0.0]])
+    positions = positions + rng.normal(scale=0.05, size=positions.shape)
+    atoms = Atoms("O8H8H8", positions=positions)
+    if periodic:
+        atoms.set_cell([[4.8, 0.0, 0.0], [0.3, 4.8, 0.0], [0.2, -0.4, 4.8]])
+        atoms.pbc = True
+    return atoms
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_matches_potential(calc, periodic):
+    atoms = water_cluster(periodic)
+    atoms.calc = calc
+    types = np.array([0] * 8 + [1] * 16)
+    ref = calc.potential.evaluate(atoms.positions, types, atoms.cell.array if periodic else None)
+    assert atoms.get_potential_energy() == pytest.approx(ref["energy"][0], abs=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), ref["force"][0], atol=1e-12)
+    np.testing.assert_allclose(atoms.get_potential_energies(), ref["atom_energy"][0], atol=1e-12)
+
+
+def test_forces_and_stress_match_finite_differences(calc):
+    atoms = water_cluster(periodic=True)
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    assert np.abs(forces).max() > 1e-3
+    np.testing.assert_allclose(forces, calculate_numerical_forces(atoms, eps=1e-5), atol=1e-7)
+    stress = atoms.get_stress()
+    np.testing.assert_allclose(stress, calculate_numerical_stress(atoms, eps=1e-5), atol=1e-8)
+
+
+def test_unknown_element_and_partial_pbc_are_clear_errors(calc):
+    atoms = Atoms("OHC", positions=[[0, 0, 0], [1, 0, 0], [0, 1.2, 0]])
+    atoms.calc = calc
+    with pytest.raises(dpa.DataError, match=r"\['C'\] are not in the model's type_map"):
+        atoms.get_potential_energy()
+    atoms = water_cluster(periodic=True)
+    atoms.pbc = [True, True, False]
+    atoms.calc = calc
+    with pytest.raises(dpa.DataError, match="partially periodic"):
+        atoms.get_potential_energy()
+
+
+def test_nve_conserves_energy(calc):
+    atoms = water_cluster(periodic=True)
+    atoms.calc = calc
+    rng = np.random.default_rng(0)
+    atoms.set_momenta(rng.normal(scale=0.02, size=(len(atoms), 3)) * atoms.get_masses()[:, None])
+    start = atoms.get_total_energy()
+    VelocityVerlet(atoms, timestep=0.2 * ase.units.fs).run(20)
+    assert abs(atoms.get_total_energy() - start) < 1e-4 * max(1.0, atoms.get_kinetic_energy())
