@@ -11,7 +11,9 @@ from .errors import BackendError, DataError
 from .model import Model
 from .neighbor import build_neighbor_list, exclude_pairs
 
-EDGE_BUDGET = 1 << 16  # neighbor slots per backend call: bounds memory (~2 GB for DPA-1 water)
+# neighbor slots per backend call: bounds memory (~1 GB for DPA-1 water) and keeps the working
+# set cache-friendly (two 192-atom water frames per call run 2x slower per frame than one on CPU)
+EDGE_BUDGET = 1 << 15
 OVERLAP_DISTANCE = 1e-6  # Å: closer atoms are duplicates, not chemistry
 
 

@@ -113,7 +113,7 @@ def layer_norm(norm: dict, x: Array) -> Array:
     mean = xp.mean(x, axis=-1, keepdims=True)
     centered = x - mean
     variance = xp.mean(centered * centered, axis=-1, keepdims=True)
-    y = centered / xp.sqrt(variance + norm.get("eps", 1e-5))
+    y = centered * (1.0 / xp.sqrt(variance + norm.get("eps", 1e-5)))
     if var.get("w") is not None:
         y = y * var["w"]
     if var.get("b") is not None:

@@ -101,7 +101,8 @@ def _attention_layer(layer: dict, x: Array, mask: Array, sw: Array, cosines: Arr
     d = attn["hidden_dim"]
     q, k, v = (_projection(attn["in_proj"], x, i * d, (i + 1) * d) for i in range(3))
     if attn.get("normalize", True):
-        q, k, v = (t / xp.linalg.vector_norm(t, axis=-1, keepdims=True) for t in (q, k, v))
+        # multiply by the reciprocal: a broadcast division costs several full passes in backward
+        q, k, v = (t * (1.0 / xp.linalg.vector_norm(t, axis=-1, keepdims=True)) for t in (q, k, v))
     temperature = attn.get("temperature")
     scale = temperature if temperature is not None else (d * attn["scaling_factor"]) ** -0.5
     smooth = attn.get("smooth", True)
