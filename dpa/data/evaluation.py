@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 from dpa.data.metrics import ErrorStat, error_stat
 from dpa.data.system import System
 from dpa.errors import DataError
+from dpa.neighbor import NeighborOverflowWarning
 
 __all__ = ["SystemResult", "evaluate_system", "predict"]
 
@@ -44,15 +46,26 @@ def predict(
     atype = system.remap_types(pot.type_map)
     parts: dict[str, list[np.ndarray]] = {}
     keys = ("energy", "force", "virial") if pot.can_compute_forces else ("energy",)
+    overflows: list[str] = []
     for start in range(0, system.nframes, chunk_size):
         stop = min(start + chunk_size, system.nframes)
         box = None if system.box is None else system.box[start:stop]
-        out = pot.evaluate(system.coord[start:stop], atype, box, atomic=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NeighborOverflowWarning)
+            out = pot.evaluate(system.coord[start:stop], atype, box, atomic=False)
+        for w in caught:
+            if issubclass(w.category, NeighborOverflowWarning):
+                overflows.append(f"frames {start}-{stop - 1}: {w.message}")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         for key in keys:
             if key in out:
                 parts.setdefault(key, []).append(np.asarray(out[key], dtype=np.float64))
         if progress is not None:
             progress(stop - start)
+    if overflows:  # one report per system, not one per chunk
+        more = f" ({len(overflows) - 1} more chunk(s) likewise)" if len(overflows) > 1 else ""
+        warnings.warn(f"{system.name}, {overflows[0]}{more}", NeighborOverflowWarning, stacklevel=2)
     pred = {key: np.concatenate(chunks, axis=0) for key, chunks in parts.items()}
     pred["energy"] = pred["energy"].reshape(system.nframes)
     for key in ("energy", "force", "virial"):
