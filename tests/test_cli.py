@@ -391,8 +391,8 @@ def _share_potential(monkeypatch, model_file, backend):
     pot = dpa.load_model(str(model_file), backend=backend)
     calls = []
 
-    def load_model(path, backend=None):
-        calls.append((str(path), backend))
+    def load_model(path, backend=None, compile=False):
+        calls.append((str(path), backend, compile))
         return pot
 
     monkeypatch.setattr(dpa, "load_model", load_model)
@@ -410,7 +410,7 @@ def test_dp_test_metrics_and_detail_files(model_file, tmp_path, monkeypatch, bac
     args += ["--chunk-size", "2"] + [a for p in paths for a in ("-s", str(p))]
     result = run(*args)
     assert result.exit_code == 0, result.stderr
-    assert calls == [(str(model_file), backend)]
+    assert calls == [(str(model_file), backend, False)]
     expected = [_expected(pot, load_system(p), n) for p in paths]
     systems = [e[0] for e in expected]
     assert [s.nframes for s in systems] == [n, n, 1]
