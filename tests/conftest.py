@@ -40,23 +40,26 @@ def _remap(folder: Path) -> np.ndarray:
     return np.array([TYPE_MAP.index(names[t]) for t in local], dtype=np.int64)
 
 
-def water_system() -> System:
-    folder = DATA / "water" / "data_0"
+def _shared_system(name: str, subfolder: str, nframes: int, periodic: bool) -> System:
+    """The first `nframes` frames of a deepmd/npy system in ../shared/data (skip if absent)."""
+    folder = DATA / subfolder
     if not folder.is_dir():
         pytest.skip(f"shared data not found at {folder}")
-    atype = _remap(folder)
-    coord = np.load(folder / "set.000" / "coord.npy")[:1].reshape(1, -1, 3).astype(np.float64)
-    box = np.load(folder / "set.000" / "box.npy")[:1].reshape(1, 3, 3).astype(np.float64)
-    return System("water", coord, atype, box)
+    coord = np.load(folder / "set.000" / "coord.npy")[:nframes]
+    coord = coord.reshape(nframes, -1, 3).astype(np.float64)
+    box = None
+    if periodic:
+        box = np.load(folder / "set.000" / "box.npy")[:nframes]
+        box = box.reshape(nframes, 3, 3).astype(np.float64)
+    return System(name, coord, _remap(folder), box)
+
+
+def water_system() -> System:
+    return _shared_system("water", "water/data_0", 1, periodic=True)
 
 
 def molecule_system() -> System:
-    folder = DATA / "molecules_nopbc" / "C1H4O2"
-    if not folder.is_dir():
-        pytest.skip(f"shared data not found at {folder}")
-    atype = _remap(folder)
-    coord = np.load(folder / "set.000" / "coord.npy")[:2].reshape(2, -1, 3).astype(np.float64)
-    return System("molecule", coord, atype, None)
+    return _shared_system("molecule", "molecules_nopbc/C1H4O2", 2, periodic=False)
 
 
 def _face_distances(box: np.ndarray) -> np.ndarray:

@@ -37,11 +37,6 @@ try:
     HAS_CONVERT = hasattr(_io, "convert")
 except ImportError:
     HAS_CONVERT = False
-needs_model_api = pytest.mark.skipif(
-    not (hasattr(dpa, "build_model") and hasattr(dpa, "load_model")),
-    reason="dpa.build_model / dpa.load_model are not implemented yet (model API)",
-)
-
 CONFIG = {
     "type_map": ["O", "H"],
     "descriptor": {
@@ -293,7 +288,6 @@ def model_file(tmp_path_factory):
     return path
 
 
-@needs_model_api
 def test_show(model_file):
     result = run("show", str(model_file))
     assert result.exit_code == 0, result.stderr
@@ -311,14 +305,12 @@ def test_show(model_file):
     assert fields["file format"].startswith("dp")
 
 
-@needs_model_api
 def test_show_missing_model_is_one_line_error(tmp_path):
     result = run("show", str(tmp_path / "missing.dp"))
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1 and "missing.dp" in result.stderr
 
 
-@needs_model_api
 @needs_data
 @pytest.mark.skipif(not HAS_CONVERT, reason="dpa.io.convert is not implemented yet")
 @pytest.mark.parametrize("suffix, backend", [(".pth", "torch"), (".jax", "jax")])
@@ -341,7 +333,6 @@ def test_convert_round_trip_is_exact(model_file, tmp_path, suffix, backend):
             np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-10)
 
 
-@needs_model_api
 @pytest.mark.skipif(not HAS_CONVERT, reason="dpa.io.convert is not implemented yet")
 def test_convert_unknown_suffix_is_one_line_error(model_file, tmp_path):
     result = run("convert", str(model_file), str(tmp_path / "model.xyz"))
@@ -377,7 +368,6 @@ def _expected(pot, system, nframes):
 
 
 @needs_data
-@needs_model_api
 def _weighted(stats: list[tuple[float, float]], kind: str) -> float:
     """Merge (error, weight) pairs: MAE by weighted mean, RMSE by root of weighted mean square."""
     total = sum(w for _, w in stats)
@@ -472,7 +462,6 @@ def test_dp_test_metrics_and_detail_files(model_file, tmp_path, monkeypatch, bac
 
 
 @needs_data
-@needs_model_api
 def test_dp_test_numpy_backend_reports_energy_only(model_file, tmp_path):
     water = DATA / "water" / "data_0"
     result = run(
@@ -501,7 +490,6 @@ def test_dp_test_numpy_backend_reports_energy_only(model_file, tmp_path):
 
 
 @needs_data
-@needs_model_api
 def test_dp_test_element_missing_from_model(model_file):
     mol = DATA / "molecules_nopbc" / "C4H3O1"
     result = run("test", "-m", str(model_file), "-s", str(mol))
@@ -513,7 +501,6 @@ def test_dp_test_element_missing_from_model(model_file):
 
 
 @needs_data
-@needs_model_api
 def test_dp_test_detail_folder_is_created(model_file, tmp_path):
     water = DATA / "water" / "data_0"
     result = run(

@@ -48,14 +48,6 @@ def safe_norm(x: Array, floor: float = 0.0) -> Array:
     return xp.sqrt(xp.maximum(sq, xp.asarray(tiny, dtype=x.dtype)))
 
 
-def softmax(x: Array, axis: int = -1) -> Array:
-    """Max-subtracted softmax along `axis`."""
-    xp = array_namespace(x)
-    shifted = x - xp.max(x, axis=axis, keepdims=True)
-    e = xp.exp(shifted)
-    return e / xp.sum(e, axis=axis, keepdims=True)
-
-
 def to_dtype(x: Array, dtype: Any) -> Array:
     """Cast `x` to `dtype` unless it already is (no copy then)."""
     xp = array_namespace(x)

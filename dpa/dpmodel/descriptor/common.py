@@ -39,10 +39,6 @@ class Edges:
         fill = self.atype_host[0] if empty_type is None else empty_type
         return xp.where(self.mask, types, xp.full_like(types, int(fill)))
 
-    def with_rij(self, rij: Array) -> Edges:
-        """The same graph with other edge vectors (e.g. cast to another precision)."""
-        return Edges(rij, self.nlist, self.atype, self.atype_host)
-
 
 def pair_keep_mask(edges: Edges, exclude_types: Sequence[Sequence[int]], ntypes: int) -> Array:
     """(nf, nat, nnei) bool: False where (center type, neighbor type) is an excluded pair.
