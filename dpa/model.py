@@ -12,7 +12,7 @@ import numpy as np
 from ._version import __version__
 from .config import parse_model_config
 from .dpmodel import fitting
-from .dpmodel.model import descriptor_module, is_mixed_types
+from .dpmodel.model import NeighborSpec, descriptor_module, is_mixed_types, neighbor_spec
 from .errors import ModelFileError
 from .tree import variables
 
@@ -56,20 +56,25 @@ class Model:
         return self.tree["descriptor"]["type"]
 
     @property
+    def neighbor_spec(self) -> NeighborSpec:
+        """The model-level neighbor list (cutoff, width, ordering) the descriptor consumes."""
+        return neighbor_spec(self.tree["descriptor"])
+
+    @property
     def rcut(self) -> float:
-        return float(self.tree["descriptor"]["rcut"])
+        return self.neighbor_spec.rcut
 
     @property
     def rcut_smth(self) -> float:
-        return float(self.tree["descriptor"]["rcut_smth"])
+        return self.neighbor_spec.rcut_smth
 
     @property
     def sel(self) -> list[int]:
-        return [int(s) for s in self.tree["descriptor"]["sel"]]
+        return list(self.neighbor_spec.sel)
 
     @property
     def mixed_types(self) -> bool:
-        return is_mixed_types(self.tree["descriptor"])
+        return self.neighbor_spec.mixed_types
 
     @property
     def precision(self) -> str:
@@ -95,9 +100,13 @@ class Model:
 
 def _check_variables(model: dict) -> None:
     """The arrays every evaluation needs are present (a truncated file fails here, not later)."""
+    stats = {
+        "dpa2": ["repinit_variable", "repformers_variable"],
+        "dpa3": ["repflow_variable"],
+    }.get(model["descriptor"].get("type"), [""])
     needed = {
         "@variables": ["out_bias"],
-        "descriptor.@variables": ["davg", "dstd"],
+        **{f"descriptor.{block}.@variables".replace("..", "."): ["davg", "dstd"] for block in stats},
         "fitting.@variables": ["bias_atom_e"],
     }
     for where, names in needed.items():

@@ -819,3 +819,21 @@ def exclude_pairs(
     nbr_type = atype[np.where(nlist >= 0, nlist, 0)]
     drop = (nlist >= 0) & table[atype[None, :, None], nbr_type]
     return np.where(drop, -1, nlist)
+
+
+def compact_rows(nlist: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move the empty slots of every row to its end, keeping the order of the real ones.
+
+    After `exclude_pairs` this restores a distance-sorted list without holes (spec §2.3-6,
+    the re-sort DPA-2/DPA-3 need)."""
+    order = np.argsort(nlist < 0, axis=-1, kind="stable")
+    nlist = np.take_along_axis(nlist, order, axis=-1)
+    shift = np.take_along_axis(shift, order[..., None], axis=-2)
+    return nlist, np.where(nlist[..., None] >= 0, shift, 0)
+
+
+def wrapped_positions(coord: np.ndarray, box: np.ndarray | None) -> np.ndarray:
+    """Coordinates (nf, nat, 3) wrapped into their cell (spec §2.1); unchanged without a box."""
+    if box is None:
+        return coord
+    return np.stack([_wrap(coord[f], box[f])[2] for f in range(coord.shape[0])])

@@ -9,12 +9,46 @@ import numpy as np
 from .backends.base import Backend
 from .errors import BackendError, DataError
 from .model import Model
-from .neighbor import build_neighbor_list, exclude_pairs
+from .dpmodel.model import NeighborSpec
+from .neighbor import build_neighbor_list, compact_rows, exclude_pairs
 
 # neighbor slots per backend call: bounds memory (~1 GB for DPA-1 water) and keeps the working
 # set cache-friendly (two 192-atom water frames per call run 2x slower per frame than one on CPU)
 EDGE_BUDGET = 1 << 15
 OVERLAP_DISTANCE = 1e-6  # Å: closer atoms are duplicates, not chemistry
+SLOT_ROUNDING = 8  # trimmed widths are rounded up to this, so jit caches see few shapes
+
+
+def _round_up(n: int, limit: int) -> int:
+    """n rounded up to a multiple of SLOT_ROUNDING, at least 1 and at most `limit`."""
+    return max(1, min(limit, -(-n // SLOT_ROUNDING) * SLOT_ROUNDING))
+
+
+def slot_plan(
+    spec: NeighborSpec,
+    coord: np.ndarray,
+    box: np.ndarray | None,
+    nlist: np.ndarray,
+    shift: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, tuple[tuple[float, int], ...]]:
+    """The neighbor list as the backend gets it: trailing all-empty slots cut off where the
+    descriptor allows it, plus host-side "slots within r" hints (see NeighborSpec)."""
+    if spec.trimmable:
+        width = _round_up(int((nlist >= 0).sum(axis=-1).max(initial=0)), nlist.shape[-1])
+        nlist, shift = nlist[..., :width], shift[..., :width, :]
+    if not spec.count_radii:
+        return nlist, shift, ()
+    real = nlist >= 0
+    frames = np.arange(coord.shape[0])[:, None, None]
+    rij = coord[frames, np.where(real, nlist, 0)] - coord[:, :, None, :]
+    if box is not None:
+        rij = rij + np.einsum("fasd,fdk->fask", shift.astype(float), box)
+    dist = np.where(real, np.linalg.norm(rij, axis=-1), np.inf)
+    counts = tuple(
+        (r, _round_up(int((dist <= r).sum(axis=-1).max(initial=0)), nlist.shape[-1]))
+        for r in spec.count_radii
+    )
+    return nlist, shift, counts
 
 
 def _as_coord(coord: Any) -> np.ndarray:
@@ -135,13 +169,18 @@ class Potential:
     def neighbor_list(
         self, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(nlist, shift) for validated input, with model-level pair exclusions folded in."""
-        nl = build_neighbor_list(
-            coord, atype, box, self.rcut, self.model.sel, self.model.mixed_types
-        )
-        _check_no_overlap(coord, box, nl.nlist, nl.shift, self.model.sel, self.model.mixed_types)
+        """(nlist, shift) for validated input, with model-level pair exclusions folded in
+        (and, for DPA-2/DPA-3, compacted so the list stays distance-sorted, spec §2.3-6)."""
+        spec = self.model.neighbor_spec
+        nl = build_neighbor_list(coord, atype, box, spec.rcut, spec.sel, spec.mixed_types)
+        _check_no_overlap(coord, box, nl.nlist, nl.shift, spec.sel, spec.mixed_types)
         pairs = self.model.tree.get("pair_exclude_types") or []
-        return exclude_pairs(nl.nlist, atype, pairs, len(self.type_map)), nl.shift
+        if not pairs:
+            return nl.nlist, nl.shift
+        nlist = exclude_pairs(nl.nlist, atype, pairs, len(self.type_map))
+        if spec.compact:
+            return compact_rows(nlist, nl.shift)
+        return nlist, nl.shift
 
     def evaluate(
         self,
@@ -167,17 +206,22 @@ class Potential:
         chunks = []
         for lo in range(0, nf, step):
             part = slice(lo, min(nf, lo + step))
+            x_part, box_part = x[part], None if cell is None else cell[part]
+            nl_part, shift_part, counts = slot_plan(
+                self.model.neighbor_spec, x_part, box_part, nlist[part], shift[part]
+            )
             chunks.append(
                 self._backend.evaluate(
                     self._prepared,
-                    x[part],
-                    None if cell is None else cell[part],
-                    nlist[part],
-                    shift[part],
+                    x_part,
+                    box_part,
+                    nl_part,
+                    shift_part,
                     types,
                     None if fp is None else fp[part],
                     None if ap is None else ap[part],
                     atomic,
+                    counts,
                 )
             )
         keys = ["energy", "force", "virial", "atom_energy"] + (["atom_virial"] if atomic else [])

@@ -38,8 +38,11 @@ class Backend(ABC):
         fparam: np.ndarray | None,
         aparam: np.ndarray | None,
         atomic: bool,
+        slot_counts: tuple[tuple[float, int], ...] = (),
     ) -> dict[str, np.ndarray]:
-        """energy (nf,), atom_energy (nf, nat) [, force, virial, atom_virial] as float64 NumPy."""
+        """energy (nf,), atom_energy (nf, nat) [, force, virial, atom_virial] as float64 NumPy.
+
+        `slot_counts`: host-side hints for the descriptor (`Edges.slot_counts`)."""
 
     @property
     def device(self) -> str:

@@ -12,7 +12,14 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 from ..dpmodel.descriptor.common import Edges  # noqa: E402
-from ..dpmodel.model import atomic_energy, edge_vectors, forces_and_virials  # noqa: E402
+from ..dpmodel.model import (  # noqa: E402
+    atomic_energy,
+    edge_moment,
+    edge_vectors,
+    forces_and_virials,
+    neighbor_spec,
+)
+from ..neighbor import wrapped_positions  # noqa: E402
 from ..tree import merge_variables, split_variables  # noqa: E402
 from .base import Backend  # noqa: E402
 
@@ -22,20 +29,45 @@ def scatter_add(values: jax.Array, index: jax.Array, size: int) -> jax.Array:
     return jnp.zeros((1, size, *values.shape[2:]), dtype=values.dtype).at[:, index].add(values)
 
 
-def _evaluate(skeleton, atype_host, atomic, leaves, coord, box, nlist, shift, atype, fp, ap):
-    """Energy, atom energy, force, virial (and atom virial) of one batch; traced by jit."""
+def _evaluate(static, leaves, coord, box, nlist, shift, atype, fp, ap, positions):
+    """Energy, atom energy, force, virial (and atom virial) of one batch; traced by jit.
+
+    `positions` (wrapped, constants) is given only when the atom virial needs the
+    message-passing moment of spec §9; then one vmapped backward pass gives dE/dr and
+    d(Σ_i E_i p_i)/dr together."""
+    skeleton, atype_host, atomic, slot_counts = static
     model = merge_variables(skeleton, leaves)
     rij = edge_vectors(coord, box, nlist, shift)
 
-    def total(r):
-        e_atom = atomic_energy(model, Edges(r, nlist, atype, atype_host), fp, ap)
-        return jnp.sum(e_atom), e_atom
+    def atoms(r):
+        return atomic_energy(model, Edges(r, nlist, atype, atype_host, slot_counts), fp, ap)
 
-    (_, e_atom), grad = jax.value_and_grad(total, has_aux=True)(rij)
-    out = forces_and_virials(grad, rij, nlist, scatter_add, atomic)
+    moment = None
+    if positions is None:
+        e_atom, grad = _value_and_grad(atoms, rij)
+    else:
+        e_atom, vjp = jax.vjp(atoms, rij)
+        cotangents = jnp.concatenate(
+            [jnp.ones_like(e_atom)[None], jnp.moveaxis(positions, -1, 0)], axis=0
+        )
+        (grads,) = jax.vmap(vjp)(cotangents)
+        grad = grads[0]
+        moment = edge_moment(jnp.moveaxis(grads[1:], 0, -1), grad, positions)
+    out = forces_and_virials(grad, rij, nlist, scatter_add, atomic, moment)
     out["energy"] = jnp.sum(e_atom, axis=1)
     out["atom_energy"] = e_atom
     return out
+
+
+def _value_and_grad(atoms, rij):
+    """(E_i, dE/dr) from one backward pass."""
+
+    def total(r):
+        e_atom = atoms(r)
+        return jnp.sum(e_atom), e_atom
+
+    (_, e_atom), grad = jax.value_and_grad(total, has_aux=True)(rij)
+    return e_atom, grad
 
 
 class _Prepared:
@@ -45,12 +77,13 @@ class _Prepared:
         self.skeleton, leaves = split_variables(tree)
         self.leaves = [jnp.asarray(np.asarray(a)) for a in leaves]
         self.compiled: dict = {}
+        self.message_passing = neighbor_spec(tree["descriptor"]).message_passing
 
-    def function(self, atype: np.ndarray, atomic: bool, periodic: bool):
-        key = (atype.tobytes(), atype.shape, atomic, periodic)
+    def function(self, atype: np.ndarray, atomic: bool, periodic: bool, slot_counts: tuple):
+        key = (atype.tobytes(), atype.shape, atomic, periodic, slot_counts)
         if key not in self.compiled:
-            fn = partial(_evaluate, self.skeleton, atype.copy(), atomic)
-            self.compiled[key] = jax.jit(fn)
+            static = (self.skeleton, atype.copy(), atomic, slot_counts)
+            self.compiled[key] = jax.jit(partial(_evaluate, static))
         return self.compiled[key]
 
 
@@ -67,13 +100,17 @@ class JaxBackend(Backend):
     def prepare(self, tree: dict) -> _Prepared:
         return _Prepared(tree)
 
-    def evaluate(self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic):
+    def evaluate(
+        self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts=()
+    ):
         atype = np.asarray(atype)
-        fn = prepared.function(atype, atomic, box is not None)
+        fn = prepared.function(atype, atomic, box is not None, tuple(slot_counts))
 
         def arr(a, dtype=None):
             return None if a is None else jnp.asarray(np.asarray(a), dtype=dtype)
 
+        with_moment = atomic and prepared.message_passing
+        positions = wrapped_positions(coord, box) if with_moment else None
         out = fn(
             prepared.leaves,
             arr(coord, jnp.float64),
@@ -83,6 +120,7 @@ class JaxBackend(Backend):
             arr(atype, jnp.int64),
             arr(fparam, jnp.float64),
             arr(aparam, jnp.float64),
+            arr(positions, jnp.float64),
         )
         return {k: np.asarray(v) for k, v in out.items()}
 

@@ -18,9 +18,12 @@ class NumpyBackend(Backend):
     def prepare(self, tree: dict) -> dict:
         return tree
 
-    def evaluate(self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic):
+    def evaluate(
+        self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts=()
+    ):
         rij = edge_vectors(coord, box, nlist, shift)
-        e_atom = atomic_energy(prepared, Edges(rij, nlist, atype, atype), fparam, aparam)
+        edges = Edges(rij, nlist, atype, atype, slot_counts)
+        e_atom = atomic_energy(prepared, edges, fparam, aparam)
         return {"energy": np.sum(e_atom, axis=1), "atom_energy": np.asarray(e_atom)}
 
 

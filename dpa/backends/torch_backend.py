@@ -11,7 +11,14 @@ import numpy as np
 import torch
 
 from ..dpmodel.descriptor.common import Edges
-from ..dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
+from ..dpmodel.model import (
+    atomic_energy,
+    edge_moment,
+    edge_vectors,
+    forces_and_virials,
+    neighbor_spec,
+)
+from ..neighbor import wrapped_positions
 from ..tree import map_variables
 from .base import Backend
 
@@ -29,15 +36,17 @@ class _Prepared:
         self.tree = tree
         self.compile = compile
         self.compiled: dict = {}
+        self.message_passing = neighbor_spec(tree["descriptor"]).message_passing
 
-    def energy_function(self, atype_host: np.ndarray):
+    def energy_function(self, atype_host: np.ndarray, slot_counts: tuple = ()):
         """fn(rij, nlist, atype, fparam, aparam) -> atomic energies (nf, nat)."""
-        key = atype_host.tobytes()
+        key = (atype_host.tobytes(), slot_counts)
         if key not in self.compiled:
             tree, types = self.tree, atype_host.copy()
 
             def energy(rij, nlist, atype, fparam, aparam):
-                return atomic_energy(tree, Edges(rij, nlist, atype, types), fparam, aparam)
+                edges = Edges(rij, nlist, atype, types, slot_counts)
+                return atomic_energy(tree, edges, fparam, aparam)
 
             self.compiled[key] = torch.compile(energy, dynamic=False) if self.compile else energy
         return self.compiled[key]
@@ -69,7 +78,9 @@ class TorchBackend(Backend):
     def prepare(self, tree: dict) -> _Prepared:
         return _Prepared(map_variables(tree, self.tensor), self._compile)
 
-    def evaluate(self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic):
+    def evaluate(
+        self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts=()
+    ):
         f64 = torch.float64
         x = self.tensor(coord, f64)
         cell = self.tensor(box, f64)
@@ -78,12 +89,21 @@ class TorchBackend(Backend):
         with torch.no_grad():
             rij = edge_vectors(x, cell, nl, self.tensor(shift, torch.int64))
         rij.requires_grad_(True)
-        energy_fn = prepared.energy_function(np.asarray(atype))
+        energy_fn = prepared.energy_function(np.asarray(atype), slot_counts)
         e_atom = energy_fn(rij, nl, types, self.tensor(fparam, f64), self.tensor(aparam, f64))
         energy = torch.sum(e_atom, dim=1)
-        (grad,) = torch.autograd.grad(torch.sum(energy), rij)
+        with_moment = atomic and prepared.message_passing
+        (grad,) = torch.autograd.grad(torch.sum(energy), rij, retain_graph=with_moment)
+        moment = None
+        if with_moment:  # three more backward passes: d(Σ_i E_i p_i)/dr, spec §9
+            p = self.tensor(wrapped_positions(coord, box), f64)
+            weighted = [
+                torch.autograd.grad(e_atom, rij, grad_outputs=p[..., k], retain_graph=k < 2)[0]
+                for k in range(3)
+            ]
+            moment = edge_moment(torch.stack(weighted, dim=-1), grad, p)
         with torch.no_grad():
-            out = forces_and_virials(grad, rij.detach(), nl, scatter_add, atomic)
+            out = forces_and_virials(grad, rij.detach(), nl, scatter_add, atomic, moment)
         out["energy"] = energy
         out["atom_energy"] = e_atom
         return {k: v.detach().cpu().numpy() for k, v in out.items()}

@@ -3,7 +3,9 @@ conversion of edge-vector gradients into forces and virials."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
@@ -11,17 +13,21 @@ from array_api_compat import device
 
 from ..errors import ConfigError
 from .array_api import Array, gather_neighbors, like, to_dtype, xp_of
-from .descriptor import dpa1, se_e2_a
 from .descriptor.common import Edges
 from .fitting import forward as fitting_forward
 
-DESCRIPTORS: dict[str, ModuleType] = {
-    "se_e2_a": se_e2_a,
-    "se_a": se_e2_a,
-    "dpa1": dpa1,
-    "se_atten": dpa1,
-    "se_atten_v2": dpa1,
+# serialized descriptor `type` -> module of dpa.dpmodel.descriptor (imported on first use)
+DESCRIPTORS: dict[str, str] = {
+    "se_e2_a": "se_e2_a",
+    "se_a": "se_e2_a",
+    "dpa1": "dpa1",
+    "se_atten": "dpa1",
+    "se_atten_v2": "dpa1",
+    "dpa2": "dpa2",
+    "dpa3": "dpa3",
 }
+# descriptors whose atomic energy E_i depends on the edges of other atoms (message passing)
+MESSAGE_PASSING = {"dpa2", "dpa3"}
 
 
 def descriptor_module(desc: dict) -> ModuleType:
@@ -31,12 +37,64 @@ def descriptor_module(desc: dict) -> ModuleType:
         raise ConfigError(
             f"unknown descriptor type {kind!r}; supported: {', '.join(sorted(DESCRIPTORS))}"
         )
-    return DESCRIPTORS[kind]
+    return importlib.import_module(f"{__package__}.descriptor.{DESCRIPTORS[kind]}")
 
 
 def is_mixed_types(desc: dict) -> bool:
     """True when the neighbor list is one distance-sorted list (all but se_e2_a)."""
-    return descriptor_module(desc) is not se_e2_a
+    return DESCRIPTORS.get(desc.get("type"), "") != "se_e2_a"
+
+
+@dataclass(frozen=True)
+class NeighborSpec:
+    """What the model-level neighbor list of a descriptor must look like (spec §2.3, §10).
+
+    rcut, sel: the list's cutoff and width (DPA-2: repinit; DPA-3: edges);
+    compact: re-sort after model-level pair exclusion so holes go last (DPA-2/3);
+    trimmable: slots empty in every row may be cut off (normalizers do not use the width);
+    count_radii: radii r for which the descriptor wants the host-side hint "most slots within r";
+    message_passing: E_i depends on other atoms' edges (general atom-virial form, spec §9).
+    """
+
+    rcut: float
+    rcut_smth: float
+    sel: list[int]
+    mixed_types: bool
+    compact: bool = False
+    trimmable: bool = False
+    count_radii: tuple[float, ...] = ()
+    message_passing: bool = False
+
+
+def neighbor_spec(desc: dict) -> NeighborSpec:
+    """The model-level neighbor list a serialized descriptor consumes."""
+    kind = DESCRIPTORS.get(desc.get("type"))
+    if kind == "dpa2":
+        rep = desc["repinit_args"]
+        return NeighborSpec(
+            float(rep["rcut"]),
+            float(rep["rcut_smth"]),
+            [int(rep["nsel"])],
+            True,
+            compact=True,
+            message_passing=True,
+        )
+    if kind == "dpa3":
+        flow = desc["repflow_args"]
+        return NeighborSpec(
+            float(flow["e_rcut"]),
+            float(flow["e_rcut_smth"]),
+            [int(flow["e_sel"])],
+            True,
+            compact=True,
+            trimmable=True,
+            count_radii=(float(flow["a_rcut"]),),
+            message_passing=True,
+        )
+    descriptor_module(desc)  # unknown types fail here
+    sel = desc["sel"]
+    sel = [int(sel)] if isinstance(sel, int | float) else [int(s) for s in sel]
+    return NeighborSpec(float(desc["rcut"]), float(desc["rcut_smth"]), sel, is_mixed_types(desc))
 
 
 def edge_vectors(coord: Array, box: Array | None, nlist: Array, shift: Array) -> Array:
@@ -86,14 +144,21 @@ ScatterAdd = Callable[[Array, Array, int], Array]
 
 
 def forces_and_virials(
-    grad: Array, rij: Array, nlist: Array, scatter_add: ScatterAdd, atomic: bool = False
+    grad: Array,
+    rij: Array,
+    nlist: Array,
+    scatter_add: ScatterAdd,
+    atomic: bool = False,
+    moment: Array | None = None,
 ) -> dict[str, Array]:
     """Force, virial (and atom_virial) from g = dE/dr_ij of edge vectors r_ij = x_j - x_i + S H.
 
-    F_i = Σ_j g_ij - Σ_{(c,j): j=i} g_cj;  W = -Σ g ⊗ r;  atom virial of j: -Σ_{edges into j} g ⊗ r.
+    F_i = Σ_j g_ij - Σ_{(c,j): j=i} g_cj;  W = -Σ g ⊗ r. Atom virial (spec §9, written per edge
+    e = (c -> j)): j gets -g_e ⊗ r_e + Q_e and c gets -Q_e, where Q_e = Σ_i dE_i/dr_e ⊗ (p_i - p_c)
+    with p the wrapped positions. Q = 0 when E_i depends only on i's own edges (se_e2_a, DPA-1);
+    message-passing descriptors pass `moment` = Q (see `edge_moment`).
     `scatter_add(values (1, m, ...), index (m,), size)` sums rows into `size` slots; the array API
-    has none, so each backend passes its framework's own. The atom-virial split is exact for descriptors whose E_i depends only on i's own edges
-    (se_e2_a, DPA-1); message-passing descriptors need the general form of spec §9.
+    has none, so each backend passes its framework's own.
     """
     xp = xp_of(grad)
     nf, nat, nnei, _ = grad.shape
@@ -113,5 +178,16 @@ def forces_and_virials(
     outer = -(grad[..., :, None] * rij[..., None, :])  # (nf, nat, nnei, 3, 3)
     out["virial"] = xp.sum(outer, axis=(1, 2))
     if atomic:
-        out["atom_virial"] = fold(outer)
+        if moment is None:
+            out["atom_virial"] = fold(outer)
+        else:
+            out["atom_virial"] = fold(outer + moment) - xp.sum(moment, axis=2)
     return out
+
+
+def edge_moment(weighted: Array, grad: Array, positions: Array) -> Array:
+    """Q_e = Σ_i dE_i/dr_e ⊗ (p_i - p_c) (nf, nat, nnei, 3, 3) for the atom virial.
+
+    `weighted[..., l]` = d(Σ_i E_i p_{i,l})/dr_e (one extra backward pass per l), `grad` = dE/dr_e,
+    `positions` (nf, nat, 3) the wrapped positions p (constants), c the center of each edge."""
+    return weighted - grad[..., :, None] * positions[:, :, None, None, :]

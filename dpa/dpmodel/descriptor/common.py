@@ -17,13 +17,23 @@ class Edges:
 
     rij: (nf, nat, nnei, 3) neighbor-minus-center vectors (garbage on empty slots);
     nlist: (nf, nat, nnei) local neighbor index, -1 on empty slots;
-    atype: (nat,) device array of types; atype_host: the same as NumPy, for static dispatch.
+    atype: (nat,) device array of types; atype_host: the same as NumPy, for static dispatch;
+    slot_counts: host-side hints ((r, n), ...): no row has a real slot within r beyond the first
+    n slots (lets a descriptor cut padded work; see `dpa.dpmodel.model.NeighborSpec`).
     """
 
     rij: Array
     nlist: Array
     atype: Array
     atype_host: np.ndarray
+    slot_counts: tuple[tuple[float, int], ...] = ()
+
+    def slots_within(self, radius: float) -> int:
+        """Upper bound on the number of leading slots that can hold neighbors within `radius`."""
+        for r, n in self.slot_counts:
+            if r == radius:
+                return min(n, self.nlist.shape[-1])
+        return self.nlist.shape[-1]
 
     @property
     def mask(self) -> Array:
