@@ -106,7 +106,9 @@ def _check_variables(model: dict) -> None:
     }.get(model["descriptor"].get("type"), [""])
     needed = {
         "@variables": ["out_bias"],
-        **{f"descriptor.{block}.@variables".replace("..", "."): ["davg", "dstd"] for block in stats},
+        **{
+            f"descriptor.{block}.@variables".replace("..", "."): ["davg", "dstd"] for block in stats
+        },
         "fitting.@variables": ["bias_atom_e"],
     }
     for where, names in needed.items():

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 
 from .backends.base import Backend
+from .dpmodel.model import NeighborSpec
 from .errors import BackendError, DataError
 from .model import Model
-from .dpmodel.model import NeighborSpec
 from .neighbor import build_neighbor_list, compact_rows, exclude_pairs
 
 # neighbor slots per backend call: bounds memory (~1 GB for DPA-1 water) and keeps the working

@@ -45,7 +45,7 @@ def _is_smooth(desc: dict) -> bool:
     return desc["type"] == "se_atten_v2" or desc.get("smooth_type_embedding", False)
 
 
-def _pair_embedding(
+def pair_embedding(
     desc: dict, edges: Edges, rho: Array, tebd_table: Array, nbr_type: Array, sw: Array
 ) -> Array:
     """G_ij (nf, nat, nnei, M1) from the radial input and the type embeddings (concat or strip)."""
@@ -147,7 +147,7 @@ def forward(desc: dict, edges: Edges) -> Array:
         sw = xp.where(mask, sw, xp.zeros_like(sw))
     nbr_type = edges.neighbor_types()
     tebd_table = type_embedding_table(desc["type_embedding"], xp)
-    g = _pair_embedding(desc, edges, env[..., :1], tebd_table, nbr_type, sw)
+    g = pair_embedding(desc, edges, env[..., :1], tebd_table, nbr_type, sw)
     layers = desc["attention_layers"]["attention_layers"]
     if layers:
         # r̂_j · r̂_k of the normalized env-mat directions, shared by every layer
