@@ -27,7 +27,9 @@ lint: install
 	$(VENV)/bin/ruff format dpa cli tests bench examples
 
 bench: install
-	$(PY) bench/bench_water_dpa1.py
+	$(PY) bench/bench_water.py --model dpa1
+	$(PY) bench/bench_water.py --model dpa2 --backends torch,jax
+	$(PY) bench/bench_water.py --model dpa3 --backends torch,jax
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,7 +1,8 @@
 """dpa reproduces DeePMD-kit 3.2.0: every fixture case x system x installed backend.
 
-The fixtures (tests/fixtures/deepmd, made by tests/fixtures/make_fixtures.py with the real
-DeePMD-kit) are random models saved as .dp plus DeePMD-kit's outputs on three systems. numpy is
+The fixtures (tests/fixtures/deepmd and tests/fixtures/deepmd_lam for DPA-2/DPA-3, made by
+tests/fixtures/make_fixtures*.py with the real DeePMD-kit) are random models saved as .dp plus
+DeePMD-kit's outputs on three systems. numpy is
 checked on energy and atom energy; torch and jax on all five outputs. float64 cases: |diff| <=
 1e-10; float32 cases: |diff| <= 1e-5 * max(1, max|ref|).
 """
@@ -18,8 +19,13 @@ import pytest
 import dpa
 import dpa.io
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd"
-CASES = {c["name"]: c for c in json.loads((FIXTURES / "cases.json").read_text())["cases"]}
+ROOT = Path(__file__).resolve().parents[1] / "fixtures"
+FOLDERS = (ROOT / "deepmd", ROOT / "deepmd_lam")
+CASES = {
+    c["name"]: {**c, "folder": folder}
+    for folder in FOLDERS
+    for c in json.loads((folder / "cases.json").read_text())["cases"]
+}
 BACKENDS = {"numpy": "numpy", "torch": "torch", "jax": "jax"}  # backend -> framework
 OUTPUTS = {
     "numpy": ("energy", "atom_energy"),
@@ -36,13 +42,13 @@ GRID = [
 
 @functools.cache
 def reference(name: str) -> dict[str, np.ndarray]:
-    with np.load(FIXTURES / f"{name}.npz") as z:
+    with np.load(CASES[name]["folder"] / f"{name}.npz") as z:
         return {k: z[k] for k in z.files}
 
 
 @functools.cache
 def potential(name: str, backend: str) -> dpa.Potential:
-    return dpa.load_model(dpa.io.load(FIXTURES / f"{name}.dp"), backend=backend)
+    return dpa.load_model(dpa.io.load(CASES[name]["folder"] / f"{name}.dp"), backend=backend)
 
 
 def inputs(ref: dict[str, np.ndarray], system: str) -> dict:
@@ -65,9 +71,10 @@ def tolerance(name: str, ref: np.ndarray) -> float:
 
 
 def test_every_case_has_its_files():
-    assert len(CASES) >= 10
+    assert len(CASES) >= 30
+    assert {c["descriptor_type"] for c in CASES.values()} >= {"dpa2", "dpa3"}
     for name, case in CASES.items():
-        assert (FIXTURES / f"{name}.dp").is_file(), name
+        assert (case["folder"] / f"{name}.dp").is_file(), name
         ref = reference(name)
         assert list(ref["type_map"]) == ["O", "H", "C"], name
         for system in case["systems"]:

@@ -1,0 +1,163 @@
+"""Energy + force + virial of a water example model (192 atoms) on dpa's backends, side by side
+with DeePMD-kit 3.2.0 on the same `.dp` file; prints time and peak-memory ratios.
+
+    python bench/bench_water.py [--model dpa1|dpa2|dpa3] [--precision float64] [--repeat N]
+                                [--threads 2] [--backends torch,torch-compile,jax]
+
+Every implementation runs in its own fresh process, so its peak resident memory (ru_maxrss) is its
+own; "model MB" is the peak minus the resident size just before the first evaluation (framework
+and model already loaded). Times are medians of `repeat` evaluations after two warm-up calls.
+DeePMD-kit runs in its own environment (../shared/tools/deepmd_reference_env.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REF = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dpa/deepmd-ref"
+EXAMPLES = {
+    "dpa1": ROOT / "examples/water_dpa1/input.json",
+    "dpa2": ROOT / "examples/water_dpa2/input.json",
+    "dpa3": ROOT / "examples/water_dpa3/input.json",
+}
+
+# Shared by both sides: time `run()` and report peak memory; `run` returns (E, F, W) as NumPy.
+TIMER = r"""
+import json, resource, statistics, time
+def rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+def report(run, repeat):
+    base = rss_mb()
+    for _ in range(2):
+        e, f, v = run()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"median": statistics.median(times), "peak_mb": peak, "model_mb": peak - base,
+                      "energy": float(e), "force": f.reshape(-1).tolist(),
+                      "virial": v.reshape(-1).tolist()}))
+"""
+
+DEEPMD_SCRIPT = (
+    TIMER
+    + r"""
+import sys
+import numpy as np
+import torch
+torch.set_num_threads(int(sys.argv[3]))
+from deepmd.dpmodel.utils.serialization import load_dp_model
+from deepmd.pt.model.model import BaseModel
+model = BaseModel.deserialize(load_dp_model(sys.argv[1])["model"])
+frame = np.load(sys.argv[2])
+coord = torch.tensor(frame["coord"].reshape(1, -1))
+atype = torch.tensor(frame["atype"][None])
+box = torch.tensor(frame["box"].reshape(1, 9))
+def run():
+    out = model(coord.clone(), atype, box=box)
+    return (out["energy"].item(), out["force"].detach().numpy(),
+            out["virial"].detach().numpy())
+report(run, int(sys.argv[4]))
+"""
+)
+
+DPA_SCRIPT = (
+    TIMER
+    + r"""
+import sys
+import numpy as np
+import torch
+torch.set_num_threads(int(sys.argv[3]))
+import dpa
+name, _, variant = sys.argv[5].partition("-")
+pot = dpa.load_model(sys.argv[1], backend=name, compile=variant == "compile")
+frame = np.load(sys.argv[2])
+def run():
+    out = pot.evaluate(frame["coord"], frame["atype"], frame["box"])
+    return out["energy"][0], out["force"], out["virial"]
+report(run, int(sys.argv[4]))
+"""
+)
+
+
+def run_side(python: str, script: str, path: Path, frame: Path, args, *extra: str) -> dict | None:
+    """Run one implementation in a fresh process; its JSON report, or None on failure."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    cmd = [python, "-c", script, str(path), str(frame), str(args.threads), str(args.repeat)]
+    proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        print(f"{extra or 'DeePMD-kit'} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(EXAMPLES), default="dpa1")
+    parser.add_argument("--precision", default="float64", help="descriptor and fitting precision")
+    parser.add_argument("--deepmd-python", type=Path, default=DEFAULT_REF / "bin" / "python")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backends", default="torch,torch-compile,jax")
+    args = parser.parse_args()
+
+    import numpy as np
+
+    import dpa
+    from dpa.data import load_system
+
+    config = json.loads(EXAMPLES[args.model].read_text())["model"]
+    for section in ("descriptor", "fitting_net"):
+        config[section]["precision"] = args.precision
+    system = load_system(ROOT / "examples/data/water")
+    atype = system.remap_types(config["type_map"])
+    work = Path(tempfile.mkdtemp(prefix="dpa-bench-"))
+    path = work / f"water_{args.model}.dp"
+    dpa.build_model(config, seed=1).save(path)
+    frame = work / "frame.npz"
+    np.savez(frame, coord=system.coord[:1], atype=atype, box=system.box[:1])
+
+    results = {
+        b: run_side(sys.executable, DPA_SCRIPT, path, frame, args, b)
+        for b in args.backends.split(",")
+    }
+    ref = None
+    if args.deepmd_python.exists():
+        ref = run_side(str(args.deepmd_python), DEEPMD_SCRIPT, path, frame, args)
+    else:
+        print(f"no DeePMD-kit environment at {args.deepmd_python}; dpa numbers only")
+
+    print(
+        f"water {args.model}, 192 atoms, {args.precision}, {args.threads} threads, "
+        f"energy+force+virial, median of {args.repeat}"
+    )
+    head = f"{'implementation':<20} {'s/frame':>8} {'time':>6} {'peak MB':>8} {'peak':>6}"
+    print(head + f" {'model MB':>9} {'max|dF|':>9} {'|dE|':>9}")
+    rows = [("deepmd-kit (pt)", ref)] + [(f"dpa {b}", r) for b, r in results.items()]
+    for label, r in rows:
+        if r is None:
+            print(f"{label:<20} failed")
+            continue
+        line = f"{label:<20} {r['median']:>8.3f}"
+        if ref is not None:
+            line += f" {r['median'] / ref['median']:>6.2f} {r['peak_mb']:>8.0f}"
+            line += f" {r['peak_mb'] / ref['peak_mb']:>6.2f} {r['model_mb']:>9.0f}"
+            df = np.max(np.abs(np.asarray(r["force"]) - np.asarray(ref["force"])))
+            line += f" {df:>9.1e} {abs(r['energy'] - ref['energy']):>9.1e}"
+        else:
+            line += f" {'':>6} {r['peak_mb']:>8.0f} {'':>6} {r['model_mb']:>9.0f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
