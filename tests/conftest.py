@@ -115,6 +115,37 @@ def get_system():
     return get
 
 
+def env_statistics(node: object) -> list[dict]:
+    """Every `@variables` dict holding davg/dstd in a descriptor tree (one per env-mat block)."""
+    found = []
+    if isinstance(node, dict):
+        var = node.get("@variables")
+        if isinstance(var, dict) and "davg" in var:
+            found.append(var)
+        for key, value in node.items():
+            if key != "@variables":
+                found += env_statistics(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += env_statistics(value)
+    return found
+
+
+def residual_vectors(node: object) -> list[list[np.ndarray]]:
+    """The `*_residual` vector lists of res_residual layers (DPA-2 repformer, DPA-3 repflow)."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "@variables" and isinstance(value, dict):
+                found += [v for k, v in value.items() if k.endswith("_residual") and v]
+            else:
+                found += residual_vectors(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += residual_vectors(value)
+    return found
+
+
 def randomize_statistics(model: dpa.Model, seed: int, physical: bool = True) -> dpa.Model:
     """Give the statistics that a fresh model leaves trivial random values, in place.
 
@@ -124,19 +155,22 @@ def randomize_statistics(model: dpa.Model, seed: int, physical: bool = True) -> 
     """
     rng = np.random.default_rng(seed)
     tree = model.tree
-    desc = tree["descriptor"]["@variables"]
-    davg, dstd = desc["davg"], desc["dstd"]
-    ntypes = davg.shape[0]
-    if physical:
-        radial = rng.uniform(0.05, 0.4, (ntypes, 1))
-        scale = rng.uniform(0.5, 1.5, (ntypes, 2))
-        davg[...] = 0.0
-        davg[..., 0] = radial
-        dstd[..., 0] = scale[:, :1]
-        dstd[..., 1:] = scale[:, 1:, None]
-    else:
-        davg[...] = rng.normal(0.0, 0.3, davg.shape)
-        dstd[...] = rng.uniform(0.5, 1.5, dstd.shape)
+    for stats in env_statistics(tree["descriptor"]):
+        davg, dstd = stats["davg"], stats["dstd"]
+        ntypes = davg.shape[0]
+        if physical:
+            radial = rng.uniform(0.05, 0.4, (ntypes, 1))
+            scale = rng.uniform(0.5, 1.5, (ntypes, 2))
+            davg[...] = 0.0
+            davg[..., 0] = radial
+            dstd[..., 0] = scale[:, :1]
+            dstd[..., 1:] = scale[:, 1:, None]
+        else:
+            davg[...] = rng.normal(0.0, 0.3, davg.shape)
+            dstd[...] = rng.uniform(0.5, 1.5, dstd.shape)
+    for residuals in residual_vectors(tree["descriptor"]):
+        for vector in residuals:
+            vector[...] = rng.normal(0.0, 0.3, vector.shape)
     out_bias = tree["@variables"]["out_bias"]
     out_bias[...] = rng.normal(0.0, 1.0, out_bias.shape)
     fit = tree["fitting"]["@variables"]
@@ -148,6 +182,12 @@ def randomize_statistics(model: dpa.Model, seed: int, physical: bool = True) -> 
         elif key.endswith("avg") or key == "bias_atom_e":
             value[...] = rng.normal(0.0, 0.5, value.shape)
     return model
+
+
+@pytest.fixture(name="env_statistics", scope="session")
+def env_statistics_fixture():
+    """env_statistics(descriptor_tree) -> the davg/dstd `@variables` dicts of every block."""
+    return env_statistics
 
 
 @pytest.fixture(scope="session")

@@ -26,12 +26,68 @@ from dpa.tree import map_variables
 RCUT = 4.0
 SE_A = {"type": "se_e2_a", "sel": [20, 28, 12], "rcut": RCUT, "neuron": [4, 8], "axis_neuron": 4}
 DPA1 = {"type": "dpa1", "sel": 56, "rcut": RCUT, "neuron": [4, 8], "axis_neuron": 4, "attn": 8}
+REPINIT = {"rcut": RCUT, "rcut_smth": 0.5, "nsel": 56, "neuron": [4, 8], "axis_neuron": 4}
+REPFORMER = {
+    "rcut": 3.0,
+    "rcut_smth": 2.5,
+    "nsel": 28,
+    "nlayers": 2,
+    "g1_dim": 16,
+    "g2_dim": 8,
+    "axis_neuron": 4,
+    "attn1_hidden": 8,
+    "attn1_nhead": 2,
+    "attn2_hidden": 4,
+    "attn2_nhead": 2,
+}
+REPFLOW = {
+    "n_dim": 16,
+    "e_dim": 8,
+    "a_dim": 8,
+    "nlayers": 2,
+    "e_rcut": RCUT,
+    "e_rcut_smth": 3.0,
+    "e_sel": 56,
+    "a_rcut": 3.0,
+    "a_rcut_smth": 2.5,
+    "a_sel": 28,
+}
 FIT = {"neuron": [8, 8]}
 F32 = {"precision": "float32"}
 
 
 def _case(descriptor: dict, fitting: dict | None = None, **model: object) -> dict:
     return {"descriptor": descriptor, "fitting_net": {**FIT, **(fitting or {})}, **model}
+
+
+def _dpa2(repinit: dict, repformer: dict, **top: object) -> dict:
+    return {
+        "type": "dpa2",
+        "repinit": {**REPINIT, **repinit},
+        "repformer": {**REPFORMER, **repformer},
+        **top,
+    }
+
+
+def _dpa3(repflow: dict, **top: object) -> dict:
+    return {"type": "dpa3", "repflow": {**REPFLOW, **repflow}, **top}
+
+
+THREE_BODY = {
+    "use_three_body": True,
+    "three_body_rcut": 3.0,
+    "three_body_rcut_smth": 2.0,
+    "three_body_sel": 28,
+    "three_body_neuron": [2, 4],
+}
+DPA31 = {
+    "a_compress_rate": 1,
+    "a_compress_e_rate": 2,
+    "a_compress_use_split": True,
+    "smooth_edge_update": True,
+    "edge_init_use_dist": True,
+    "use_exp_switch": True,
+}
 
 
 TABLE = {
@@ -85,8 +141,117 @@ TABLE = {
     "se_atten_v2-excl": _case(
         {**DPA1, "type": "se_atten_v2", "attn_layer": 2, "exclude_types": [[1, 1]]}
     ),
+    # DPA-2: repformer defaults (res_avg, every update on), smooth, repinit concat
+    "dpa2-small": _case(_dpa2({}, {})),
+    # the options of DeePMD-kit's water "medium" example at small size
+    "dpa2-medium": _case(
+        _dpa2(
+            {"axis_neuron": 6, **THREE_BODY},
+            {
+                "nlayers": 3,
+                "update_g1_has_attn": False,
+                "update_g2_has_g1g1": False,
+                "attn2_has_gate": True,
+                "update_style": "res_residual",
+                "update_residual": 0.01,
+                "update_residual_init": "norm",
+            },
+        )
+    ),
+    "dpa2-strip3b-nosmooth-h2-incr-modelexcl": _case(
+        _dpa2(
+            {"tebd_input_mode": "strip", "resnet_dt": True, **THREE_BODY},
+            {
+                "update_style": "res_incr",
+                "update_h2": True,
+                "direct_dist": True,
+                "use_sqrt_nnei": False,
+                "g1_out_conv": False,
+                "g1_out_mlp": False,
+                "update_g1_has_drrd": False,
+                "activation_function": "gelu",
+            },
+            smooth=False,
+            add_tebd_to_repinit_out=True,
+            exclude_types=[[0, 2]],
+        ),
+        atom_exclude_types=[2],
+        pair_exclude_types=[[1, 1]],
+    ),
+    "dpa2-tos-const-noconv-lnfixed": _case(
+        _dpa2(
+            {"type_one_side": True, "activation_function": "silu"},
+            {
+                "update_style": "res_residual",
+                "update_residual_init": "const",
+                "update_residual": 0.1,
+                "update_g1_has_conv": False,
+                "update_g1_has_grrg": False,
+                "update_g2_has_attn": False,
+                "update_h2": True,
+                "trainable_ln": False,
+                "ln_eps": 1e-3,
+            },
+            concat_output_tebd=False,
+            use_econf_tebd=True,
+            use_tebd_bias=True,
+        )
+    ),
+    # DPA-3: the water example's options (DPA-3.1: split compression, smooth edge update,
+    # distance edge init, exponential switch, silut)
+    "dpa3-water-example": _case(
+        _dpa3(DPA31, activation_function="silut:10.0"), {"activation_function": "silut:10.0"}
+    ),
+    "dpa3-linear-multihead-sequential-modelexcl": _case(
+        _dpa3(
+            {
+                "a_compress_rate": 2,
+                "a_compress_e_rate": 1,
+                "n_multi_edge_message": 2,
+                "sequential_update": True,
+                "update_residual_init": "norm",
+                "optim_update": False,
+                "fix_stat_std": 0.2,
+            },
+            activation_function="tanh",
+            exclude_types=[[0, 1]],
+            env_protection=0.1,
+        ),
+        pair_exclude_types=[[2, 2]],
+        atom_exclude_types=[1],
+    ),
+    "dpa3-dynsel-avg-concat": _case(
+        _dpa3(
+            {
+                "e_sel": 200,
+                "a_sel": 100,
+                "use_dynamic_sel": True,
+                "sel_reduce_factor": 4.0,
+                "smooth_edge_update": True,
+                "update_style": "res_avg",
+            },
+            concat_output_tebd=True,
+            use_tebd_bias=True,
+        )
+    ),
+    "dpa3-dynsel-incr-noangle-econf": _case(
+        _dpa3(
+            {
+                "e_sel": 200,
+                "a_sel": 100,
+                "use_dynamic_sel": True,
+                "smooth_edge_update": True,
+                "update_angle": False,
+                "update_style": "res_incr",
+                "edge_init_use_dist": True,
+            },
+            use_econf_tebd=True,
+        )
+    ),
     "se_e2_a-f32": _case({**SE_A, **F32, "rcut_smth": 1.0}, F32),
     "dpa1-f32": _case({**DPA1, **F32, "smooth_type_embedding": True, "attn_layer": 1}, F32),
+    "dpa2-f32": _case(_dpa2({**THREE_BODY}, {"update_h2": True}, **F32), F32),
+    "dpa3-f32": _case(_dpa3({**DPA31, "use_dynamic_sel": True}, **F32), F32),
 }
 SYSTEMS = ("water", "skewed", "molecule")
 BACKENDS = ("numpy", "torch", "jax")
@@ -104,13 +269,13 @@ def installed(backend: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def potential(make_model):
+def potential(make_model, env_statistics):
     """potential(case, backend) -> Potential, cached: models with random per-slot statistics."""
 
     @functools.cache
     def model(case: str) -> dpa.Model:
         built = make_model(TABLE[case], seed=list(TABLE).index(case), physical=False)
-        assert np.any(built.tree["descriptor"]["@variables"]["davg"] != 0)
+        assert all(np.any(s["davg"] != 0) for s in env_statistics(built.tree["descriptor"]))
         return built
 
     @functools.cache
