@@ -33,8 +33,7 @@ def _evaluate(static, leaves, coord, box, nlist, shift, atype, fp, ap, positions
     """Energy, atom energy, force, virial (and atom virial) of one batch; traced by jit.
 
     `positions` (wrapped, constants) is given only when the atom virial needs the
-    message-passing moment of spec §9; then one vmapped backward pass gives dE/dr and
-    d(Σ_i E_i p_i)/dr together."""
+    message-passing moment of spec §9, d(Σ_i E_i p_i)/dr."""
     skeleton, atype_host, atomic, slot_counts = static
     model = merge_variables(skeleton, leaves)
     rij = edge_vectors(coord, box, nlist, shift)
@@ -46,13 +45,12 @@ def _evaluate(static, leaves, coord, box, nlist, shift, atype, fp, ap, positions
     if positions is None:
         e_atom, grad = _value_and_grad(atoms, rij)
     else:
+        # four backward passes over one forward; `jax.vmap(vjp)` would batch them, but jitted it
+        # returns wrong cotangents for float32 models (jax/jaxlib 0.10.2 on CPU)
         e_atom, vjp = jax.vjp(atoms, rij)
-        cotangents = jnp.concatenate(
-            [jnp.ones_like(e_atom)[None], jnp.moveaxis(positions, -1, 0)], axis=0
-        )
-        (grads,) = jax.vmap(vjp)(cotangents)
-        grad = grads[0]
-        moment = edge_moment(jnp.moveaxis(grads[1:], 0, -1), grad, positions)
+        (grad,) = vjp(jnp.ones_like(e_atom))
+        weighted = jnp.stack([vjp(positions[..., k])[0] for k in range(3)], axis=-1)
+        moment = edge_moment(weighted, grad, positions)
     out = forces_and_virials(grad, rij, nlist, scatter_add, atomic, moment)
     out["energy"] = jnp.sum(e_atom, axis=1)
     out["atom_energy"] = e_atom

@@ -25,11 +25,22 @@ def _silut(threshold: float) -> Callable[[Any, Array], Array]:
     const = threshold * sig
 
     def act(xp: Any, x: Array) -> Array:
-        silu = x / (1.0 + xp.exp(-x))
         tail = xp.tanh(slope * (x - threshold)) + const
-        return xp.where(x < threshold, silu, tail)
+        return xp.where(x < threshold, _silu(xp, x), tail)
 
     return act
+
+
+def _silu(xp: Any, x: Array) -> Array:
+    """x·sigmoid(x) with sigmoid(x) = (1 + tanh(x/2))/2: no overflow anywhere, so no NaN
+    gradient for very negative x (x/(1 + e^-x) gives inf/inf there in float32)."""
+    half = 0.5 * x
+    return half + half * xp.tanh(half)
+
+
+def _sigmoid(xp: Any, x: Array) -> Array:
+    """sigmoid(x) = (1 + tanh(x/2))/2, overflow-free."""
+    return 0.5 + 0.5 * xp.tanh(0.5 * x)
 
 
 def _softplus(xp: Any, x: Array) -> Array:
@@ -47,8 +58,8 @@ _ACTIVATIONS: dict[str, Callable[[Any, Array], Array]] = {
     "relu": lambda xp, x: xp.maximum(x, xp.zeros_like(x)),
     "relu6": lambda xp, x: xp.clip(x, 0.0, 6.0),
     "softplus": _softplus,
-    "sigmoid": lambda xp, x: 1.0 / (1.0 + xp.exp(-x)),
-    "silu": lambda xp, x: x / (1.0 + xp.exp(-x)),
+    "sigmoid": _sigmoid,
+    "silu": _silu,
     "gelu": _gelu,
     "gelu_tf": _gelu,
     "linear": lambda xp, x: x,

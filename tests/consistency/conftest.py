@@ -4,6 +4,10 @@ Every (model, system) pair needs its own jax compilation; with XLA's optimizatio
 costs 2-5 s for even a tiny model, without them about half. The numbers checked here do not
 depend on XLA's optimizations (fusion changes round-off only, far below the tolerances);
 tests/test_formats.py still evaluates on jax with the default settings.
+
+float32 models keep the default settings: with most optimizations off, XLA:CPU (jaxlib 0.10.2)
+computes NaN gradients for one float32 DPA-2 fixture whose default-compiled and eager
+gradients are finite and match DeePMD-kit.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _fast_xla_compilation():
-    if importlib.util.find_spec("jax") is None:
+def _fast_xla_compilation(request):
+    if importlib.util.find_spec("jax") is None or "f32" in request.node.name:
         yield
         return
     import jax
