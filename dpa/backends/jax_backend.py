@@ -21,7 +21,10 @@ from ..dpmodel.model import (  # noqa: E402
 )
 from ..neighbor import wrapped_positions  # noqa: E402
 from ..tree import merge_variables, split_variables  # noqa: E402
+from . import jax_ops  # noqa: E402
 from .base import Backend  # noqa: E402
+
+jax_ops.register()
 
 
 def scatter_add(values: jax.Array, index: jax.Array, size: int) -> jax.Array:

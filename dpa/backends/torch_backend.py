@@ -20,7 +20,10 @@ from ..dpmodel.model import (
 )
 from ..neighbor import wrapped_positions
 from ..tree import map_variables
+from . import torch_ops
 from .base import Backend
+
+torch_ops.register()
 
 
 def scatter_add(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:

@@ -21,23 +21,19 @@ def xp_of(*arrays: Array) -> Any:
 def gather_neighbors(features: Array, index: Array) -> Array:
     """Rows of per-atom `features` (nf, nat, ...) picked by `index` (nf, nat, nnei) of valid atoms.
 
-    Returns (nf, nat, nnei, ...). `index` must not hold -1: redirect empty slots first.
+    Returns (nf, nat, nnei, ...). `index` must not hold -1: redirect empty slots first. One
+    `take` over the flattened frames (an index-select; its backward is one index-add).
     """
     xp = array_namespace(features, index)
     nf, nat = features.shape[0], features.shape[1]
     nnei = index.shape[2]
     tail = tuple(features.shape[2:])
-    flat = xp.reshape(index, (nf, nat * nnei))
-    if tail:
-        width = 1
-        for d in tail:
-            width *= d
-        feats = xp.reshape(features, (nf, nat, width))
-        idx = xp.broadcast_to(flat[:, :, None], (nf, nat * nnei, width))
-        out = xp.take_along_axis(feats, idx, axis=1)
-        return xp.reshape(out, (nf, nat, nnei, *tail))
-    out = xp.take_along_axis(features, flat, axis=1)
-    return xp.reshape(out, (nf, nat, nnei))
+    flat = xp.reshape(features, (nf * nat, *tail))
+    if nf > 1:
+        offset = xp.arange(nf, dtype=index.dtype, device=device(index)) * nat
+        index = index + xp.reshape(offset, (nf, 1, 1))
+    out = xp.take(flat, xp.reshape(index, (nf * nat * nnei,)), axis=0)
+    return xp.reshape(out, (nf, nat, nnei, *tail))
 
 
 def safe_norm(x: Array, floor: float = 0.0) -> Array:

@@ -20,9 +20,7 @@ from .array_api import Array, xp_of
 
 def _silut(threshold: float) -> Callable[[Any, Array], Array]:
     """SiLU below `threshold`, a tanh tail above it (C1 at the threshold)."""
-    sig = 1.0 / (1.0 + math.exp(-threshold))
-    slope = sig + threshold * sig * (1.0 - sig)
-    const = threshold * sig
+    slope, const = silut_constants(threshold)
 
     def act(xp: Any, x: Array) -> Array:
         tail = xp.tanh(slope * (x - threshold)) + const
@@ -67,20 +65,57 @@ _ACTIVATIONS: dict[str, Callable[[Any, Array], Array]] = {
 }
 
 
+# Fused versions a backend may register for its namespace: {(xp.__name__, family): factory},
+# where factory(threshold) -> fn(x). Same numbers to round-off, fewer passes over memory.
+_FUSED: dict[tuple[str, str], Callable[[float | None], Callable[[Array], Array]]] = {}
+
+
+def register_fused_activation(
+    namespace: str, family: str, factory: Callable[[float | None], Callable[[Array], Array]]
+) -> None:
+    """Let backend `namespace` (an array namespace's __name__) run `family` ("silu", "silut")
+    with its own kernels; dpmodel stays framework-free, the backend brings the speed."""
+    _FUSED[(namespace, family)] = factory
+
+
+def _with_fused(family: str, threshold: float | None, generic: Callable) -> Callable:
+    """`generic`, or the fused kernel registered for the array's namespace."""
+    cache: dict[str, Callable | None] = {}
+
+    def act(xp: Any, x: Array) -> Array:
+        name = getattr(xp, "__name__", "")
+        if name not in cache:
+            factory = _FUSED.get((name, family))
+            cache[name] = None if factory is None else factory(threshold)
+        fused = cache[name]
+        return generic(xp, x) if fused is None else fused(x)
+
+    return act
+
+
 def activation(name: str | None) -> Callable[[Any, Array], Array]:
     """The activation function φ(xp, x) named `name` (case-insensitive, `silut:T` allowed)."""
     key = "none" if name is None else str(name).lower()
+    if key == "silu":
+        return _with_fused("silu", None, _silu)
     if key in _ACTIVATIONS:
         return _ACTIVATIONS[key]
     for prefix in ("silut", "custom_silu"):
         if key == prefix or key.startswith(prefix + ":"):
             _, _, tail = key.partition(":")
             try:
-                return _silut(float(tail) if tail else 3.0)
+                threshold = float(tail) if tail else 3.0
             except ValueError:
-                pass
+                break
+            return _with_fused("silut", threshold, _silut(threshold))
     allowed = ", ".join([*sorted(_ACTIVATIONS), "silut[:T]"])
     raise ConfigError(f"unknown activation_function {name!r}; allowed: {allowed}")
+
+
+def silut_constants(threshold: float) -> tuple[float, float]:
+    """(slope, offset) of the tanh tail of silut above `threshold` (C1 continuation of SiLU)."""
+    sig = 1.0 / (1.0 + math.exp(-threshold))
+    return sig + threshold * sig * (1.0 - sig), threshold * sig
 
 
 # --------------------------------------------------------------------------- forward

@@ -34,11 +34,7 @@ def _normalizers(args: dict) -> tuple[float, float]:
 
 def _angle_width(args: dict, edges: Edges) -> int:
     """A: the leading slots that can hold angle neighbors (a_sel, the width, the host hint)."""
-    width = min(int(args["a_sel"]), edges.nlist.shape[-1])
-    slots_within = getattr(edges, "slots_within", None)
-    if slots_within is not None:
-        width = min(width, slots_within(float(args["a_rcut"])))
-    return max(width, 0)
+    return min(int(args["a_sel"]), edges.slots_within(float(args["a_rcut"])))
 
 
 def _edge_graph(desc: dict, edges: Edges, dtype) -> tuple[Graph, Array, Array, Array]:
@@ -98,8 +94,10 @@ def forward(desc: dict, edges: Edges) -> Array:
     if not args.get("edge_init_use_dist", False):
         e = act(xp, e)
     a = RankOne(alpha, flow["angle_embd"]["@variables"]["w"][0, :])
-    for layer in flow["repflow_layers"]:
-        n, e, a = layer_forward(layer, args, act, n, e, a, graph)
+    layers = flow["repflow_layers"]
+    for index, layer in enumerate(layers):
+        last = index == len(layers) - 1
+        n, e, a = layer_forward(layer, args, act, n, e, a, graph, last)
     if desc.get("concat_output_tebd", False):
         n = xp.concat([n, tebd], axis=-1)
     return n

@@ -216,15 +216,19 @@ def layer_forward(
     e: Array,
     a: Array | RankOne,
     graph: Graph,
+    last: bool = False,
 ) -> tuple[Array, Array, Array | RankOne]:
-    """One repflow layer (parallel or sequential mode): returns the updated (n, e, a)."""
+    """One repflow layer (parallel or sequential mode): returns the updated (n, e, a).
+
+    `last`: only n is used afterwards; in parallel mode the edge and angle updates (the angle
+    tensors are most of the work) are then skipped, since n is computed from the layer inputs."""
     style = args["update_style"]
     var = layer.get("@variables") or {}
     n_res, e_res, a_res = (var.get(k) for k in ("n_residual", "e_residual", "a_residual"))
     nu = gather_neighbors(n, graph.nlist)
     xp = xp_of(n)
-    v_self = act(xp, edge_linear(layer["edge_self_linear"], n, e, graph.nlist))
     if args["update_angle"] and args.get("sequential_update", False):
+        v_self = act(xp, edge_linear(layer["edge_self_linear"], n, e, graph.nlist))
         e1 = e + e_res[0] * v_self
         nc, ec = compress(layer, args, n, e1, graph)
         w_self = act(xp, angle_linear(layer["angle_self_linear"], a, nc, ec, args["a_dim"]))
@@ -234,6 +238,9 @@ def layer_forward(
         n1 = update(style, [n, *node_terms(layer, args, act, n, nu, e2, graph)], n_res)
         return n1, e2, a1
     n1 = update(style, [n, *node_terms(layer, args, act, n, nu, e, graph)], n_res)
+    if last:
+        return n1, e, a
+    v_self = act(xp, edge_linear(layer["edge_self_linear"], n, e, graph.nlist))
     if not args["update_angle"]:
         return n1, update(style, [e, v_self], e_res), a
     nc, ec = compress(layer, args, n, e, graph)
