@@ -119,6 +119,8 @@ def _attention_map(layer: dict, g: Array, h: Array, ctx: PairContext) -> tuple[A
 
     Returns (W, row, col) with A_jk^η = W_jk^η · row_j · col_k, W = exp(L - max)·(h_j·h_k), so the
     row/column factors (softmax normalizer, masks, switches, 1/√3) touch only N×d operands.
+    The N×N logits are small here (N = repformer nsel ≈ 48), so the gate and the smooth shift
+    are applied to them directly; folding them into the Q·Kᵀ product would triple its width.
     """
     xp = xp_of(g)
     nf, nat, n = ctx.mask.shape
@@ -126,25 +128,20 @@ def _attention_map(layer: dict, g: Array, h: Array, ctx: PairContext) -> tuple[A
     qk = xp.reshape(g @ layer["mapqk"]["@variables"]["w"], (nf, nat, n, nd, 2 * nh))
     qk = xp.permute_dims(qk, (0, 1, 4, 2, 3))  # (nf, nat, 2nh, N, nd)
     q, k = qk[:, :, :nh, ...] * (1.0 / math.sqrt(nd)), qk[:, :, nh:, ...]
-    if layer.get("has_gate", False):
-        # (q·k)(h_j·h_k) = (q ⊗ h_j)·(k ⊗ h_k)
-        hh = h[:, :, None, :, None, :]
-        q = xp.reshape(q[..., None] * hh, (nf, nat, nh, n, nd * 3))
-        k = xp.reshape(k[..., None] * hh, (nf, nat, nh, n, nd * 3))
-    if ctx.smooth:
-        # (L + 20) s_j s_k - 20 == [L-features s_j, 20 s_j]·[k s_k, s_k] - 20 (shift cancels)
-        s = xp.broadcast_to(ctx.sw[:, :, None, :, None], (nf, nat, nh, n, 1))
-        q = xp.concat([q * s, ATTN_LOGIT_SHIFT * s], axis=-1)
-        k = xp.concat([k * s, s], axis=-1)
-        rowf = colf = ctx.sw[:, :, None, :, None]
-    else:
-        m = xp.astype(ctx.mask, g.dtype)
-        mm = xp.broadcast_to(m[:, :, None, :, None], (nf, nat, nh, n, 1))
-        q = xp.concat([q, xp.ones_like(mm)], axis=-1)
-        k = xp.concat([k, (1.0 - mm) * MASKED_LOGIT], axis=-1)
-        rowf = colf = m[:, :, None, :, None]
-    e, denom = _softmax_rows(q @ xp.matrix_transpose(k))
+    logits = q @ xp.matrix_transpose(k)  # (nf, nat, nh, N, N)
     cos = (h @ xp.matrix_transpose(h))[:, :, None, ...]  # (nf, nat, 1, N, N)
+    if layer.get("has_gate", False):
+        logits = logits * cos
+    if ctx.smooth:
+        s = ctx.sw[:, :, None, :, None]  # (nf, nat, 1, N, 1)
+        logits = (logits + ATTN_LOGIT_SHIFT) * (s * xp.matrix_transpose(s)) - ATTN_LOGIT_SHIFT
+        rowf = colf = s
+    else:
+        m = xp.astype(ctx.mask, g.dtype)[:, :, None, :, None]
+        keys = xp.matrix_transpose(m) > 0.5
+        logits = xp.where(keys, logits, xp.full_like(logits, MASKED_LOGIT))
+        rowf = colf = m
+    e, denom = _softmax_rows(logits)
     return e * cos, rowf * (1.0 / math.sqrt(3.0)) / denom, colf
 
 
