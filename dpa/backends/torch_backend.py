@@ -7,6 +7,8 @@ on CPU, which pays off in MD and long test runs.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -83,6 +85,25 @@ class TorchBackend(Backend):
 
     def evaluate(
         self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts=()
+    ):
+        args = (coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts)
+        if not prepared.compile:
+            return self._evaluate(prepared, *args)
+        try:
+            return self._evaluate(prepared, *args)
+        except Exception as err:  # an inductor failure must not cost the user the run
+            warnings.warn(
+                f"torch.compile failed for this model ({type(err).__name__}: {err}); "
+                "continuing without compilation",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            prepared.compile = False
+            prepared.compiled.clear()
+            return self._evaluate(prepared, *args)
+
+    def _evaluate(
+        self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts
     ):
         f64 = torch.float64
         x = self.tensor(coord, f64)
