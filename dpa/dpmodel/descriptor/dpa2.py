@@ -169,10 +169,9 @@ def _three_body(desc: dict, edges: Edges, tebd_table: Array) -> Array:
         if desc.get("smooth", True):
             gt = gt * (sw[:, :, :, None] * sw[:, :, None, :])[..., None]
         g = gs * gt + gs
-    n3 = g.shape[-1]
-    flat_e = xp.reshape(e, (nf, nat, 1, nsel * nsel))
-    flat_g = xp.reshape(g, (nf, nat, nsel * nsel, n3))
-    return (flat_e @ flat_g)[:, :, 0, :] * (1.0 / (nsel * nsel))
+    # an elementwise product and a sum: as a (1 x N3²)·(N3² x n3) product its backward would be
+    # a slow rank-one batched matmul
+    return xp.sum(g * e[..., None], axis=(2, 3)) * (1.0 / (nsel * nsel))
 
 
 def forward_parts(desc: dict, edges: Edges) -> tuple[Array, Array, Array, Array, Array]:
