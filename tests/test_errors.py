@@ -271,3 +271,77 @@ def test_incomplete_model_file_is_named(tmp_path):
     model.save(path)
     with pytest.raises(ModelFileError, match=r"broken\.dp.*davg"):
         dpa.io.load(path)
+
+
+REPINIT = {"rcut": 6.0, "rcut_smth": 0.5, "nsel": 120}
+REPFORMER = {"rcut": 4.0, "rcut_smth": 3.5, "nsel": 48}
+REPFLOW = {
+    "e_rcut": 6.0,
+    "e_rcut_smth": 5.3,
+    "e_sel": 120,
+    "a_rcut": 4.0,
+    "a_rcut_smth": 3.5,
+    "a_sel": 30,
+}
+
+
+def dpa2(repinit: dict | None = None, repformer: dict | None = None) -> dict:
+    return {
+        "type_map": ["O", "H"],
+        "descriptor": {
+            "type": "dpa2",
+            "repinit": {**REPINIT, **(repinit or {})},
+            "repformer": {**REPFORMER, **(repformer or {})},
+        },
+    }
+
+
+def dpa3(**repflow) -> dict:
+    return {
+        "type_map": ["O", "H"],
+        "descriptor": {"type": "dpa3", "repflow": {**REPFLOW, **repflow}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            dpa3(e_rcut=3.5, e_rcut_smth=3.0),
+            r"repflow.a_rcut \(4.0\) must be at most .*repflow.e_rcut \(3.5\)",
+        ),
+        (dpa3(a_sel=200), r"repflow.a_sel \(200\) must be at most .*repflow.e_sel \(120\)"),
+        (
+            dpa3(a_dim=32, a_compress_rate=3),
+            r"a_dim \* a_compress_e_rate \(32 \* 1\) must be divisible by 2 \* a_compress_rate",
+        ),
+        (
+            dpa3(sequential_update=True, update_style="res_avg"),
+            r"sequential_update = true needs update_style 'res_residual'.*res_avg",
+        ),
+        (dpa3(use_dynamic_sel=True), r"use_dynamic_sel = true needs smooth_edge_update"),
+        (dpa3(e_sel="auto"), r"repflow.e_sel = 'auto' needs training data"),
+        (
+            dpa2(repformer={"rcut": 6.5}),
+            r"repformer.rcut \(6.5\) must be smaller than .*repinit.rcut \(6.0\)",
+        ),
+        (
+            dpa2(repformer={"nsel": 130}),
+            r"repformer.nsel \(130\) must be smaller than .*repinit.nsel \(120\)",
+        ),
+        (
+            dpa2(repinit={"use_three_body": True, "three_body_rcut": 7.0}),
+            r"three_body_rcut \(7.0\) must be at most .*repinit.rcut \(6.0\)",
+        ),
+        (dpa2(repformer={"update_style": "res_sum"}), r"repformer.update_style"),
+        (dpa2(repinit={"activation_function": "tanhh"}), r"repinit.activation_function"),
+    ],
+)
+def test_inconsistent_dpa2_dpa3_config_names_both_keys(config, message):
+    with pytest.raises(ConfigError, match=message):
+        dpa.build_model(config)
+
+
+def test_unknown_repflow_key_lists_the_repflow_keys():
+    with pytest.raises(ConfigError, match=r"unknown key 'model.descriptor.repflow.e_cut'.*e_rcut"):
+        dpa.build_model(dpa3(e_cut=6.0))
