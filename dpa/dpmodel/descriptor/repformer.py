@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import ConfigError
-from ..array_api import Array, gather_neighbors, safe_norm, xp_of
+from ..array_api import Array, gather_neighbors, like, safe_norm, xp_of
 from ..env_mat import environment_matrix, normalize
 from ..network import activation, dense, layer_norm, make_layer, make_layer_norm
 from .common import Edges
@@ -33,6 +33,15 @@ class PairContext:
     sw: Array  # (nf, nat, N) switch, 0 on empty slots
     smooth: bool
     nnei: int
+
+
+@dataclass(frozen=True)
+class AttentionMap:
+    """The g2 attention per head: [(W^η (nf, nat, N, N), row^η (nf, nat, N, 1))] and the
+    column factor col (nf, nat, N, 1), with A^η_jk = W^η_jk row^η_j col_k."""
+
+    heads: list[tuple[Array, Array]]
+    colf: Array
 
 
 def _act(name: str):
@@ -114,58 +123,71 @@ def _local_attention(layer: dict, f: Array, fn: Array, ctx: PairContext) -> Arra
     return dense(layer["head_map"], xp.reshape(out, (nf, nat, nh * d1)))
 
 
-def _attention_map(layer: dict, g: Array, h: Array, ctx: PairContext) -> tuple[Array, Array, Array]:
-    """Gated attention weights between the slots of each center (`attn2g_map`).
+def _columns(w: Array, index: np.ndarray, axis: int) -> Array:
+    """The rows (axis 0) or columns (axis 1) `index` of a stored weight matrix."""
+    return xp_of(w).take(w, like(w, index), axis=axis)
 
-    Returns (W, row, col) with A_jk^η = W_jk^η · row_j · col_k, W = exp(L - max)·(h_j·h_k), so the
-    row/column factors (softmax normalizer, masks, switches, 1/√3) touch only N×d operands.
-    The N×N logits are small here (N = repformer nsel ≈ 48), so the gate and the smooth shift
-    are applied to them directly; folding them into the Q·Kᵀ product would triple its width.
+
+def _attention_map(layer: dict, g: Array, h: Array, ctx: PairContext) -> AttentionMap:
+    """Gated attention weights between the slots of each center (`attn2g_map`), per head.
+
+    A_jk^η = W_jk^η · row_j^η · col_k with W = exp(L - max)·(h_j·h_k): the row/column factors
+    (softmax normalizer, masks, switches, 1/√3) are applied to N×d operands later. The N×N
+    logits are small (N = repformer nsel ≈ 48), so the gate and the smooth shift act on them
+    directly. Heads are taken with weight-column slices, so no (N, head) transposes are copied.
     """
     xp = xp_of(g)
-    nf, nat, n = ctx.mask.shape
     nd, nh = layer["hidden_dim"], layer["head_num"]
-    qk = xp.reshape(g @ layer["mapqk"]["@variables"]["w"], (nf, nat, n, nd, 2 * nh))
-    qk = xp.permute_dims(qk, (0, 1, 4, 2, 3))  # (nf, nat, 2nh, N, nd)
-    q, k = qk[:, :, :nh, ...] * (1.0 / math.sqrt(nd)), qk[:, :, nh:, ...]
-    logits = q @ xp.matrix_transpose(k)  # (nf, nat, nh, N, N)
-    cos = (h @ xp.matrix_transpose(h))[:, :, None, ...]  # (nf, nat, 1, N, N)
-    if layer.get("has_gate", False):
-        logits = logits * cos
+    w = layer["mapqk"]["@variables"]["w"]  # column δ·2H + c: query head c, key head c - H
+    cos = h @ xp.matrix_transpose(h)  # (nf, nat, N, N)
     if ctx.smooth:
-        s = ctx.sw[:, :, None, :, None]  # (nf, nat, 1, N, 1)
-        logits = (logits + ATTN_LOGIT_SHIFT) * (s * xp.matrix_transpose(s)) - ATTN_LOGIT_SHIFT
-        rowf = colf = s
+        s = ctx.sw[..., None]  # (nf, nat, N, 1)
+        pair = s * xp.matrix_transpose(s)
+        colf = s
     else:
-        m = xp.astype(ctx.mask, g.dtype)[:, :, None, :, None]
-        keys = xp.matrix_transpose(m) > 0.5
-        logits = xp.where(keys, logits, xp.full_like(logits, MASKED_LOGIT))
-        rowf = colf = m
-    e, denom = _softmax_rows(logits)
-    return e * cos, rowf * (1.0 / math.sqrt(3.0)) / denom, colf
+        colf = xp.astype(ctx.mask, g.dtype)[..., None]
+        keys = xp.matrix_transpose(colf) > 0.5
+    heads = []
+    for eta in range(nh):
+        q = g @ _columns(w, np.arange(nd) * 2 * nh + eta, 1) * (1.0 / math.sqrt(nd))
+        k = g @ _columns(w, np.arange(nd) * 2 * nh + nh + eta, 1)
+        logits = q @ xp.matrix_transpose(k)  # (nf, nat, N, N)
+        if layer.get("has_gate", False):
+            logits = logits * cos
+        if ctx.smooth:
+            logits = (logits + ATTN_LOGIT_SHIFT) * pair - ATTN_LOGIT_SHIFT
+        else:
+            logits = xp.where(keys, logits, xp.full_like(logits, MASKED_LOGIT))
+        e, denom = _softmax_rows(logits)
+        heads.append((e * cos, colf * (1.0 / math.sqrt(3.0)) / denom))
+    return AttentionMap(heads, colf)
 
 
-def _attention_apply_g(layer: dict, amap: tuple, g: Array) -> Array:
-    """LayerNorm(head_map(Σ_k A_jk v_k)) with heads concatenated channel-major (c·H + η)."""
-    xp = xp_of(g)
-    w, rowf, colf = amap
+def _attention_apply_g(layer: dict, amap: AttentionMap, g: Array) -> Array:
+    """LayerNorm(head_map(Σ_k A_jk v_k)); head_map's input is channel-major (c·H + η), so each
+    head's output meets its own rows of the head_map weight and the heads are summed."""
     mh = layer["attn2_mh_apply"]
-    nf, nat, n, d2 = g.shape
+    d2 = g.shape[-1]
     nh = mh["head_num"]
-    v = xp.reshape(g @ mh["mapv"]["@variables"]["w"], (nf, nat, n, d2, nh))
-    v = xp.permute_dims(v, (0, 1, 4, 2, 3)) * colf  # (nf, nat, nh, N, d2)
-    out = (w @ v) * rowf  # (nf, nat, nh, N, d2)
-    out = xp.reshape(xp.permute_dims(out, (0, 1, 3, 4, 2)), (nf, nat, n, d2 * nh))
-    return layer_norm(layer["attn2_lm"], dense(mh["head_map"], out))
+    wv = mh["mapv"]["@variables"]["w"]  # column c·H + η
+    head_map = mh["head_map"]["@variables"]
+    out = 0.0 if head_map.get("b") is None else head_map["b"]
+    for eta, (w, rowf) in enumerate(amap.heads):
+        rows = np.arange(d2) * nh + eta
+        v = (g @ _columns(wv, rows, 1)) * amap.colf
+        out = out + ((w @ v) * rowf) @ _columns(head_map["w"], rows, 0)
+    return layer_norm(layer["attn2_lm"], out)
 
 
-def _attention_apply_h(layer: dict, amap: tuple, h: Array) -> Array:
+def _attention_apply_h(layer: dict, amap: AttentionMap, h: Array) -> Array:
     """h'_j = Σ_η w_η Σ_k A_jk^η h_k (`attn2_ev_apply`)."""
-    xp = xp_of(h)
-    w, rowf, colf = amap
-    mix = layer["attn2_ev_apply"]["head_map"]["@variables"]["w"][:, 0]  # (nh,)
-    out = (w @ (h[:, :, None, ...] * colf)) * rowf  # (nf, nat, nh, N, 3)
-    return xp.sum(out * mix[:, None, None], axis=2)
+    mix = layer["attn2_ev_apply"]["head_map"]["@variables"]["w"]  # (nh, 1)
+    hc = h * amap.colf
+    out = None
+    for eta, (w, rowf) in enumerate(amap.heads):
+        term = (w @ hc) * (rowf * mix[eta, 0])
+        out = term if out is None else out + term
+    return out
 
 
 def _update(old: Array, terms: list[Array], style: str, residual: list | None) -> Array:
