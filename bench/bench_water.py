@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", default="torch,torch-compile,jax")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all sides")
     args = parser.parse_args()
 
     import numpy as np
@@ -131,37 +133,59 @@ def main() -> None:
     frame = work / "frame.npz"
     np.savez(frame, coord=system.coord[:1], atype=atype, box=system.box[:1])
 
-    results = {
-        b: run_side(sys.executable, DPA_SCRIPT, path, frame, args, b)
-        for b in args.backends.split(",")
-    }
-    ref = None
+    sides = {f"dpa {b}": (sys.executable, DPA_SCRIPT, b) for b in args.backends.split(",")}
     if args.deepmd_python.exists():
-        ref = run_side(str(args.deepmd_python), DEEPMD_SCRIPT, path, frame, args)
+        sides["deepmd-kit (pt)"] = (str(args.deepmd_python), DEEPMD_SCRIPT)
     else:
         print(f"no DeePMD-kit environment at {args.deepmd_python}; dpa numbers only")
+    # rounds alternate the implementations, so a drift of the machine's speed hits all of them
+    rounds = []
+    for _ in range(args.rounds):
+        rounds.append(
+            {
+                label: run_side(py, script, path, frame, args, *extra)
+                for label, (py, script, *extra) in sides.items()
+            }
+        )
 
     print(
         f"water {args.model}, 192 atoms, {args.precision}, {args.threads} threads, "
-        f"energy+force+virial, median of {args.repeat}"
+        f"energy+force+virial; per process the median of {args.repeat} evaluations; "
+        f"{args.rounds} round(s), ratios to DeePMD-kit per round (median [min-max])"
     )
-    head = f"{'implementation':<20} {'s/frame':>8} {'time':>6} {'peak MB':>8} {'peak':>6}"
-    print(head + f" {'eval MB':>8} {'eval':>6} {'max|dF|':>9} {'|dE|':>9}")
-    rows = [("deepmd-kit (pt)", ref)] + [(f"dpa {b}", r) for b, r in results.items()]
-    for label, r in rows:
-        if r is None:
+    head = f"{'implementation':<20} {'s/frame':>8} {'time ratio':>17} {'eval MB':>8}"
+    print(head + f" {'memory ratio':>17} {'peak MB':>8} {'max|dF|':>9}")
+    for label in sides:
+        runs = [r[label] for r in rounds if r[label] is not None]
+        if not runs:
             print(f"{label:<20} failed")
             continue
-        line = f"{label:<20} {r['median']:>8.3f}"
-        if ref is not None:
-            line += f" {r['median'] / ref['median']:>6.2f} {r['peak_mb']:>8.0f}"
-            line += f" {r['peak_mb'] / ref['peak_mb']:>6.2f} {r['eval_peak_mb']:>8.0f}"
-            line += f" {r['eval_peak_mb'] / ref['eval_peak_mb']:>6.2f}"
-            df = np.max(np.abs(np.asarray(r["force"]) - np.asarray(ref["force"])))
-            line += f" {df:>9.1e} {abs(r['energy'] - ref['energy']):>9.1e}"
+        seconds = statistics.median(r["median"] for r in runs)
+        eval_mb = statistics.median(r["eval_peak_mb"] for r in runs)
+        peak_mb = max(r["peak_mb"] for r in runs)
+        line = f"{label:<20} {seconds:>8.3f}"
+        pairs = [r for r in rounds if r[label] is not None and r.get("deepmd-kit (pt)")]
+        if pairs:
+            ref = [r["deepmd-kit (pt)"] for r in pairs]
+            t = [r[label]["median"] / f["median"] for r, f in zip(pairs, ref, strict=True)]
+            m = [
+                r[label]["eval_peak_mb"] / f["eval_peak_mb"]
+                for r, f in zip(pairs, ref, strict=True)
+            ]
+            df = max(
+                float(np.max(np.abs(np.asarray(r[label]["force"]) - np.asarray(f["force"]))))
+                for r, f in zip(pairs, ref, strict=True)
+            )
+            line += f" {_spread(t):>17} {eval_mb:>8.0f} {_spread(m):>17} {peak_mb:>8.0f}"
+            line += f" {df:>9.1e}"
         else:
-            line += f" {'':>6} {r['peak_mb']:>8.0f} {'':>6} {r['eval_peak_mb']:>8.0f}"
+            line += f" {'':>17} {eval_mb:>8.0f} {'':>17} {peak_mb:>8.0f}"
         print(line)
+
+
+def _spread(values: list[float]) -> str:
+    """median [min-max] of ratios."""
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
 
 
 if __name__ == "__main__":
