@@ -20,6 +20,7 @@ from ..dpmodel.model import (
     forces_and_virials,
     neighbor_spec,
 )
+from ..errors import DPAError
 from ..neighbor import wrapped_positions
 from ..tree import map_variables
 from . import torch_ops
@@ -91,6 +92,8 @@ class TorchBackend(Backend):
             return self._evaluate(prepared, *args)
         try:
             return self._evaluate(prepared, *args)
+        except DPAError:
+            raise
         except Exception as err:  # an inductor failure must not cost the user the run
             warnings.warn(
                 f"torch.compile failed for this model ({type(err).__name__}: {err}); "

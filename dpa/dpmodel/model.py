@@ -26,8 +26,6 @@ DESCRIPTORS: dict[str, str] = {
     "dpa2": "dpa2",
     "dpa3": "dpa3",
 }
-# descriptors whose atomic energy E_i depends on the edges of other atoms (message passing)
-MESSAGE_PASSING = {"dpa2", "dpa3"}
 
 
 def descriptor_module(desc: dict) -> ModuleType:
