@@ -10,6 +10,9 @@ import numpy as np
 
 from ..array_api import Array, like, xp_of
 
+ATTN_LOGIT_SHIFT = 20.0  # smooth attention: empty slots sit at logit -20 (spec §5.3, §11.1-3)
+MASKED_LOGIT = -1e30  # finite "minus infinity": all-empty rows and their gradients stay NaN-free
+
 
 @dataclass(frozen=True)
 class Edges:

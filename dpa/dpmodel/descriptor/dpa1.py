@@ -18,15 +18,14 @@ from ..network import (
 )
 from ..type_embed import make_type_embedding, type_embedding_table
 from .common import (
+    ATTN_LOGIT_SHIFT,
+    MASKED_LOGIT,
     Edges,
     contract_env,
     descriptor_dtype,
     pair_keep_mask,
     symmetry_descriptor,
 )
-
-ATTN_LOGIT_SHIFT = 20.0  # smooth attention: empty slots sit at logit -20 (spec §5.3)
-MASKED_LOGIT = -1e30  # finite "minus infinity" keeps gradients free of NaN
 
 
 def dim_out(desc: dict) -> int:

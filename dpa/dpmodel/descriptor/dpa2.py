@@ -88,24 +88,6 @@ def _repinit(desc: dict, edges: Edges, tebd_table: Array) -> Array:
     return symmetry_descriptor(contract_env(g, env, int(args["nsel"])), args["axis_neuron"])
 
 
-def _split_first_layer(layer: dict, parts: list[Array], widths: list[int]) -> Array | None:
-    """Pre-activation x W + b of a layer whose input is the concat of broadcastable `parts`.
-
-    Returns None when the layer has a skip connection (then the caller concatenates).
-    """
-    w = layer["@variables"]["w"]
-    n_in, n_out = w.shape
-    if layer.get("resnet", False) and n_out in (n_in, 2 * n_in):
-        return None
-    out, start = None, 0
-    for x, width in zip(parts, widths, strict=True):
-        y = x @ w[start : start + width, :]
-        out = y if out is None else out + y
-        start += width
-    b = layer["@variables"].get("b")
-    return out if b is None else out + b
-
-
 def _finish_layer(layer: dict, pre: Array) -> Array:
     """φ(pre) ⊙ idt of a layer without skip (the rest of `dense`)."""
     from ..network import activation

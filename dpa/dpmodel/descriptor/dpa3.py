@@ -236,36 +236,9 @@ _ARG_KEYS = (
 )
 
 
-def _check(args: dict) -> None:
-    """The constraints DeePMD-kit enforces on the repflow options."""
-    if args["e_rcut"] < args["a_rcut"] or args["e_sel"] < args["a_sel"]:
-        raise ConfigError("repflow needs e_rcut >= a_rcut and e_sel >= a_sel")
-    if args["sequential_update"] and (
-        args["update_style"] != "res_residual" or not args["update_angle"]
-    ):
-        raise ConfigError(
-            "repflow.sequential_update needs update_style 'res_residual' and update_angle true"
-        )
-    if args["use_dynamic_sel"] and not args["smooth_edge_update"]:
-        raise ConfigError("repflow.use_dynamic_sel needs smooth_edge_update true")
-    rate = args["a_compress_rate"]
-    if rate != 0 and (args["a_dim"] * args["a_compress_e_rate"]) % (2 * rate) != 0:
-        raise ConfigError(
-            "repflow.a_dim * a_compress_e_rate must be divisible by 2 * a_compress_rate"
-        )
-    if args["update_style"] not in ("res_avg", "res_incr", "res_residual"):
-        raise ConfigError(
-            f"unknown repflow.update_style {args['update_style']!r}; "
-            "use res_avg, res_incr or res_residual"
-        )
-
-
 def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
     """A serialized dpa3 descriptor with fresh weights, in DeePMD-kit's layout."""
-    if config.get("add_chg_spin_ebd", False):
-        raise ConfigError("descriptor.add_chg_spin_ebd is not supported")
-    args = {k: config["repflow"][k] for k in _ARG_KEYS}
-    _check(args)
+    args = {k: config["repflow"][k] for k in _ARG_KEYS}  # checked by dpa.config
     ntypes = len(type_map)
     precision = config["precision"]
     trainable = config.get("trainable", True)

@@ -16,10 +16,8 @@ from ...errors import ConfigError
 from ..array_api import Array, gather_neighbors, like, safe_norm, xp_of
 from ..env_mat import environment_matrix, normalize
 from ..network import activation, dense, layer_norm, make_layer, make_layer_norm
-from .common import Edges
+from .common import ATTN_LOGIT_SHIFT, MASKED_LOGIT, Edges
 
-ATTN_LOGIT_SHIFT = 20.0  # smooth attention: empty slots sit at logit -20 (spec §11.1-3)
-MASKED_LOGIT = -1e30  # finite "minus infinity": all-empty rows stay NaN-free (and their gradients)
 NNEI_EPS = 1e-4  # protection of 1/n_i in the non-smooth normalizers
 
 
