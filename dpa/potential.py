@@ -16,12 +16,11 @@ from .neighbor import build_neighbor_list, compact_rows, exclude_pairs
 # set cache-friendly (two 192-atom water frames per call run 2x slower per frame than one on CPU)
 EDGE_BUDGET = 1 << 15
 OVERLAP_DISTANCE = 1e-6  # Å: closer atoms are duplicates, not chemistry
-SLOT_ROUNDING = 8  # trimmed widths are rounded up to this, so jit caches see few shapes
 
 
-def _round_up(n: int, limit: int) -> int:
-    """n rounded up to a multiple of SLOT_ROUNDING, at least 1 and at most `limit`."""
-    return max(1, min(limit, -(-n // SLOT_ROUNDING) * SLOT_ROUNDING))
+def _round_up(n: int, limit: int, step: int) -> int:
+    """n rounded up to a multiple of `step`, at least 1 and at most `limit`."""
+    return max(1, min(limit, -(-n // step) * step))
 
 
 def slot_plan(
@@ -30,11 +29,14 @@ def slot_plan(
     box: np.ndarray | None,
     nlist: np.ndarray,
     shift: np.ndarray,
+    rounding: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, tuple[tuple[float, int], ...]]:
     """The neighbor list as the backend gets it: trailing all-empty slots cut off where the
-    descriptor allows it, plus host-side "slots within r" hints (see NeighborSpec)."""
+    descriptor allows it, plus host-side "slots within r" hints (see NeighborSpec); widths and
+    hints are rounded up to multiples of `rounding` (`Backend.slot_rounding`)."""
     if spec.trimmable:
-        width = _round_up(int((nlist >= 0).sum(axis=-1).max(initial=0)), nlist.shape[-1])
+        width = int((nlist >= 0).sum(axis=-1).max(initial=0))
+        width = _round_up(width, nlist.shape[-1], rounding)
         nlist, shift = nlist[..., :width], shift[..., :width, :]
     if not spec.count_radii:
         return nlist, shift, ()
@@ -45,7 +47,7 @@ def slot_plan(
         rij = rij + np.einsum("fasd,fdk->fask", shift.astype(float), box)
     dist = np.where(real, np.linalg.norm(rij, axis=-1), np.inf)
     counts = tuple(
-        (r, _round_up(int((dist <= r).sum(axis=-1).max(initial=0)), nlist.shape[-1]))
+        (r, _round_up(int((dist <= r).sum(axis=-1).max(initial=0)), nlist.shape[-1], rounding))
         for r in spec.count_radii
     )
     return nlist, shift, counts
@@ -208,7 +210,12 @@ class Potential:
             part = slice(lo, min(nf, lo + step))
             x_part, box_part = x[part], None if cell is None else cell[part]
             nl_part, shift_part, counts = slot_plan(
-                self.model.neighbor_spec, x_part, box_part, nlist[part], shift[part]
+                self.model.neighbor_spec,
+                x_part,
+                box_part,
+                nlist[part],
+                shift[part],
+                self._backend.slot_rounding,
             )
             chunks.append(
                 self._backend.evaluate(

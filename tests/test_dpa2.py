@@ -91,6 +91,35 @@ def test_numpy_and_torch_agree_on_a_built_model():
     np.testing.assert_allclose(a["atom_energy"], b["atom_energy"], atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["dpa2_strip3b_f64", "dpa2_nosmooth_f64"])
+def test_repformer_list_trimmed_by_the_hint_gives_same_numbers(name):
+    """Slots the host hint proves empty are not materialized; the softmaxes count them."""
+    from dpa.dpmodel.descriptor.common import Edges
+    from dpa.dpmodel.model import edge_vectors
+    from dpa.neighbor import build_neighbor_list
+
+    desc = dp.read(LAM / f"{name}.dp")["model"]["descriptor"]
+    rng = np.random.default_rng(7)
+    var = desc["repformers_variable"]["@variables"]
+    var["davg"] = rng.normal(size=var["davg"].shape)  # empty slots get non-zero phantom rows
+    var["dstd"] = rng.uniform(0.5, 1.5, size=var["dstd"].shape)
+    ref = np.load(LAM / f"{name}.npz")
+    coord, atype, box = ref["water_coord"], ref["water_atype"], ref["water_box"]
+    args = desc["repinit_args"]
+    nl = build_neighbor_list(coord, atype, box, args["rcut"], [args["nsel"]], True)
+    rij = edge_vectors(coord, box, nl.nlist, nl.shift)
+    rcut, nsel = desc["repformer_args"]["rcut"], desc["repformer_args"]["nsel"]
+    dist = np.where(nl.nlist >= 0, np.linalg.norm(rij, axis=-1), np.inf)
+    used = int((dist <= rcut).sum(-1).max())
+    assert used < nsel - 4  # the trimmed list is clearly narrower
+    full = dpa2.forward_parts(desc, Edges(rij, nl.nlist, atype, atype))
+    hinted = Edges(rij, nl.nlist, atype, atype, ((rcut, used),))
+    trimmed = dpa2.forward_parts(desc, hinted)
+    assert trimmed[2].shape[2] == used  # g2 holds only the slots that can be real
+    np.testing.assert_allclose(trimmed[0], full[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(trimmed[1], full[1], rtol=0, atol=1e-12)
+
+
 def test_bad_update_style_is_rejected():
     cfg = _canonical_config(CASES["dpa2_concat_f64"])
     cfg["repformer"]["update_style"] = "res_magic"

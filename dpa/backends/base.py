@@ -21,6 +21,9 @@ class Backend(ABC):
 
     name: str
     can_compute_forces: bool
+    # neighbor-list widths are trimmed to multiples of this (`dpa.potential.slot_plan`): 1 for
+    # eager backends (no padded work), more where every new shape is a new compilation
+    slot_rounding: int = 1
 
     @abstractmethod
     def prepare(self, tree: dict) -> Any:

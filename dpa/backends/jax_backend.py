@@ -93,6 +93,7 @@ class JaxBackend(Backend):
 
     name = "jax"
     can_compute_forces = True
+    slot_rounding = 8
 
     @property
     def device(self) -> str:

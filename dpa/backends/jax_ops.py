@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ..dpmodel.array_api import register_stop_gradient
 from ..dpmodel.network import register_fused_activation, silut_constants
 
 NAMESPACE = "jax.numpy"
@@ -56,6 +57,7 @@ def _silut(threshold: float | None):
 
 
 def register() -> None:
-    """Make dpmodel's silu and silut use these on jax arrays."""
+    """Make dpmodel's silu and silut use these on jax arrays; lax.stop_gradient for stop_gradient."""
     register_fused_activation(NAMESPACE, "silu", lambda _: _silu)
     register_fused_activation(NAMESPACE, "silut", _silut)
+    register_stop_gradient(NAMESPACE, jax.lax.stop_gradient)

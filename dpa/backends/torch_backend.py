@@ -67,6 +67,7 @@ class TorchBackend(Backend):
     def __init__(self, compile: bool = False) -> None:
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._compile = compile
+        self.slot_rounding = 8 if compile else 1  # compiled graphs are specialized per shape
 
     @property
     def device(self) -> str:

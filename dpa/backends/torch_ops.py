@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..dpmodel.array_api import register_stop_gradient
 from ..dpmodel.network import register_fused_activation, silut_constants
 
 NAMESPACE = "array_api_compat.torch"
@@ -51,6 +52,7 @@ def _silut(threshold: float | None):
 
 
 def register() -> None:
-    """Make dpmodel's silu and silut use these kernels on torch tensors."""
+    """Make dpmodel's silu and silut use these kernels on torch tensors; detach = stop_gradient."""
     register_fused_activation(NAMESPACE, "silu", lambda _: F.silu)
     register_fused_activation(NAMESPACE, "silut", _silut)
+    register_stop_gradient(NAMESPACE, torch.Tensor.detach)

@@ -6,11 +6,29 @@ same code runs on NumPy, PyTorch, JAX and array-api-strict.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import array_namespace, device
 
 Array = Any
+
+_STOP_GRADIENT: dict[str, Callable[[Array], Array]] = {}
+
+
+def register_stop_gradient(namespace: str, fn: Callable[[Array], Array]) -> None:
+    """Tell `stop_gradient` how backend `namespace` (an array namespace's __name__) detaches."""
+    _STOP_GRADIENT[namespace] = fn
+
+
+def stop_gradient(x: Array) -> Array:
+    """x as a constant for autodiff (identity for libraries without autodiff).
+
+    Only for values the result does not depend on mathematically, such as the shift of a
+    softmax: their backward pass is work for nothing.
+    """
+    fn = _STOP_GRADIENT.get(getattr(xp_of(x), "__name__", ""))
+    return x if fn is None else fn(x)
 
 
 def xp_of(*arrays: Array) -> Any:

@@ -75,6 +75,7 @@ def neighbor_spec(desc: dict) -> NeighborSpec:
             [int(rep["nsel"])],
             True,
             compact=True,
+            count_radii=(float(desc["repformer_args"]["rcut"]),),
             message_passing=True,
         )
     if kind == "dpa3":

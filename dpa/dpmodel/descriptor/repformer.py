@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import ConfigError
-from ..array_api import Array, gather_neighbors, like, safe_norm, xp_of
+from ..array_api import Array, gather_neighbors, like, safe_norm, stop_gradient, xp_of
 from ..env_mat import environment_matrix, normalize
 from ..network import activation, dense, layer_norm, make_layer, make_layer_norm
 from .common import ATTN_LOGIT_SHIFT, MASKED_LOGIT, Edges
@@ -30,7 +30,8 @@ class PairContext:
     weight: Array  # (nf, nat, N) s_ij (smooth) or m_ij (not smooth): per-slot factor of sums
     sw: Array  # (nf, nat, N) switch, 0 on empty slots
     smooth: bool
-    nnei: int
+    nnei: int  # the block's nsel: normalizers use it, not the (possibly trimmed) slot count
+    dropped: int = 0  # trailing slots cut off because they are empty in every row
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,23 @@ def _sym(x: Array, h: Array, ctx: PairContext, axis: int, sqrt: bool) -> Array:
     return xp.reshape(out, (nf, nat, out.shape[2] * out.shape[3]))
 
 
-def _softmax_rows(logits: Array) -> tuple[Array, Array]:
-    """exp(L - max) and its row sums (normalization is applied later, to smaller operands)."""
+def _softmax_rows(logits: Array, dropped: int = 0, empty_logit: float = 0.0) -> tuple[Array, Array]:
+    """exp(L - max) and its row sums (normalization is applied later, to smaller operands).
+
+    `dropped` trimmed empty slots, each with logit `empty_logit`, still count in the max and the
+    sums, so the result equals that of the untrimmed list.
+    """
     xp = xp_of(logits)
-    e = xp.exp(logits - xp.max(logits, axis=-1, keepdims=True))
-    return e, xp.sum(e, axis=-1, keepdims=True)
+    top = xp.max(logits, axis=-1, keepdims=True)
+    if dropped:
+        # a constant for autodiff (the result does not depend on it); through this clip, XLA
+        # CPU without optimizations returned NaN gradients
+        top = stop_gradient(xp.clip(top, min=empty_logit))
+    e = xp.exp(logits - top)
+    denom = xp.sum(e, axis=-1, keepdims=True)
+    if dropped:
+        denom = denom + dropped * xp.exp(empty_logit - top)
+    return e, denom
 
 
 def _local_attention(layer: dict, f: Array, fn: Array, ctx: PairContext) -> Array:
@@ -110,11 +123,12 @@ def _local_attention(layer: dict, f: Array, fn: Array, ctx: PairContext) -> Arra
         s = ctx.sw[:, :, None, :]
         logits = (logits + ATTN_LOGIT_SHIFT) * s
         gate = s
+        e, denom = _softmax_rows(logits, ctx.dropped, 0.0)  # empty slots: logit 0
     else:
         m = ctx.mask[:, :, None, :]
         logits = xp.where(m, logits, xp.full_like(logits, MASKED_LOGIT))
         gate = xp.astype(m, f.dtype)
-    e, denom = _softmax_rows(logits)
+        e, denom = _softmax_rows(logits)  # trimmed slots would add exp(MASKED_LOGIT - max) = 0
     alpha = e * gate / denom
     pooled = alpha @ fn  # (nf, nat, nh, d1)
     out = (pooled[..., None, :] @ wv)[..., 0, :]  # (nf, nat, nh, d1)
@@ -154,9 +168,10 @@ def _attention_map(layer: dict, g: Array, h: Array, ctx: PairContext) -> Attenti
             logits = logits * cos
         if ctx.smooth:
             logits = (logits + ATTN_LOGIT_SHIFT) * pair - ATTN_LOGIT_SHIFT
+            e, denom = _softmax_rows(logits, ctx.dropped, -ATTN_LOGIT_SHIFT)
         else:
             logits = xp.where(keys, logits, xp.full_like(logits, MASKED_LOGIT))
-        e, denom = _softmax_rows(logits)
+            e, denom = _softmax_rows(logits)
         heads.append((e * cos, colf * (1.0 / math.sqrt(3.0)) / denom))
     return AttentionMap(heads, colf)
 
@@ -294,13 +309,16 @@ def repformer_forward(
     smooth: bool,
     protection: float,
 ) -> tuple[Array, Array, Array, Array, Array]:
-    """(f, g, h, rot, sw) after all layers; `edges` is the repformer sub-list (holes allowed)."""
+    """(f, g, h, rot, sw) after all layers; `edges` is the repformer sub-list (holes allowed),
+    its first `nsel` slots or fewer when the slots cut off are empty in every row."""
     xp = xp_of(g1)
     mask = edges.mask if keep is None else xp.logical_and(edges.mask, keep)
     rcut = float(args["rcut"])
     env, sw = environment_matrix(edges.rij, mask, rcut, float(args["rcut_smth"]), protection)
     var = block["@variables"]
-    env = normalize(env, var["davg"], var["dstd"], edges.atype)
+    nsel, width = int(args["nsel"]), int(edges.nlist.shape[2])
+    davg, dstd = var["davg"][:, :width, :], var["dstd"][:, :width, :]
+    env = normalize(env, davg, dstd, edges.atype)
     act = _act(args["activation_function"])
     if args["direct_dist"]:
         diff = xp.where(mask[..., None], edges.rij, xp.zeros_like(edges.rij))
@@ -311,7 +329,7 @@ def repformer_forward(
     g = act(_linear(block["g2_embd"], g))
     index = xp.where(mask, edges.nlist, xp.zeros_like(edges.nlist))
     weight = sw if smooth else xp.astype(mask, g1.dtype)
-    ctx = PairContext(index, mask, weight, sw, smooth, int(edges.nlist.shape[2]))
+    ctx = PairContext(index, mask, weight, sw, smooth, nsel, nsel - width)
     f = act(g1)
     for layer in block["repformer_layers"]:
         f, g, h = layer_forward(layer, f, g, h, ctx)
