@@ -1,0 +1,88 @@
+"""PyTorch training step: differentiable energy, forces and virials (double backward through the
+force term), a loss from `dpa.train`, and a torch.optim update of the trainable variables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..dpmodel.descriptor.common import Edges
+from ..dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
+from ..errors import ConfigError
+from ..train.params import trainable_flags
+from ..tree import merge_variables, split_variables
+from .torch_backend import scatter_add
+
+LossFn = Callable[[dict, dict, float], tuple[Any, dict]]
+
+
+class TorchTrainer:
+    """The model's variables as torch leaves, its optimizer, and one training step."""
+
+    def __init__(
+        self,
+        tree: dict,
+        optimizer: str = "Adam",
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        device: str | None = None,
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.skeleton, leaves = split_variables(tree)
+        flags = trainable_flags(tree)
+        self.leaves = [torch.tensor(np.asarray(a), device=self.device) for a in leaves]
+        self.trainable = [t for t, f in zip(self.leaves, flags, strict=True) if f]
+        for t in self.trainable:
+            t.requires_grad_(True)
+        if optimizer == "Adam":
+            self.optimizer = torch.optim.Adam(self.trainable, lr=1.0, betas=betas)
+        elif optimizer == "AdamW":
+            self.optimizer = torch.optim.AdamW(
+                self.trainable, lr=1.0, betas=betas, weight_decay=weight_decay
+            )
+        else:
+            raise ConfigError(f"optimizer.type {optimizer!r} is not supported; use Adam or AdamW")
+
+    def tree(self) -> dict:
+        """The current model tree as NumPy arrays."""
+        return merge_variables(self.skeleton, [t.detach().cpu().numpy() for t in self.leaves])
+
+    def predict(self, batch: dict, create_graph: bool = True) -> dict[str, torch.Tensor]:
+        """energy (nf,), force (nf, nat, 3), virial (nf, 3, 3), atom_energy (nf, nat) of a batch
+        {coord, box, nlist, shift, atype, slot_counts}; differentiable in the variables."""
+        f64 = torch.float64
+        coord = torch.as_tensor(batch["coord"], dtype=f64, device=self.device)
+        box = batch.get("box")
+        cell = None if box is None else torch.as_tensor(box, dtype=f64, device=self.device)
+        nlist = torch.as_tensor(batch["nlist"], dtype=torch.int64, device=self.device)
+        shift = torch.as_tensor(batch["shift"], dtype=torch.int64, device=self.device)
+        atype_host = np.asarray(batch["atype"])
+        atype = torch.as_tensor(atype_host, dtype=torch.int64, device=self.device)
+        with torch.no_grad():
+            rij = edge_vectors(coord, cell, nlist, shift)
+        rij.requires_grad_(True)
+        tree = merge_variables(self.skeleton, self.leaves)
+        edges = Edges(rij, nlist, atype, atype_host, tuple(batch.get("slot_counts", ())))
+        e_atom = atomic_energy(tree, edges, None, None)
+        energy = torch.sum(e_atom, dim=1)
+        (grad,) = torch.autograd.grad(torch.sum(energy), rij, create_graph=create_graph)
+        out = forces_and_virials(grad, rij, nlist, scatter_add)
+        out["energy"] = energy
+        out["atom_energy"] = e_atom
+        return out
+
+    def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn, max_norm=None) -> dict:
+        """One optimizer update at learning rate `lr`; the loss's metrics as floats."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        pred = self.predict(batch)
+        loss, metrics = loss_fn(pred, labels, lr)
+        loss.backward()
+        if max_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable, max_norm)
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in {"loss": loss, **metrics}.items()}

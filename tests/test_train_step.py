@@ -1,0 +1,139 @@
+"""The torch training step: differentiable forces equal inference, the force loss's parameter
+gradient (double backward) equals finite differences, and Adam steps lower the loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dpa
+from dpa.data import load_system
+from dpa.potential import slot_plan
+from dpa.train.params import trainable_flags
+from dpa.tree import split_variables
+
+torch = pytest.importorskip("torch")
+from dpa.backends.torch_train import TorchTrainer  # noqa: E402
+
+WATER = Path(__file__).resolve().parents[1] / "examples" / "data" / "water"
+SMALL = {
+    "se_e2_a": {
+        "type": "se_e2_a",
+        "sel": [16, 32],
+        "rcut": 4.0,
+        "rcut_smth": 0.5,
+        "neuron": [4, 8],
+        "axis_neuron": 4,
+    },
+    "dpa2": {
+        "type": "dpa2",
+        "repinit": {
+            "rcut": 4.0,
+            "rcut_smth": 0.5,
+            "nsel": 40,
+            "neuron": [4, 8],
+            "axis_neuron": 4,
+            "tebd_dim": 4,
+        },
+        "repformer": {
+            "rcut": 3.0,
+            "rcut_smth": 2.5,
+            "nsel": 24,
+            "nlayers": 1,
+            "g1_dim": 8,
+            "g2_dim": 4,
+            "attn2_hidden": 4,
+            "attn2_nhead": 1,
+            "axis_neuron": 2,
+        },
+    },
+}
+
+
+def _setup(kind: str, frames: slice = slice(0, 1)):
+    cfg = {"type_map": ["O", "H"], "descriptor": SMALL[kind], "fitting_net": {"neuron": [8, 8]}}
+    model = dpa.build_model(cfg, seed=5)
+    pot = dpa.load_model(model, backend="torch")
+    system = load_system(WATER)
+    atype = system.remap_types(pot.type_map)
+    coord, box = system.coord[frames], system.box[frames]
+    nlist, shift = pot.neighbor_list(coord, atype, box)
+    nlist, shift, counts = slot_plan(model.neighbor_spec, coord, box, nlist, shift)
+    batch = {
+        "coord": coord,
+        "box": box,
+        "nlist": nlist,
+        "shift": shift,
+        "atype": atype,
+        "slot_counts": counts,
+    }
+    return model, pot, system, batch
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_differentiable_prediction_equals_inference(kind):
+    model, pot, _, batch = _setup(kind)
+    pred = TorchTrainer(model.tree).predict(batch)
+    ref = pot.evaluate(batch["coord"], batch["atype"], batch["box"])
+    for key in ("energy", "force", "virial", "atom_energy"):
+        got = pred[key].detach().numpy()
+        np.testing.assert_allclose(got, ref[key].reshape(got.shape), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_force_loss_gradient_equals_finite_differences(kind):
+    model, _, system, batch = _setup(kind)
+    target = system.force[:1]
+    trainer = TorchTrainer(model.tree)
+
+    def force_loss(create_graph: bool):
+        f = trainer.predict(batch, create_graph=create_graph)["force"]
+        return torch.sum((f - torch.as_tensor(target)) ** 2)
+
+    loss = force_loss(True)
+    grads = torch.autograd.grad(loss, trainer.trainable, allow_unused=True)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for leaf, grad in zip(trainer.trainable, grads, strict=True):
+        if grad is None or leaf.numel() < 2 or checked >= 6:
+            continue  # (the output bias does not move forces)
+        i = int(rng.integers(leaf.numel()))
+        h = 1e-6
+        old = float(leaf.detach().view(-1)[i])
+        values = []
+        for x in (old + h, old - h, old):
+            with torch.no_grad():
+                leaf.view(-1)[i] = x
+            values.append(float(force_loss(False)))
+        fd = (values[0] - values[1]) / (2 * h)
+        assert abs(float(grad.view(-1)[i]) - fd) <= 1e-6 * max(1.0, abs(fd)), (leaf.shape, i)
+        checked += 1
+    assert checked == 6
+
+
+def test_adam_steps_lower_the_loss():
+    model, _, system, batch = _setup("se_e2_a", slice(0, 2))
+    labels = {
+        "energy": torch.as_tensor(system.energy[:2]),
+        "force": torch.as_tensor(system.force[:2]),
+    }
+    trainer = TorchTrainer(model.tree)
+
+    def loss_fn(pred, lab, lr):
+        df = pred["force"] - lab["force"]
+        loss = torch.mean(df**2)
+        return loss, {"rmse_f": torch.sqrt(torch.mean(df**2))}
+
+    first = trainer.step(batch, labels, 1e-2, loss_fn)
+    for _ in range(80):
+        last = trainer.step(batch, labels, 1e-2, loss_fn)
+    assert last["loss"] < 0.8 * first["loss"]
+    before, after = split_variables(model.tree)[1], split_variables(trainer.tree())[1]
+    flags = trainable_flags(model.tree)
+    moved = [not np.array_equal(old, new) for old, new in zip(before, after, strict=True)]
+    assert not any(m for m, f in zip(moved, flags, strict=True) if not f)  # buffers stay
+    # every trainable variable moved but the fitting nets' output biases (no effect on forces)
+    still = [old.shape for old, m, f in zip(before, moved, flags, strict=True) if f and not m]
+    assert still == [(1,), (1,)]
