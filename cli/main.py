@@ -11,6 +11,7 @@ import click
 
 from dpa_cli._context import Options
 from dpa_cli.convert import convert
+from dpa_cli.doc_train_input import doc_train_input
 from dpa_cli.dptest import test_command
 from dpa_cli.neighbor_stat import neighbor_stat
 from dpa_cli.show import show
@@ -99,6 +100,7 @@ cli.add_command(show)
 cli.add_command(convert)
 cli.add_command(test_command)
 cli.add_command(neighbor_stat)
+cli.add_command(doc_train_input)
 
 
 def main(argv: list[str] | None = None) -> None:
