@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from array_api_compat import array_namespace
 
 import dpa
 from dpa.data import load_system
@@ -72,14 +73,52 @@ def _setup(kind: str, frames: slice = slice(0, 1)):
     return model, pot, system, batch
 
 
+def _trainer(backend: str, tree: dict, **kwargs):
+    if backend == "torch":
+        return TorchTrainer(tree, **kwargs)
+    pytest.importorskip("optax")
+    from dpa.backends.jax_train import JaxTrainer
+
+    return JaxTrainer(tree, **kwargs)
+
+
+def _force_loss(pred, labels, lr):
+    """Mean squared force error (array API, so one function serves both backends)."""
+    xp = array_namespace(pred["force"])
+    diff = pred["force"] - labels["force"]
+    loss = xp.mean(diff**2)
+    return loss, {"rmse_f": xp.sqrt(loss)}
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
 @pytest.mark.parametrize("kind", sorted(SMALL))
-def test_differentiable_prediction_equals_inference(kind):
+def test_differentiable_prediction_equals_inference(kind, backend):
     model, pot, _, batch = _setup(kind)
-    pred = TorchTrainer(model.tree).predict(batch)
+    pred = _trainer(backend, model.tree).predict(batch)
     ref = pot.evaluate(batch["coord"], batch["atype"], batch["box"])
     for key in ("energy", "force", "virial", "atom_energy"):
-        got = pred[key].detach().numpy()
+        got = np.asarray(pred[key].detach() if backend == "torch" else pred[key])
         np.testing.assert_allclose(got, ref[key].reshape(got.shape), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", ["Adam", "AdamW"])
+def test_torch_and_jax_take_the_same_steps(optimizer):
+    """Same tree, batch, loss and learning rates: the same variables after three updates."""
+    model, _, system, batch = _setup("dpa2")
+    labels = {"force": system.force[:1]}
+    options = {"optimizer": optimizer, "weight_decay": 0.01, "max_norm": 0.5}
+    trees = []
+    for backend in ("torch", "jax"):
+        trainer = _trainer(backend, model.tree, **options)
+        for lr in (1e-3, 5e-4, 2e-4):
+            trainer.step(batch, labels, lr, _force_loss)
+        trees.append(split_variables(trainer.tree())[1])
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(split_variables(model.tree)[1], trees[0], strict=True)
+    )
+    for a, b in zip(*trees, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", sorted(SMALL))
@@ -120,15 +159,9 @@ def test_adam_steps_lower_the_loss():
         "force": torch.as_tensor(system.force[:2]),
     }
     trainer = TorchTrainer(model.tree)
-
-    def loss_fn(pred, lab, lr):
-        df = pred["force"] - lab["force"]
-        loss = torch.mean(df**2)
-        return loss, {"rmse_f": torch.sqrt(torch.mean(df**2))}
-
-    first = trainer.step(batch, labels, 1e-2, loss_fn)
+    first = trainer.step(batch, labels, 1e-2, _force_loss)
     for _ in range(80):
-        last = trainer.step(batch, labels, 1e-2, loss_fn)
+        last = trainer.step(batch, labels, 1e-2, _force_loss)
     assert last["loss"] < 0.8 * first["loss"]
     before, after = split_variables(model.tree)[1], split_variables(trainer.tree())[1]
     flags = trainable_flags(model.tree)

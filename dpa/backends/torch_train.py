@@ -28,8 +28,10 @@ class TorchTrainer:
         optimizer: str = "Adam",
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
+        max_norm: float | None = None,
         device: str | None = None,
     ) -> None:
+        self.max_norm = max_norm
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.skeleton, leaves = split_variables(tree)
         flags = trainable_flags(tree)
@@ -74,15 +76,19 @@ class TorchTrainer:
         out["atom_energy"] = e_atom
         return out
 
-    def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn, max_norm=None) -> dict:
+    def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
         """One optimizer update at learning rate `lr`; the loss's metrics as floats."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         pred = self.predict(batch)
+        labels = {k: torch.as_tensor(v, device=self.device) for k, v in labels.items()}
         loss, metrics = loss_fn(pred, labels, lr)
         loss.backward()
-        if max_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.trainable, max_norm)
+        for t in self.trainable:  # unused by this loss: a zero gradient (AdamW still decays it)
+            if t.grad is None:
+                t.grad = torch.zeros_like(t)
+        if self.max_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.max_norm)
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in {"loss": loss, **metrics}.items()}

@@ -1,0 +1,129 @@
+"""JAX training step: jit-compiled loss with forces from an inner gradient, its parameter gradient,
+and an optax Adam/AdamW update; the learning rate is an argument, so one compilation serves a run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..dpmodel.descriptor.common import Edges
+from ..dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
+from ..errors import ConfigError
+from ..train.params import trainable_flags
+from ..tree import merge_variables, split_variables
+from .jax_backend import scatter_add
+
+jax.config.update("jax_enable_x64", True)
+
+LossFn = Callable[[dict, dict, Any], tuple[Any, dict]]
+
+
+def _leaves(flags: tuple[bool, ...], params: list, fixed: list) -> list:
+    """Trainable and fixed variables back in traversal order."""
+    it_p, it_f = iter(params), iter(fixed)
+    return [next(it_p) if f else next(it_f) for f in flags]
+
+
+def _predict(static, params, fixed, batch) -> dict:
+    """energy, force, virial, atom_energy of a batch; differentiable in `params`."""
+    skeleton, flags, atype_host, slot_counts = static
+    model = merge_variables(skeleton, _leaves(flags, params, fixed))
+    nlist, atype = batch["nlist"], batch["atype"]
+    rij = edge_vectors(batch["coord"], batch.get("box"), nlist, batch["shift"])
+
+    def total(r):
+        e_atom = atomic_energy(model, Edges(r, nlist, atype, atype_host, slot_counts), None, None)
+        return jnp.sum(e_atom), e_atom
+
+    (_, e_atom), grad = jax.value_and_grad(total, has_aux=True)(rij)
+    out = forces_and_virials(grad, rij, nlist, scatter_add)
+    out["energy"] = jnp.sum(e_atom, axis=1)
+    out["atom_energy"] = e_atom
+    return out
+
+
+def _step(static, tx, loss_fn, params, fixed, opt_state, batch, labels, lr):
+    """One update: (params, opt_state, loss, metrics)."""
+
+    def loss_of(p):
+        return loss_fn(_predict(static, p, fixed, batch), labels, lr)
+
+    (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = [p - lr * u for p, u in zip(params, updates, strict=True)]
+    return params, opt_state, loss, metrics
+
+
+class JaxTrainer:
+    """The model's trainable variables as jax arrays, the optax state, and one training step."""
+
+    def __init__(
+        self,
+        tree: dict,
+        optimizer: str = "Adam",
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        max_norm: float | None = None,
+    ) -> None:
+        self.skeleton, leaves = split_variables(tree)
+        self.flags = tuple(trainable_flags(tree))
+        arrays = [jnp.asarray(np.asarray(a)) for a in leaves]
+        self.params = [a for a, f in zip(arrays, self.flags, strict=True) if f]
+        self.fixed = [a for a, f in zip(arrays, self.flags, strict=True) if not f]
+        if optimizer not in ("Adam", "AdamW"):
+            raise ConfigError(f"optimizer.type {optimizer!r} is not supported; use Adam or AdamW")
+        # lr is applied by the step, so the transformation is lr-free: Adam's scaled moments
+        # (+ decoupled weight decay, as torch.optim.AdamW), after optional global-norm clipping
+        parts = [] if max_norm is None else [optax.clip_by_global_norm(max_norm)]
+        parts.append(optax.scale_by_adam(b1=betas[0], b2=betas[1], eps=1e-8))
+        if optimizer == "AdamW":
+            parts.append(optax.add_decayed_weights(weight_decay))
+        self.tx = optax.chain(*parts)
+        self.opt_state = self.tx.init(self.params)
+        self._compiled: dict = {}
+
+    def tree(self) -> dict:
+        """The current model tree as NumPy arrays."""
+        leaves = _leaves(self.flags, self.params, self.fixed)
+        return merge_variables(self.skeleton, [np.asarray(a) for a in leaves])
+
+    def _static(self, batch: dict) -> tuple:
+        atype = np.asarray(batch["atype"])
+        return (self.skeleton, self.flags, atype, tuple(batch.get("slot_counts", ())))
+
+    @staticmethod
+    def _arrays(batch: dict) -> dict:
+        out = {k: jnp.asarray(batch[k]) for k in ("coord", "nlist", "shift", "atype")}
+        if batch.get("box") is not None:
+            out["box"] = jnp.asarray(batch["box"])
+        return out
+
+    def predict(self, batch: dict) -> dict[str, jax.Array]:
+        """The model's outputs for a batch with the current variables."""
+        return _predict(self._static(batch), self.params, self.fixed, self._arrays(batch))
+
+    def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
+        """One optimizer update at learning rate `lr`; the loss's metrics as floats."""
+        static = self._static(batch)
+        key = (
+            static[2].tobytes(),
+            static[3],
+            tuple((k, np.shape(v)) for k, v in sorted(batch.items()) if k != "slot_counts"),
+            tuple(sorted(labels)),
+            loss_fn,
+        )
+        fn = self._compiled.get(key)
+        if fn is None:
+            fn = jax.jit(partial(_step, static, self.tx, loss_fn))
+            self._compiled[key] = fn
+        labels = {k: jnp.asarray(v) for k, v in labels.items()}
+        self.params, self.opt_state, loss, metrics = fn(
+            self.params, self.fixed, self.opt_state, self._arrays(batch), labels, lr
+        )
+        return {k: float(v) for k, v in {"loss": loss, **metrics}.items()}
