@@ -15,6 +15,7 @@ from dpa_cli.doc_train_input import doc_train_input
 from dpa_cli.dptest import test_command
 from dpa_cli.neighbor_stat import neighbor_stat
 from dpa_cli.show import show
+from dpa_cli.train import train_command
 
 __all__ = ["cli", "main"]
 
@@ -101,6 +102,7 @@ cli.add_command(convert)
 cli.add_command(test_command)
 cli.add_command(neighbor_stat)
 cli.add_command(doc_train_input)
+cli.add_command(train_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -140,6 +140,23 @@ class Results(dict):
         raise KeyError(key)
 
 
+def model_neighbor_list(
+    model: Model, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(nlist, shift) the model consumes, with model-level pair exclusions folded in (and, for
+    DPA-2/DPA-3, compacted so the list stays distance-sorted, spec §2.3-6)."""
+    spec = model.neighbor_spec
+    nl = build_neighbor_list(coord, atype, box, spec.rcut, spec.sel, spec.mixed_types)
+    _check_no_overlap(coord, box, nl.nlist, nl.shift, spec.sel, spec.mixed_types)
+    pairs = model.tree.get("pair_exclude_types") or []
+    if not pairs:
+        return nl.nlist, nl.shift
+    nlist = exclude_pairs(nl.nlist, atype, pairs, len(model.type_map))
+    if spec.compact:
+        return compact_rows(nlist, nl.shift)
+    return nlist, nl.shift
+
+
 class Potential:
     """A model ready to evaluate on one backend (numpy, torch or jax)."""
 
@@ -171,18 +188,8 @@ class Potential:
     def neighbor_list(
         self, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(nlist, shift) for validated input, with model-level pair exclusions folded in
-        (and, for DPA-2/DPA-3, compacted so the list stays distance-sorted, spec §2.3-6)."""
-        spec = self.model.neighbor_spec
-        nl = build_neighbor_list(coord, atype, box, spec.rcut, spec.sel, spec.mixed_types)
-        _check_no_overlap(coord, box, nl.nlist, nl.shift, spec.sel, spec.mixed_types)
-        pairs = self.model.tree.get("pair_exclude_types") or []
-        if not pairs:
-            return nl.nlist, nl.shift
-        nlist = exclude_pairs(nl.nlist, atype, pairs, len(self.type_map))
-        if spec.compact:
-            return compact_rows(nlist, nl.shift)
-        return nlist, nl.shift
+        """(nlist, shift) for validated input (see `model_neighbor_list`)."""
+        return model_neighbor_list(self.model, coord, atype, box)
 
     def evaluate(
         self,

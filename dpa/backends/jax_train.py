@@ -81,8 +81,10 @@ class JaxTrainer:
         # lr is applied by the step, so the transformation is lr-free: Adam's scaled moments
         # (+ decoupled weight decay, as torch.optim.AdamW), after optional global-norm clipping
         parts = [] if max_norm is None else [optax.clip_by_global_norm(max_norm)]
+        if optimizer == "Adam" and weight_decay:  # an L2 term on the gradient, as torch's Adam
+            parts.append(optax.add_decayed_weights(weight_decay))
         parts.append(optax.scale_by_adam(b1=betas[0], b2=betas[1], eps=1e-8))
-        if optimizer == "AdamW":
+        if optimizer == "AdamW" and weight_decay:
             parts.append(optax.add_decayed_weights(weight_decay))
         self.tx = optax.chain(*parts)
         self.opt_state = self.tx.init(self.params)
@@ -92,6 +94,31 @@ class JaxTrainer:
         """The current model tree as NumPy arrays."""
         leaves = _leaves(self.flags, self.params, self.fixed)
         return merge_variables(self.skeleton, [np.asarray(a) for a in leaves])
+
+    def _adam_index(self) -> int:
+        return next(
+            i for i, st in enumerate(self.opt_state) if isinstance(st, optax.ScaleByAdamState)
+        )
+
+    def optimizer_state(self) -> dict:
+        """Adam's step count and moments as NumPy (the layout TorchTrainer shares)."""
+        adam = self.opt_state[self._adam_index()]
+        return {
+            "count": np.asarray(int(adam.count)),
+            "mu": [np.asarray(m) for m in adam.mu],
+            "nu": [np.asarray(v) for v in adam.nu],
+        }
+
+    def load_optimizer_state(self, state: dict) -> None:
+        """Restore what `optimizer_state` (of either backend) returned."""
+        adam = optax.ScaleByAdamState(
+            count=jnp.asarray(int(state["count"]), dtype=jnp.int32),
+            mu=[jnp.asarray(np.asarray(m)) for m in state["mu"]],
+            nu=[jnp.asarray(np.asarray(v)) for v in state["nu"]],
+        )
+        states = list(self.opt_state)
+        states[self._adam_index()] = adam
+        self.opt_state = tuple(states)
 
     def _static(self, batch: dict) -> tuple:
         atype = np.asarray(batch["atype"])
@@ -104,8 +131,9 @@ class JaxTrainer:
             out["box"] = jnp.asarray(batch["box"])
         return out
 
-    def predict(self, batch: dict) -> dict[str, jax.Array]:
-        """The model's outputs for a batch with the current variables."""
+    def predict(self, batch: dict, create_graph: bool = False) -> dict[str, jax.Array]:
+        """The model's outputs for a batch with the current variables (create_graph: unused;
+        jax differentiates whatever calls it)."""
         return _predict(self._static(batch), self.params, self.fixed, self._arrays(batch))
 
     def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:

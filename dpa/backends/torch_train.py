@@ -39,8 +39,10 @@ class TorchTrainer:
         self.trainable = [t for t, f in zip(self.leaves, flags, strict=True) if f]
         for t in self.trainable:
             t.requires_grad_(True)
-        if optimizer == "Adam":
-            self.optimizer = torch.optim.Adam(self.trainable, lr=1.0, betas=betas)
+        if optimizer == "Adam":  # weight decay as an L2 term on the gradient
+            self.optimizer = torch.optim.Adam(
+                self.trainable, lr=1.0, betas=betas, weight_decay=weight_decay
+            )
         elif optimizer == "AdamW":
             self.optimizer = torch.optim.AdamW(
                 self.trainable, lr=1.0, betas=betas, weight_decay=weight_decay
@@ -51,6 +53,37 @@ class TorchTrainer:
     def tree(self) -> dict:
         """The current model tree as NumPy arrays."""
         return merge_variables(self.skeleton, [t.detach().cpu().numpy() for t in self.leaves])
+
+    def optimizer_state(self) -> dict:
+        """Adam's step count and moments as NumPy (the layout JaxTrainer shares)."""
+        state = self.optimizer.state_dict()["state"]
+        if not state:
+            zeros = [np.zeros(tuple(t.shape)) for t in self.trainable]
+            return {"count": np.asarray(0), "mu": zeros, "nu": [z.copy() for z in zeros]}
+        order = range(len(self.trainable))
+        return {
+            "count": np.asarray(int(state[0]["step"])),
+            "mu": [state[i]["exp_avg"].cpu().numpy() for i in order],
+            "nu": [state[i]["exp_avg_sq"].cpu().numpy() for i in order],
+        }
+
+    def load_optimizer_state(self, state: dict) -> None:
+        """Restore what `optimizer_state` (of either backend) returned."""
+        count = int(state["count"])
+        full = self.optimizer.state_dict()
+        full["state"] = (
+            {
+                i: {
+                    "step": torch.tensor(float(count)),
+                    "exp_avg": torch.as_tensor(np.asarray(m), device=self.device),
+                    "exp_avg_sq": torch.as_tensor(np.asarray(v), device=self.device),
+                }
+                for i, (m, v) in enumerate(zip(state["mu"], state["nu"], strict=True))
+            }
+            if count
+            else {}
+        )
+        self.optimizer.load_state_dict(full)
 
     def predict(self, batch: dict, create_graph: bool = True) -> dict[str, torch.Tensor]:
         """energy (nf,), force (nf, nat, 3), virial (nf, 3, 3), atom_energy (nf, nat) of a batch

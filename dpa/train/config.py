@@ -628,6 +628,11 @@ def parse_train_input(config: dict, source: str = "input") -> TrainInput:
 
 def load_train_input(path: str | Path) -> TrainInput:
     """Read and validate a training input file (.json, or .yaml/.yml with PyYAML)."""
+    return parse_train_input(read_train_input(path), source=str(path))
+
+
+def read_train_input(path: str | Path) -> dict:
+    """The dict of a training input file (.json, or .yaml/.yml with PyYAML), not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: training input file not found")
@@ -658,7 +663,9 @@ def load_train_input(path: str | Path) -> TrainInput:
         raise ConfigError(
             f"{path}: unknown input file type {suffix or '(none)'!r}; use .json, .yaml or .yml"
         )
-    return parse_train_input(config, source=str(path))
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: the input must be a mapping of sections (model, training, ...)")
+    return config
 
 
 # ---------------------------------------------------------------- documentation

@@ -1,0 +1,138 @@
+"""Training data as model-ready batches: systems with types remapped onto the model's type_map,
+labels with presence flags, and neighbor lists built by a background worker (off the hot path)."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..data.batching import BatchSampler
+from ..data.system import System, load_systems
+from ..errors import DataError
+from ..model import Model
+from ..potential import model_neighbor_list, slot_plan
+
+LABELS = ("energy", "force", "virial")
+
+
+@dataclass
+class Batch:
+    """One batch: model inputs (`inputs`), labels with find_* flags, and the atom count."""
+
+    system: int
+    frames: np.ndarray
+    inputs: dict[str, Any]
+    labels: dict[str, np.ndarray]
+    finds: dict[str, float]
+    natoms: int
+
+
+class DataSource:
+    """The systems of one data section and a sampler over them."""
+
+    def __init__(
+        self,
+        section: Any,
+        type_map: list[str],
+        seed: int | None,
+        what: str,
+        systems: list[System] | None = None,
+    ) -> None:
+        if systems is None:
+            systems = load_systems(section.systems, section.fmt)
+        self.what = what
+        self.systems: list[System] = systems
+        self.atypes = [s.remap_types(type_map) for s in systems]
+        for system, atype in zip(systems, self.atypes, strict=True):
+            if np.any(atype < 0):
+                raise DataError(f"{system.path}: atom types outside the model's type_map")
+            if system.energy is None and system.force is None and system.virial is None:
+                raise DataError(
+                    f"{system.path} ({what}): no energy, force or virial labels to train on"
+                )
+        self.sampler = BatchSampler(
+            [s.nframes for s in systems],
+            [s.natoms for s in systems],
+            section.batch_size,
+            section.auto_prob,
+            section.sys_probs,
+            rng=np.random.default_rng(seed),
+        )
+
+    def state(self) -> str:
+        """The sampler state as JSON (checkpoints restore it, so a restart draws the same)."""
+        return json.dumps(self.sampler.state(), default=_plain)
+
+    def set_state(self, text: str) -> None:
+        self.sampler.set_state(json.loads(text))
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars and arrays as JSON values."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
+
+
+def make_batch(
+    source: DataSource, index: int, frames: np.ndarray, model: Model, rounding: int
+) -> Batch:
+    """Inputs (coord, box, nlist, shift, atype, slot_counts) and labels of `frames` of a system."""
+    system = source.systems[index]
+    atype = source.atypes[index]
+    coord = system.coord[frames]
+    box = None if system.box is None else system.box[frames]
+    nlist, shift = model_neighbor_list(model, coord, atype, box)
+    nlist, shift, counts = slot_plan(model.neighbor_spec, coord, box, nlist, shift, rounding)
+    inputs = {
+        "coord": coord,
+        "box": box,
+        "nlist": nlist,
+        "shift": shift,
+        "atype": atype,
+        "slot_counts": counts,
+    }
+    nf, nat = coord.shape[:2]
+    shapes = {"energy": (nf,), "force": (nf, nat, 3), "virial": (nf, 3, 3)}
+    labels, finds = {}, {}
+    for key in LABELS:
+        value = getattr(system, key)
+        finds[f"find_{key}"] = 0.0 if value is None else 1.0
+        labels[key] = np.zeros(shapes[key]) if value is None else value[frames].reshape(shapes[key])
+    return Batch(index, frames, inputs, labels, finds, nat)
+
+
+class Prefetcher:
+    """Draws batches in sampler order and builds them `depth` steps ahead in a worker thread."""
+
+    def __init__(self, source: DataSource, model: Model, rounding: int, depth: int = 2) -> None:
+        self.source, self.model, self.rounding = source, model, rounding
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpa-batches")
+        self.queue: deque[tuple[dict, Future]] = deque()
+        self.depth = depth
+
+    def _submit(self) -> None:
+        state = self.source.state()  # the sampler state before this draw, for checkpoints
+        index, frames = self.source.sampler.next()
+        job = self.pool.submit(make_batch, self.source, index, frames, self.model, self.rounding)
+        self.queue.append((state, job))
+
+    def next(self) -> Batch:
+        """The next batch in sampler order."""
+        while len(self.queue) < self.depth + 1:
+            self._submit()
+        return self.queue.popleft()[1].result()
+
+    def resume_state(self) -> str:
+        """The sampler state that draws the next batch `next` returns (for checkpoints)."""
+        return self.queue[0][0] if self.queue else self.source.state()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

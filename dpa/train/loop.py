@@ -1,0 +1,305 @@
+"""`dpa train`: build or load the model, fill its statistics from the data, then the step loop
+with learning curve, checkpoints and a final deployable model (backend-neutral; each backend
+brings only its trainer: `TorchTrainer`, `JaxTrainer`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import io
+from ..atomic import atomic_path
+from ..errors import ConfigError, DPAError
+from ..model import Model, build_model
+from .auto_sel import has_auto_sel, resolve_auto_sel
+from .batches import Batch, DataSource, Prefetcher, make_batch
+from .checkpoint import (
+    checkpoint_model,
+    read_training_state,
+    resolve_checkpoint,
+    training_state,
+    write_checkpoint,
+)
+from .config import TrainInput, parse_train_input, read_train_input
+from .loss import EnerLossConfig, display_metrics, ener_loss, lcurve_header, lcurve_line
+from .schedule import ExpDecay
+from .stat import compute_env_statistics, fit_energy_bias, set_energy_bias
+
+log = logging.getLogger("dpa.train")
+SUFFIX = {"torch": ".pth", "jax": ".jax"}
+
+
+class TrainingDiverged(DPAError):
+    """The loss became NaN or infinite."""
+
+
+def _trainer(backend: str, tree: dict, cfg: TrainInput) -> Any:
+    """The backend's trainer over `tree` with the input's optimizer."""
+    opt = cfg.optimizer
+    norm = cfg.training.gradient_max_norm or None
+    kwargs = {
+        "optimizer": opt.type,
+        "weight_decay": float(opt.weight_decay or 0.0),
+        "betas": (opt.adam_beta1, opt.adam_beta2),
+        "max_norm": norm,
+    }
+    if backend == "torch":
+        from ..backends.torch_train import TorchTrainer
+
+        return TorchTrainer(tree, **kwargs)
+    if backend == "jax":
+        from ..backends.jax_train import JaxTrainer
+
+        return JaxTrainer(tree, **kwargs)
+    raise ConfigError(f"backend {backend!r} cannot train; use --backend torch or jax")
+
+
+def _schedule(cfg: TrainInput, numb_steps: int) -> ExpDecay:
+    lr = cfg.learning_rate
+    if lr.warmup_steps or lr.warmup_ratio:
+        raise ConfigError("learning_rate.warmup_steps/warmup_ratio: warmup is not supported yet")
+    stop = lr.stop_lr if lr.stop_lr is not None else lr.start_lr * lr.stop_lr_ratio
+    return ExpDecay(lr.start_lr, stop, lr.decay_steps, numb_steps, lr.decay_rate, lr.smooth)
+
+
+def _numb_steps(cfg: TrainInput, source: DataSource) -> int:
+    """numb_steps, or numb_epoch converted with the sampler's batches per epoch."""
+    if cfg.training.numb_steps is not None:
+        return int(cfg.training.numb_steps)
+    per_epoch = sum(source.sampler.nbatches)
+    return max(1, int(math.ceil(cfg.training.numb_epoch * per_epoch)))
+
+
+class _Losses:
+    """One loss function per (atom count, label flags), so jit caches stay few and hashable."""
+
+    def __init__(self, cfg: EnerLossConfig) -> None:
+        self.cfg = cfg
+        self.cache: dict = {}
+
+    def __call__(self, batch: Batch):
+        key = (batch.natoms, tuple(sorted(batch.finds.items())))
+        if key not in self.cache:
+            cfg, natoms, finds = self.cfg, batch.natoms, dict(batch.finds)
+
+            def loss_fn(pred, labels, lr):
+                return ener_loss(pred, {**labels, **finds}, natoms, lr, cfg)
+
+            self.cache[key] = loss_fn
+        return self.cache[key]
+
+
+def _systems_for_auto_sel(raw: dict) -> list | None:
+    """The training systems when the model asks for "auto" sel (None otherwise, or when the
+    input is too incomplete to say; validation then reports what is missing)."""
+    model, training = raw.get("model"), raw.get("training")
+    if not isinstance(model, dict) or not isinstance(training, dict) or not has_auto_sel(model):
+        return None
+    data = training.get("training_data")
+    if not isinstance(data, dict) or "systems" not in data or "type_map" not in model:
+        return None
+    from ..data.system import load_systems
+
+    return load_systems(data["systems"], data.get("fmt"))
+
+
+def _initial_model(cfg: TrainInput, init_model: str | None, seed: int) -> Model:
+    if init_model is None:
+        return build_model(cfg.raw["model"], seed=seed)
+    model = io.load(init_model)
+    if list(model.type_map) != list(cfg.model["type_map"]):
+        raise ConfigError(
+            f"--init-model {init_model}: its type_map {model.type_map} differs from the "
+            f"input's {cfg.model['type_map']}"
+        )
+    return Model({k: v for k, v in model.data.items() if k != "training"})
+
+
+def _with_statistics(model: Model, cfg: TrainInput, source: DataSource) -> Model:
+    """davg/dstd and the energy bias from the first data_stat_nbatch batches of every system."""
+    nbatch = cfg.training.data_stat_nbatch or cfg.raw["model"].get("data_stat_nbatch", 10)
+    sizes = source.sampler.batch_sizes
+    tree = compute_env_statistics(model.tree, source.systems, nbatch, sizes)
+    if any(s.energy is not None for s in source.systems):
+        tree = set_energy_bias(tree, fit_energy_bias(tree, source.systems, nbatch, sizes))
+    return Model({**model.data, "model": tree})
+
+
+def _validate(trainer, batches: list[Batch], losses: _Losses, lr: float) -> dict[str, float]:
+    """Loss metrics averaged over validation batches, weighted by atoms (as DeePMD-kit)."""
+    from .loss import weighted_average
+
+    results = []
+    for batch in batches:
+        pred = trainer.predict(batch.inputs, create_graph=False)
+        _, metrics = losses(batch)(pred, _on(trainer, batch.labels), lr)
+        results.append((display_metrics(metrics), batch.natoms * len(batch.frames)))
+    return weighted_average(results)
+
+
+def _on(trainer, labels: dict) -> dict:
+    """Labels as the trainer's arrays."""
+    if hasattr(trainer, "device"):
+        import torch
+
+        return {k: torch.as_tensor(v, device=trainer.device) for k, v in labels.items()}
+    import jax.numpy as jnp
+
+    return {k: jnp.asarray(v) for k, v in labels.items()}
+
+
+def _trim_lcurve(path: Path, last_step: int) -> None:
+    """Keep the header and the lines up to `last_step` (a restart continues from there)."""
+    if not path.is_file():
+        return
+    keep = [
+        line
+        for line in path.read_text().splitlines(keepends=True)
+        if line.startswith("#") or (line.split() and int(line.split()[0]) <= last_step)
+    ]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(keep))
+
+
+def train(
+    input_path: str | os.PathLike,
+    backend: str,
+    outdir: str | os.PathLike = ".",
+    init_model: str | None = None,
+    restart: str | None = None,
+    skip_neighbor_stat: bool = False,
+) -> Path:
+    """Train as `input_path` says; returns the path of the final model."""
+    raw = read_train_input(input_path)
+    start_from = restart if restart is not None else init_model
+    if start_from is not None:  # the architecture (resolved sel included) is the model file's
+        source_model = io.load(resolve_checkpoint(restart) if restart else start_from)
+        script = source_model.data.get("model_def_script")
+        if isinstance(script, dict) and isinstance(raw.get("model"), dict):
+            raw = {**raw, "model": script}
+    systems = None
+    if not skip_neighbor_stat and start_from is None:
+        systems = _systems_for_auto_sel(raw)
+    if systems is not None:
+        atypes = [s.remap_types(raw["model"]["type_map"]) for s in systems]
+        raw = {**raw, "model": resolve_auto_sel(raw["model"], systems, atypes)}
+    cfg = parse_train_input(raw, source=str(input_path))
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    for key in cfg.ignored_keys():
+        log.warning("%s is accepted for compatibility but ignored by dpa", key)
+    tcfg = cfg.training
+    seed = int(tcfg.seed) if tcfg.seed is not None else 0
+    state: dict[str, Any] | None = None
+    if restart is not None:
+        ckpt = resolve_checkpoint(restart)
+        model = io.load(ckpt)
+        state = read_training_state(model, ckpt)
+        model = Model({k: v for k, v in model.data.items() if k != "training"})
+    else:
+        model = _initial_model(cfg, init_model, seed)
+    train_src = DataSource(tcfg.training_data, model.type_map, seed, "training_data", systems)
+    valid_src = None
+    if tcfg.validation_data is not None:
+        valid_src = DataSource(tcfg.validation_data, model.type_map, seed + 1, "validation_data")
+    numb_steps = _numb_steps(cfg, train_src)
+    if state is None and init_model is None:
+        model = _with_statistics(model, cfg, train_src)
+    schedule = _schedule(cfg, numb_steps)
+    loss_cfg = EnerLossConfig.from_params(cfg.loss.model_dump(), cfg.learning_rate.start_lr)
+    losses = _Losses(loss_cfg)
+    trainer = _trainer(backend, model.tree, cfg)
+    start = 0
+    if state is not None:
+        trainer.load_optimizer_state(state["@variables"])
+        train_src.set_state(state["samplers"]["training"])
+        if valid_src is not None and "validation" in state["samplers"]:
+            valid_src.set_state(state["samplers"]["validation"])
+        start = int(state["step"])
+    rounding = 8 if backend == "jax" else 1
+    prefetch = Prefetcher(train_src, model, rounding)
+    lcurve = out / tcfg.disp_file
+    if state is not None and lcurve.is_file():
+        _trim_lcurve(lcurve, start)
+    else:
+        with atomic_path(lcurve) as tmp:
+            tmp.write_text(lcurve_header(sorted(_metric_keys(loss_cfg)), valid_src is not None))
+    suffix = SUFFIX[backend]
+    progress = _Progress(start, numb_steps)
+    last_good: Path | None = None
+    try:
+        for step in range(start, numb_steps):
+            lr = schedule.value(step)
+            batch = prefetch.next()
+            metrics = trainer.step(batch.inputs, batch.labels, lr, losses(batch))
+            if not math.isfinite(metrics["loss"]):
+                where = f"{train_src.systems[batch.system].path} frames {batch.frames.tolist()}"
+                kept = f"; the last good checkpoint is {last_good}" if last_good else ""
+                raise TrainingDiverged(
+                    f"the loss became {metrics['loss']} at step {step + 1} ({where}); lower "
+                    f"learning_rate.start_lr or check the labels{kept}"
+                )
+            done = step + 1
+            if done % tcfg.disp_freq == 0 or done == numb_steps or done == 1:
+                shown = display_metrics(metrics)
+                valid = None
+                if valid_src is not None:
+                    picks = [
+                        valid_src.sampler.next() for _ in range(tcfg.validation_data.numb_btch)
+                    ]
+                    vb = [make_batch(valid_src, i, f, model, rounding) for i, f in picks]
+                    valid = _validate(trainer, vb, losses, lr)
+                keys = sorted(_metric_keys(loss_cfg))
+                trn = {k: shown.get(k, math.nan) for k in keys}
+                val = None if valid is None else {k: valid.get(k, math.nan) for k in keys}
+                with open(lcurve, "a") as f:
+                    f.write(lcurve_line(done, val, trn, lr))
+                progress.report(done, trn, lr)
+            if done % tcfg.save_freq == 0 or done == numb_steps:
+                samplers = {"training": prefetch.resume_state()}
+                if valid_src is not None:
+                    samplers["validation"] = valid_src.state()
+                training = training_state(done, trainer.optimizer_state(), samplers, backend)
+                ckpt_model = checkpoint_model(model, trainer.tree(), training)
+                last_good = write_checkpoint(
+                    out, tcfg.save_ckpt, done, suffix, ckpt_model, tcfg.max_ckpt_keep
+                )
+    finally:
+        prefetch.close()
+    final = out / f"model{suffix}"
+    io.save(Model({**model.data, "model": trainer.tree()}), final)
+    return final
+
+
+def _metric_keys(cfg: EnerLossConfig) -> list[str]:
+    """The lcurve columns of this loss: rmse plus one per active term."""
+    names = {"e": "rmse_e", "f": "rmse_f", "v": "rmse_v", "ae": "rmse_ae"}
+    return ["rmse"] + [name for term, name in names.items() if cfg.active(term)]
+
+
+class _Progress:
+    """Progress with ETA: a tqdm bar on a terminal, plain log lines otherwise."""
+
+    def __init__(self, start: int, total: int) -> None:
+        self.start, self.total = start, total
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+    def report(self, step: int, metrics: dict[str, float], lr: float) -> None:
+        text = " ".join(f"{k}={v:.3e}" for k, v in metrics.items()) + f" lr={lr:.2e}"
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix_str(text, refresh=True)
+            return
+        rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        log.info("step %d/%d %s (%.2f steps/s, ETA %.0f s)", step, self.total, text, rate, eta)
