@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import env_statistics
 
 import dpa
 from dpa.data.system import System, load_system
@@ -62,7 +61,7 @@ def case_tree(name: str) -> dict:
 
 
 @pytest.mark.parametrize("name", list(META["cases"]))
-def test_matches_deepmd(name: str) -> None:
+def test_matches_deepmd(name: str, env_statistics) -> None:
     """davg/dstd of every block and out_bias agree with DeePMD-kit 3.2.0 on the same frames."""
     tree = case_tree(name)
     systems = fixture_systems()
