@@ -136,6 +136,11 @@ class JaxTrainer:
         jax differentiates whatever calls it)."""
         return _predict(self._static(batch), self.params, self.fixed, self._arrays(batch))
 
+    def metrics(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
+        """The loss's metrics on a batch without updating (validation)."""
+        labels = {k: jnp.asarray(v) for k, v in labels.items()}
+        return {k: float(v) for k, v in loss_fn(self.predict(batch), labels, lr)[1].items()}
+
     def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
         """One optimizer update at learning rate `lr`; the loss's metrics as floats."""
         static = self._static(batch)

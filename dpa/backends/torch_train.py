@@ -109,6 +109,12 @@ class TorchTrainer:
         out["atom_energy"] = e_atom
         return out
 
+    def metrics(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
+        """The loss's metrics on a batch without updating (validation)."""
+        pred = {k: v.detach() for k, v in self.predict(batch, create_graph=False).items()}
+        labels = {k: torch.as_tensor(v, device=self.device) for k, v in labels.items()}
+        return {k: float(v) for k, v in loss_fn(pred, labels, lr)[1].items()}
+
     def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
         """One optimizer update at learning rate `lr`; the loss's metrics as floats."""
         for group in self.optimizer.param_groups:

@@ -26,7 +26,14 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .config import TrainInput, parse_train_input, read_train_input
-from .loss import EnerLossConfig, display_metrics, ener_loss, lcurve_header, lcurve_line
+from .loss import (
+    EnerLossConfig,
+    display_metrics,
+    ener_loss,
+    lcurve_header,
+    lcurve_line,
+    weighted_average,
+)
 from .schedule import ExpDecay
 from .stat import compute_env_statistics, fit_energy_bias, set_energy_bias
 
@@ -132,25 +139,11 @@ def _with_statistics(model: Model, cfg: TrainInput, source: DataSource) -> Model
 
 def _validate(trainer, batches: list[Batch], losses: _Losses, lr: float) -> dict[str, float]:
     """Loss metrics averaged over validation batches, weighted by atoms (as DeePMD-kit)."""
-    from .loss import weighted_average
-
     results = []
     for batch in batches:
-        pred = trainer.predict(batch.inputs, create_graph=False)
-        _, metrics = losses(batch)(pred, _on(trainer, batch.labels), lr)
+        metrics = trainer.metrics(batch.inputs, batch.labels, lr, losses(batch))
         results.append((display_metrics(metrics), batch.natoms * len(batch.frames)))
     return weighted_average(results)
-
-
-def _on(trainer, labels: dict) -> dict:
-    """Labels as the trainer's arrays."""
-    if hasattr(trainer, "device"):
-        import torch
-
-        return {k: torch.as_tensor(v, device=trainer.device) for k, v in labels.items()}
-    import jax.numpy as jnp
-
-    return {k: jnp.asarray(v) for k, v in labels.items()}
 
 
 def _trim_lcurve(path: Path, last_step: int) -> None:
