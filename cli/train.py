@@ -54,10 +54,10 @@ def train_command(
     if init_model and restart:
         raise click.UsageError("give --init-model or --restart, not both")
     backend = opts.backend or "torch"
-    if not opts.quiet:  # dpa's own progress lines only, not the frameworks' loggers
+    logger = logging.getLogger("dpa")
+    if not opts.quiet and not logger.handlers:  # dpa's progress lines, not the frameworks'
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("dpa: %(message)s"))
-        logger = logging.getLogger("dpa")
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False

@@ -209,3 +209,16 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     assert not (tmp_path / "o" / "model.pth").exists()
     assert (tmp_path / "o" / "checkpoint").read_text().strip() == "model.ckpt-4.pth"
     dpa.io.load(tmp_path / "o" / "model.ckpt-4.pth")
+
+
+def test_init_model_keeps_its_statistics_and_checks_the_type_map(tmp_path):
+    inp = _input(tmp_path, steps=4)
+    first = train(inp, "torch", tmp_path / "a")
+    again = train(inp, "torch", tmp_path / "b", init_model=str(first))
+    stats = [dpa.io.load(p).tree["descriptor"]["@variables"]["davg"] for p in (first, again)]
+    np.testing.assert_array_equal(stats[0], stats[1])  # not recomputed from the data
+    cfg = json.loads(inp.read_text())
+    cfg["model"]["type_map"] = ["H", "O"]
+    (tmp_path / "swapped.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="type_map"):
+        train(tmp_path / "swapped.json", "torch", tmp_path / "c", init_model=str(first))

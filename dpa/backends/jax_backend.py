@@ -46,7 +46,7 @@ def _evaluate(static, leaves, coord, box, nlist, shift, atype, fp, ap, positions
 
     moment = None
     if positions is None:
-        e_atom, grad = _value_and_grad(atoms, rij)
+        e_atom, grad = energy_and_edge_grad(atoms, rij)
     else:
         # four backward passes over one forward; `jax.vmap(vjp)` would batch them, but jitted it
         # returns wrong cotangents for float32 models (jax/jaxlib 0.10.2 on CPU)
@@ -60,7 +60,7 @@ def _evaluate(static, leaves, coord, box, nlist, shift, atype, fp, ap, positions
     return out
 
 
-def _value_and_grad(atoms, rij):
+def energy_and_edge_grad(atoms, rij):
     """(E_i, dE/dr) from one backward pass."""
 
     def total(r):

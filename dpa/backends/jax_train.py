@@ -17,7 +17,7 @@ from ..dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
 from ..errors import ConfigError
 from ..train.params import trainable_flags
 from ..tree import merge_variables, split_variables
-from .jax_backend import scatter_add
+from .jax_backend import JaxBackend, energy_and_edge_grad, scatter_add
 
 jax.config.update("jax_enable_x64", True)
 
@@ -37,11 +37,10 @@ def _predict(static, params, fixed, batch) -> dict:
     nlist, atype = batch["nlist"], batch["atype"]
     rij = edge_vectors(batch["coord"], batch.get("box"), nlist, batch["shift"])
 
-    def total(r):
-        e_atom = atomic_energy(model, Edges(r, nlist, atype, atype_host, slot_counts), None, None)
-        return jnp.sum(e_atom), e_atom
+    def atoms(r):
+        return atomic_energy(model, Edges(r, nlist, atype, atype_host, slot_counts), None, None)
 
-    (_, e_atom), grad = jax.value_and_grad(total, has_aux=True)(rij)
+    e_atom, grad = energy_and_edge_grad(atoms, rij)
     out = forces_and_virials(grad, rij, nlist, scatter_add)
     out["energy"] = jnp.sum(e_atom, axis=1)
     out["atom_energy"] = e_atom
@@ -62,6 +61,8 @@ def _step(static, tx, loss_fn, params, fixed, opt_state, batch, labels, lr):
 
 class JaxTrainer:
     """The model's trainable variables as jax arrays, the optax state, and one training step."""
+
+    slot_rounding = JaxBackend.slot_rounding  # each new batch shape is a new compilation
 
     def __init__(
         self,

@@ -22,6 +22,8 @@ LossFn = Callable[[dict, dict, float], tuple[Any, dict]]
 class TorchTrainer:
     """The model's variables as torch leaves, its optimizer, and one training step."""
 
+    slot_rounding = 1  # eager: batches trimmed to their exact neighbor-list width
+
     def __init__(
         self,
         tree: dict,

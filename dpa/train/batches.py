@@ -48,9 +48,7 @@ class DataSource:
         self.what = what
         self.systems: list[System] = systems
         self.atypes = [s.remap_types(type_map) for s in systems]
-        for system, atype in zip(systems, self.atypes, strict=True):
-            if np.any(atype < 0):
-                raise DataError(f"{system.path}: atom types outside the model's type_map")
+        for system in systems:
             if system.energy is None and system.force is None and system.virial is None:
                 raise DataError(
                     f"{system.path} ({what}): no energy, force or virial labels to train on"

@@ -115,16 +115,13 @@ def _systems_for_auto_sel(raw: dict) -> list | None:
     return load_systems(data["systems"], data.get("fmt"))
 
 
-def _initial_model(cfg: TrainInput, init_model: str | None, seed: int) -> Model:
-    if init_model is None:
-        return build_model(cfg.raw["model"], seed=seed)
-    model = io.load(init_model)
-    if list(model.type_map) != list(cfg.model["type_map"]):
+def _check_type_map(model: Model, raw: dict, path: Path) -> None:
+    """The model file training starts from must have the input's type_map."""
+    wanted = raw.get("model", {}).get("type_map") if isinstance(raw.get("model"), dict) else None
+    if wanted is not None and list(model.type_map) != list(wanted):
         raise ConfigError(
-            f"--init-model {init_model}: its type_map {model.type_map} differs from the "
-            f"input's {cfg.model['type_map']}"
+            f"{path}: its type_map {model.type_map} differs from the input's {list(wanted)}"
         )
-    return Model({k: v for k, v in model.data.items() if k != "training"})
 
 
 def _with_statistics(model: Model, cfg: TrainInput, source: DataSource) -> Model:
@@ -169,15 +166,15 @@ def train(
 ) -> Path:
     """Train as `input_path` says; returns the path of the final model."""
     raw = read_train_input(input_path)
-    start_from = restart if restart is not None else init_model
-    if start_from is not None:  # the architecture (resolved sel included) is the model file's
-        source_model = io.load(resolve_checkpoint(restart) if restart else start_from)
-        script = source_model.data.get("model_def_script")
+    source = None  # the model file training starts from (--restart or --init-model)
+    if restart is not None or init_model is not None:
+        path = resolve_checkpoint(restart) if restart is not None else Path(init_model)
+        source = io.load(path)
+        _check_type_map(source, raw, path)
+        script = source.data.get("model_def_script")  # its architecture, resolved sel included
         if isinstance(script, dict) and isinstance(raw.get("model"), dict):
             raw = {**raw, "model": script}
-    systems = None
-    if not skip_neighbor_stat and start_from is None:
-        systems = _systems_for_auto_sel(raw)
+    systems = None if skip_neighbor_stat or source is not None else _systems_for_auto_sel(raw)
     if systems is not None:
         atypes = [s.remap_types(raw["model"]["type_map"]) for s in systems]
         raw = {**raw, "model": resolve_auto_sel(raw["model"], systems, atypes)}
@@ -189,13 +186,12 @@ def train(
     tcfg = cfg.training
     seed = int(tcfg.seed) if tcfg.seed is not None else 0
     state: dict[str, Any] | None = None
-    if restart is not None:
-        ckpt = resolve_checkpoint(restart)
-        model = io.load(ckpt)
-        state = read_training_state(model, ckpt)
-        model = Model({k: v for k, v in model.data.items() if k != "training"})
+    if source is None:
+        model = build_model(cfg.raw["model"], seed=seed)
     else:
-        model = _initial_model(cfg, init_model, seed)
+        if restart is not None:
+            state = read_training_state(source, path)
+        model = Model({k: v for k, v in source.data.items() if k != "training"})
     train_src = DataSource(tcfg.training_data, model.type_map, seed, "training_data", systems)
     valid_src = None
     if tcfg.validation_data is not None:
@@ -214,14 +210,15 @@ def train(
         if valid_src is not None and "validation" in state["samplers"]:
             valid_src.set_state(state["samplers"]["validation"])
         start = int(state["step"])
-    rounding = 8 if backend == "jax" else 1
+    rounding = trainer.slot_rounding
     prefetch = Prefetcher(train_src, model, rounding)
     lcurve = out / tcfg.disp_file
+    keys = sorted(_metric_keys(loss_cfg))
     if state is not None and lcurve.is_file():
         _trim_lcurve(lcurve, start)
     else:
         with atomic_path(lcurve) as tmp:
-            tmp.write_text(lcurve_header(sorted(_metric_keys(loss_cfg)), valid_src is not None))
+            tmp.write_text(lcurve_header(keys, valid_src is not None))
     suffix = SUFFIX[backend]
     progress = _Progress(start, numb_steps)
     last_good: Path | None = None
@@ -247,7 +244,6 @@ def train(
                     ]
                     vb = [make_batch(valid_src, i, f, model, rounding) for i, f in picks]
                     valid = _validate(trainer, vb, losses, lr)
-                keys = sorted(_metric_keys(loss_cfg))
                 trn = {k: shown.get(k, math.nan) for k in keys}
                 val = None if valid is None else {k: valid.get(k, math.nan) for k in keys}
                 with open(lcurve, "a") as f:
