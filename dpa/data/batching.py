@@ -18,6 +18,7 @@ __all__ = [
     "BatchSampler",
     "auto_batch_sizes",
     "system_probabilities",
+    "unit_sampling",
     "validation_batches",
 ]
 
@@ -139,6 +140,73 @@ def system_probabilities(
         f"training_data.auto_prob {auto_prob!r} is unknown; use 'prob_uniform', 'prob_sys_size' "
         "or 'prob_sys_size;start:end:weight;...'"
     )
+
+
+def unit_sampling(
+    units: Sequence[Sequence[int]],
+    nframes: Sequence[int],
+    natoms: Sequence[int],
+    batch_size: int | str | Sequence[int],
+    auto_prob: str,
+    sys_probs: Sequence[float] | None,
+) -> tuple[int | str | list[int], list[float] | None]:
+    """batch_size and sys_probs per System when an input system (a unit: one path) was read as
+    several Systems (mixed-type groups, extxyz compositions).
+
+    DeePMD-kit samples such a path as one system, so list options may name units; a unit's
+    probability (given, or from auto_prob over units) is shared by its parts in proportion to
+    their frames, as drawing frames from the whole would. A part's batch is at most its frames.
+    Options pass unchanged when every unit is a single System.
+    """
+    nsys, nunits = len(nframes), len(units)
+    if nunits == nsys:
+        return batch_size, None if sys_probs is None else list(sys_probs)
+    unit_of = np.empty(nsys, dtype=np.int64)
+    for u, members in enumerate(units):
+        unit_of[list(members)] = u
+    sizes = _unit_batch_sizes(batch_size, unit_of, nunits, natoms)
+    split = np.array([len(units[u]) > 1 for u in unit_of])
+    if sizes is not None:
+        sizes = [
+            min(b, int(nf)) if part else b
+            for b, nf, part in zip(sizes, nframes, split, strict=True)
+        ]
+    if sys_probs is not None and len(sys_probs) == nsys:
+        return (batch_size if sizes is None else sizes), list(sys_probs)
+    if sys_probs is not None and len(sys_probs) != nunits:
+        raise ConfigError(
+            f"training_data.sys_probs has {len(sys_probs)} entries but there are {nunits} "
+            f"systems (read as {nsys}: mixed-type groups and compositions of one file count "
+            "once); give one per system"
+        )
+    per_size = sizes if sizes is not None else auto_batch_sizes(batch_size, natoms)
+    nb = np.array([-(-int(nf) // b) for nf, b in zip(nframes, per_size, strict=True)])
+    unit_nb = np.bincount(unit_of, weights=nb, minlength=nunits)
+    unit_p = system_probabilities(unit_nb, auto_prob, sys_probs)
+    frames = np.asarray(nframes, dtype=np.float64)
+    unit_frames = np.bincount(unit_of, weights=frames, minlength=nunits)
+    probs = unit_p[unit_of] * frames / unit_frames[unit_of]
+    return (batch_size if sizes is None else sizes), probs.tolist()
+
+
+def _unit_batch_sizes(
+    batch_size: int | str | Sequence[int], unit_of: np.ndarray, nunits: int, natoms: Sequence[int]
+) -> list[int] | None:
+    """Explicit per-System batch sizes from an int or a per-unit list; None for a rule."""
+    if isinstance(batch_size, str):
+        return None  # "auto:N" and "max:N" already follow each System's atom count
+    if isinstance(batch_size, (int, np.integer)):
+        return auto_batch_sizes(batch_size, natoms)
+    sizes = [int(b) for b in batch_size]
+    if len(sizes) == len(unit_of):
+        return sizes
+    if len(sizes) != nunits:
+        raise ConfigError(
+            f"training_data.batch_size has {len(sizes)} entries but there are {nunits} systems "
+            f"(read as {len(unit_of)}: mixed-type groups and compositions of one file count "
+            "once); give one per system"
+        )
+    return [sizes[u] for u in unit_of]
 
 
 class BatchSampler:

@@ -6,20 +6,64 @@ from typing import Any
 
 import numpy as np
 
-from dpa.data.system import System
+from dpa.data.system import System, formula
 from dpa.errors import DataError
 
-__all__ = ["read_with_dpdata", "from_dpdata"]
+__all__ = ["MULTI_SYSTEM_FORMATS", "read_with_dpdata", "read_all_with_dpdata", "from_dpdata"]
+
+#: dpdata formats whose one file can hold several compositions: read whole, as a MultiSystems
+#: (dpdata's single-system reader of these returns the first frame only).
+MULTI_SYSTEM_FORMATS = (
+    "extxyz",
+    "quip/gap/xyz",
+    "quip/gap/xyz_file",
+    "mace/xyz",
+    "nequip/xyz",
+    "gpumd/xyz",
+    "ase/structure",
+)
 
 
-def read_with_dpdata(path: str, fmt: str) -> System:
-    """Read `path` as dpdata format `fmt`, labelled when it can be, else unlabelled."""
+def _dpdata(path: str, fmt: str) -> Any:
+    """The dpdata module, or a DataError saying that reading `fmt` needs it."""
     try:
         import dpdata
     except ImportError:  # pragma: no cover - dpdata is a dependency
         raise DataError(
             f"{path}: reading format {fmt!r} needs dpdata (pip install dpdata)"
         ) from None
+    return dpdata
+
+
+def read_all_with_dpdata(path: str, fmt: str) -> list[System]:
+    """Every system `path` holds as dpdata format `fmt`: one per composition of the file."""
+    if fmt.lower() not in MULTI_SYSTEM_FORMATS:
+        return [read_with_dpdata(path, fmt)]
+    dpdata = _dpdata(path, fmt)
+    try:
+        multi = dpdata.MultiSystems().load_systems_from_file(path, fmt=fmt, labeled=True)
+    except Exception as labelled_err:  # dpdata raises anything; fall back to an unlabelled read
+        try:
+            multi = dpdata.MultiSystems().load_systems_from_file(path, fmt=fmt, labeled=False)
+        except Exception as err:
+            raise DataError(
+                f"{path}: cannot read it as {fmt}: {_reason(labelled_err, err)}"
+            ) from None
+    parts = [s for s in multi.systems.values() if s.get_nframes() > 0]
+    if not parts:
+        raise DataError(f"{path}: dpdata found no frames in it")
+    if len(parts) == 1:
+        return [from_dpdata(parts[0], path)]
+    systems = []
+    for k, part in enumerate(parts):  # each named, so messages and dp test blocks tell them apart
+        name = f"{path}[{formula(part.data['atom_types'], part.data['atom_names'])}]"
+        systems.append(from_dpdata(part, name, origin=(path, k)))
+    return systems
+
+
+def read_with_dpdata(path: str, fmt: str) -> System:
+    """Read `path` as dpdata format `fmt`, labelled when it can be, else unlabelled."""
+    dpdata = _dpdata(path, fmt)
     try:
         data = dpdata.LabeledSystem(path, fmt=fmt)
     except Exception as labelled_err:  # dpdata raises anything; fall back to an unlabelled read
@@ -48,7 +92,7 @@ def _reason(labelled_err: Exception, err: Exception) -> str:
     return f"dpdata says: {text(err)}"
 
 
-def from_dpdata(data: Any, path: str) -> System:
+def from_dpdata(data: Any, path: str, origin: tuple[str, int] | None = None) -> System:
     """Convert a dpdata System or LabeledSystem into a System named `path`."""
     d = data.data
     if len(d.get("coords", ())) == 0:
@@ -68,4 +112,5 @@ def from_dpdata(data: Any, path: str) -> System:
         energy=get("energies"),
         force=get("forces"),
         virial=get("virials"),
+        origin=origin,
     )

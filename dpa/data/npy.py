@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,41 +10,63 @@ import numpy as np
 from dpa.data.system import System
 from dpa.errors import DataError
 
-__all__ = ["read_deepmd_npy"]
+__all__ = ["NpyFolder", "read_deepmd_npy", "read_npy_folder"]
 
 #: Per-frame arrays of a set folder: file stem -> values per frame (None: 3 per atom).
 _PER_FRAME = {"coord": None, "box": 9, "energy": 1, "force": None, "virial": 9}
 _LABELS = ("energy", "force", "virial")
 
 
+@dataclass
+class NpyFolder:
+    """The checked contents of a deepmd/npy folder, before they become one or more Systems."""
+
+    path: str
+    atype: np.ndarray
+    type_map: list[str]
+    has_type_map: bool
+    nopbc: bool
+    sets: list[Path]
+    set_frames: list[int]
+    arrays: dict[str, np.ndarray | None]
+
+
 def read_deepmd_npy(path: str) -> System:
     """Read one deepmd/npy system folder into a System, checking every file against type.raw."""
+    folder = read_npy_folder(path)
+    return System(
+        path=path,
+        type_map=folder.type_map,
+        atype=folder.atype,
+        coord=folder.arrays["coord"],
+        box=folder.arrays["box"],
+        energy=folder.arrays["energy"],
+        force=folder.arrays["force"],
+        virial=folder.arrays["virial"],
+        has_type_map=folder.has_type_map,
+    )
+
+
+def read_npy_folder(path: str) -> NpyFolder:
+    """Read type.raw, type_map.raw, nopbc and every set.*/*.npy of a folder (shared by the
+    deepmd/npy and deepmd/npy/mixed readers), checking shapes and values file by file."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{path}: not a folder; a deepmd/npy system is a folder with type.raw")
     atype = _read_type_raw(root / "type.raw")
     nat = atype.size
-    type_map_file = root / "type_map.raw"
-    if type_map_file.is_file():
-        type_map = type_map_file.read_text().split()
-        if atype.max() >= len(type_map):
-            raise DataError(
-                f"{type_map_file}: lists {len(type_map)} elements but type.raw uses type "
-                f"{int(atype.max())}; add the missing element names"
-            )
-        has_type_map = True
-    else:
-        type_map = [f"type_{i}" for i in range(int(atype.max()) + 1)]
-        has_type_map = False
+    type_map, has_type_map = _read_type_map(root, int(atype.max()) + 1)
     nopbc = (root / "nopbc").is_file()
     sets = sorted(d for d in root.glob("set.*") if d.is_dir())
     if not sets:
         raise DataError(f"{path}: no set.* folder; frames go in set.000/coord.npy etc.")
 
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in _PER_FRAME}
+    set_frames = []
     for set_dir in sets:
         coord = _load_rows(set_dir, "coord", nat * 3, nat, must=True)
         nf = coord.shape[0]
+        set_frames.append(nf)
         chunks["coord"].append(coord)
         if not nopbc:
             box = _load_rows(set_dir, "box", 9, nat, must=True, nf=nf)
@@ -63,21 +86,22 @@ def read_deepmd_npy(path: str) -> System:
                 f"{path}: {key}.npy is in some set folders but missing from {', '.join(missing)}; "
                 f"add it there or remove {key}.npy everywhere"
             )
+    arrays = {k: np.concatenate(v, axis=0) if v else None for k, v in chunks.items()}
+    return NpyFolder(path, atype, type_map, has_type_map, nopbc, sets, set_frames, arrays)
 
-    def cat(key: str) -> np.ndarray | None:
-        return np.concatenate(chunks[key], axis=0) if chunks[key] else None
 
-    return System(
-        path=path,
-        type_map=type_map,
-        atype=atype,
-        coord=cat("coord"),
-        box=None if nopbc else cat("box"),
-        energy=cat("energy"),
-        force=cat("force"),
-        virial=cat("virial"),
-        has_type_map=has_type_map,
-    )
+def _read_type_map(root: Path, ntypes: int) -> tuple[list[str], bool]:
+    """The element names of type_map.raw (and True), or placeholders (and False) without one."""
+    type_map_file = root / "type_map.raw"
+    if not type_map_file.is_file():
+        return [f"type_{i}" for i in range(ntypes)], False
+    type_map = type_map_file.read_text().split()
+    if ntypes > len(type_map):
+        raise DataError(
+            f"{type_map_file}: lists {len(type_map)} elements but type.raw uses type "
+            f"{ntypes - 1}; add the missing element names"
+        )
+    return type_map, True
 
 
 def _read_type_raw(file: Path) -> np.ndarray:

@@ -11,10 +11,25 @@ import numpy as np
 
 from dpa.errors import DataError
 
-__all__ = ["System", "find_systems", "load_system", "load_systems", "NATIVE_FORMATS"]
+__all__ = [
+    "System",
+    "find_systems",
+    "formula",
+    "load_path",
+    "load_system",
+    "load_systems",
+    "system_units",
+    "MIXED_FORMAT",
+    "NATIVE_FORMATS",
+]
 
 #: Format names read by the native deepmd/npy reader (dpdata's "deepmd" means deepmd/raw).
+#: A folder whose sets hold real_atom_types.npy is read as deepmd/npy/mixed whatever the name.
 NATIVE_FORMATS = ("deepmd/npy", "npy")
+#: DeePMD-kit's mixed-type layout, also read natively (one System per composition).
+MIXED_FORMAT = "deepmd/npy/mixed"
+#: Formats whose systems are folders holding type.raw (a parent folder is searched for them).
+_FOLDER_FORMATS = (*NATIVE_FORMATS, MIXED_FORMAT)
 
 
 @dataclass(eq=False)
@@ -31,6 +46,10 @@ class System:
     virial: np.ndarray | None = None
     #: False when the source gave type indices only (no type_map.raw): indices then are used as is.
     has_type_map: bool = field(default=True)
+    #: (path, k) when one path gave several Systems (deepmd/npy/mixed groups, the compositions of
+    #: an extxyz file) and this is the k-th; None when the path gave this System alone. DeePMD-kit
+    #: counts such a path as one system, so list-valued batch_size/sys_probs name the path.
+    origin: tuple[str, int] | None = field(default=None)
 
     def __post_init__(self) -> None:
         """Cast to the canonical dtypes and check every shape, so later code can trust them."""
@@ -109,6 +128,11 @@ class System:
         return self.box is not None
 
     @property
+    def formula(self) -> str:
+        """Element counts in type_map order (C1H4O2), as dpdata names compositions."""
+        return formula(self.atype, self.type_map)
+
+    @property
     def elements(self) -> list[str]:
         """The element (type name) of each atom."""
         return [self.type_map[t] for t in self.atype]
@@ -163,6 +187,12 @@ class System:
         )
 
 
+def formula(atype: Sequence[int] | np.ndarray, type_map: Sequence[str]) -> str:
+    """Element counts of `atype` in type_map order, absent elements left out (C1H4O2)."""
+    counts = np.bincount(np.asarray(atype, dtype=np.int64).reshape(-1), minlength=len(type_map))
+    return "".join(f"{name}{int(n)}" for name, n in zip(type_map, counts, strict=False) if n)
+
+
 def _check_finite(arr: np.ndarray, key: str, where: str) -> None:
     """Raise a DataError naming the frame (and atom) of the first NaN/inf value in `arr`."""
     if np.all(np.isfinite(arr)):
@@ -176,26 +206,46 @@ def _check_finite(arr: np.ndarray, key: str, where: str) -> None:
 
 def load_system(path: str | os.PathLike, fmt: str | None = None) -> System:
     """Read one system: deepmd/npy natively, any other dpdata format through dpdata."""
+    systems = load_path(path, fmt)
+    if len(systems) > 1:
+        names = ", ".join(s.path for s in systems[:3]) + (", ..." if len(systems) > 3 else "")
+        raise DataError(
+            f"{os.fspath(path)}: holds {len(systems)} systems of different compositions "
+            f"({names}); read it with load_systems"
+        )
+    return systems[0]
+
+
+def load_path(path: str | os.PathLike, fmt: str | None = None) -> list[System]:
+    """Every system one path holds: one for deepmd/npy, one per composition for deepmd/npy/mixed
+    folders and multi-composition files (extxyz), as many as the format gives."""
     path_s = os.fspath(path)
     p = Path(path_s)
     if not p.exists():
         raise DataError(f"{path_s}: no such file or folder")
     fmt = _guess_format(p, fmt)
-    if fmt in NATIVE_FORMATS:
+    if fmt in (*NATIVE_FORMATS, MIXED_FORMAT):
+        from dpa.data.mixed import has_real_atom_types, read_deepmd_npy_mixed
+
+        if fmt == MIXED_FORMAT or has_real_atom_types(p):  # as DeePMD-kit: the files decide
+            return read_deepmd_npy_mixed(path_s)
         from dpa.data.npy import read_deepmd_npy
 
-        return read_deepmd_npy(path_s)
-    from dpa.data.dpdata_io import read_with_dpdata
+        return [read_deepmd_npy(path_s)]
+    from dpa.data.dpdata_io import read_all_with_dpdata
 
-    return read_with_dpdata(path_s, fmt)
+    return read_all_with_dpdata(path_s, fmt)
 
 
 def _guess_format(p: Path, fmt: str | None) -> str:
-    """The format to read `p` with: `fmt` as given, else deepmd/npy for folders, else a guess."""
+    """The format to read `p` with: `fmt` as given, else deepmd/npy (or its mixed-type variant)
+    for folders, else a guess from the file name."""
     if fmt:
         return fmt.lower()
     if p.is_dir():
-        return "deepmd/npy"
+        from dpa.data.mixed import has_real_atom_types
+
+        return MIXED_FORMAT if has_real_atom_types(p) else "deepmd/npy"
     name = p.name.lower()
     if "outcar" in name:
         return "vasp/outcar"
@@ -205,6 +255,17 @@ def _guess_format(p: Path, fmt: str | None) -> str:
         f"{p}: cannot tell the format of this file; pass it with --fmt "
         "(a dpdata format such as vasp/outcar, extxyz, qe/pw/scf, abacus/scf)"
     )
+
+
+def system_units(systems: Sequence[System]) -> list[list[int]]:
+    """Indices of `systems` grouped by the input path they came from (DeePMD-kit's systems)."""
+    units: list[list[int]] = []
+    for i, system in enumerate(systems):
+        if system.origin is None or system.origin[1] == 0 or not units:
+            units.append([i])
+        else:
+            units[-1].append(i)
+    return units
 
 
 def find_systems(root: str | os.PathLike) -> list[str]:
@@ -224,13 +285,14 @@ def find_systems(root: str | os.PathLike) -> list[str]:
 def load_systems(
     paths: str | os.PathLike | Iterable[str | os.PathLike], fmt: str | None = None
 ) -> list[System]:
-    """Read several systems; a folder holding several deepmd systems (type.raw) is expanded."""
+    """Read several systems; a folder holding several deepmd systems (type.raw) is expanded, and
+    a mixed-type folder or multi-composition file gives one System per composition."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     systems: list[System] = []
     for path in paths:
         p = Path(path)
-        expandable = fmt is None or fmt.lower() in (*NATIVE_FORMATS, "deepmd/raw", "deepmd")
+        expandable = fmt is None or fmt.lower() in (*_FOLDER_FORMATS, "deepmd/raw", "deepmd")
         if expandable and p.is_dir() and not (p / "type.raw").is_file():
             subs = find_systems(p)
             if not subs:
@@ -238,9 +300,10 @@ def load_systems(
                     f"{os.fspath(path)}: not a deepmd/npy system (missing type.raw) and no "
                     "sub-folder holds one; point to a system folder or pass --fmt"
                 )
-            systems.extend(load_system(s, fmt) for s in subs)
+            for sub in subs:
+                systems.extend(load_path(sub, fmt))
         else:
-            systems.append(load_system(path, fmt))
+            systems.extend(load_path(path, fmt))
     if not systems:
         raise DataError("no system given")
     return systems

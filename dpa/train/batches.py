@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.batching import BatchSampler
-from ..data.system import System, load_systems
+from ..data.batching import BatchSampler, unit_sampling
+from ..data.system import System, load_systems, system_units
 from ..errors import DataError
 from ..model import Model
 from ..potential import model_neighbor_list, slot_plan
@@ -53,12 +53,21 @@ class DataSource:
                 raise DataError(
                     f"{system.path} ({what}): no energy, force or virial labels to train on"
                 )
-        self.sampler = BatchSampler(
-            [s.nframes for s in systems],
-            [s.natoms for s in systems],
+        nframes, natoms = [s.nframes for s in systems], [s.natoms for s in systems]
+        batch_size, sys_probs = unit_sampling(
+            system_units(systems),
+            nframes,
+            natoms,
             section.batch_size,
             section.auto_prob,
             section.sys_probs,
+        )
+        self.sampler = BatchSampler(
+            nframes,
+            natoms,
+            batch_size,
+            section.auto_prob,
+            sys_probs,
             rng=np.random.default_rng(seed),
         )
 

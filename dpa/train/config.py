@@ -278,7 +278,11 @@ class _DataCommon(_Section):
         description="explicit sampling probability of each system (overrides auto_prob)",
     )
     fmt: str | None = Field(
-        None, description="dpdata format of the systems (dpa extension; default deepmd/npy)"
+        None,
+        description="format of the systems (dpa extension): deepmd/npy by default (read as "
+        "deepmd/npy/mixed when set.* folders hold real_atom_types.npy), or any dpdata format "
+        "such as vasp/outcar or extxyz; a mixed-type folder or a file of several compositions "
+        "counts as one system in batch_size and sys_probs lists",
     )
 
     _systems = field_validator("systems", mode="before")(_check_systems)
