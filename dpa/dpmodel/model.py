@@ -50,6 +50,8 @@ class NeighborSpec:
     rcut, sel: the list's cutoff and width (DPA-2: repinit; DPA-3: edges);
     compact: re-sort after model-level pair exclusion so holes go last (DPA-2/3);
     trimmable: slots empty in every row may be cut off (normalizers do not use the width);
+    keep_empty_slot: when trimming, keep one slot past the widest row: the descriptor reads the
+      (row-independent) contribution of the cut empty slots off it (DPA-1);
     count_radii: radii r for which the descriptor wants the host-side hint "most slots within r";
     message_passing: E_i depends on other atoms' edges (general atom-virial form, spec §9).
     """
@@ -60,6 +62,7 @@ class NeighborSpec:
     mixed_types: bool
     compact: bool = False
     trimmable: bool = False
+    keep_empty_slot: bool = False
     count_radii: tuple[float, ...] = ()
     message_passing: bool = False
 
@@ -90,10 +93,18 @@ def neighbor_spec(desc: dict) -> NeighborSpec:
             count_radii=(float(flow["a_rcut"]),),
             message_passing=True,
         )
-    descriptor_module(desc)  # unknown types fail here
+    module = descriptor_module(desc)  # unknown types fail here
     sel = desc["sel"]
     sel = [int(sel)] if isinstance(sel, int | float) else [int(s) for s in sel]
-    return NeighborSpec(float(desc["rcut"]), float(desc["rcut_smth"]), sel, is_mixed_types(desc))
+    trim = kind == "dpa1" and module.can_trim(desc)
+    return NeighborSpec(
+        float(desc["rcut"]),
+        float(desc["rcut_smth"]),
+        sel,
+        is_mixed_types(desc),
+        trimmable=trim,
+        keep_empty_slot=trim,
+    )
 
 
 def edge_vectors(coord: Array, box: Array | None, nlist: Array, shift: Array) -> Array:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import device
 
 from ...errors import ConfigError
-from ..array_api import Array, safe_norm, to_dtype, xp_of
+from ..array_api import Array, safe_norm, stop_gradient, to_dtype, xp_of
 from ..env_mat import environment_matrix, normalize
 from ..network import (
     dense,
@@ -42,6 +43,21 @@ def _is_strip(desc: dict) -> bool:
 def _is_smooth(desc: dict) -> bool:
     """se_atten_v2 always scales the type embedding by the switch."""
     return desc["type"] == "se_atten_v2" or desc.get("smooth_type_embedding", False)
+
+
+def can_trim(desc: dict) -> bool:
+    """Whether the host may cut trailing empty slots (keeping one, see `forward`): float64 only
+    (float32 results follow DeePMD-kit's summation order over the full width), no pair
+    exclusion, and davg/dstd equal across slots (as statistics make them), so every empty slot
+    of a center type contributes the same."""
+    if desc.get("precision", "float64") != "float64" or desc.get("exclude_types"):
+        return False
+    var = desc.get("@variables", {})
+    return all(
+        np.ptp(np.asarray(var[key]), axis=1).max(initial=0.0) == 0.0
+        for key in ("davg", "dstd")
+        if key in var
+    )
 
 
 def pair_embedding(
@@ -86,14 +102,18 @@ def _projection(layer: dict, x: Array, start: int, stop: int) -> Array:
     return y if var.get("b") is None else y + var["b"][start:stop]
 
 
-def _attention_layer(layer: dict, x: Array, mask: Array, sw: Array, cosines: Array) -> Array:
+def _attention_layer(
+    layer: dict, x: Array, mask: Array, sw: Array, cosines: Array, dropped: int = 0
+) -> Array:
     """One gated self-attention layer over the neighbor rows, post-norm: LN(X + O).
 
     Spec §5.3 computes A = softmax(L) on the N×N logits, then masks and gates it. Here the same
     numbers come with fewer N×N passes (the hot spot of DPA-1): the smooth shift and the key mask
     ride along in the Q·Kᵀ product as an extra column (a constant shift of a softmax row cancels),
     and the row factors (1/Σ, query mask, s_j) and column factors (s_k) are applied to the
-    N×d operands instead of the N×N matrix.
+    N×d operands instead of the N×N matrix. `dropped` cut empty keys still count in the smooth
+    softmax's denominator (their logit is the empty-slot one, 0 here, which the kept last slot
+    already brings into the row max); the non-smooth softmax masks them out anyway.
     """
     xp = xp_of(x)
     attn = layer["attention_layer"]
@@ -118,8 +138,13 @@ def _attention_layer(layer: dict, x: Array, mask: Array, sw: Array, cosines: Arr
         k_aug = xp.concat([k, (1.0 - m) * MASKED_LOGIT], axis=-1)
         row_gate = m
     logits = q_aug @ xp.matrix_transpose(k_aug)
-    e = xp.exp(logits - xp.max(logits, axis=-1, keepdims=True))
+    top = xp.max(logits, axis=-1, keepdims=True)
+    if x.dtype == xp.float64:  # the shift cancels: no gradient through the max (float32 keeps
+        top = stop_gradient(top)  # DeePMD-kit's operation order)
+    e = xp.exp(logits - top)
     denom = xp.sum(e, axis=-1, keepdims=True)
+    if smooth and dropped:
+        denom = denom + dropped * xp.exp(-top)
     if attn.get("dotr", True):
         e = e * cosines
     out = dense(attn["out_proj"], (e @ v) * (row_gate / denom))
@@ -127,17 +152,24 @@ def _attention_layer(layer: dict, x: Array, mask: Array, sw: Array, cosines: Arr
 
 
 def forward(desc: dict, edges: Edges) -> Array:
-    """Descriptor (nf, nat, dim_out) in the descriptor's precision from a distance-sorted graph."""
+    """Descriptor (nf, nat, dim_out) in the descriptor's precision from a distance-sorted graph.
+
+    A list narrower than sel (cut by the host where `can_trim`) must end with a slot that is
+    empty in every row: all empty slots of a row give the same G and R rows, so that last one
+    stands in for the cut ones in the sum over neighbors (and smooth softmax denominators).
+    """
     xp = xp_of(edges.rij)
     dtype = descriptor_dtype(xp, desc)
     rij = to_dtype(edges.rij, dtype)
     var = desc["@variables"]
     env_cfg = desc["env_mat"]
     mask = edges.mask
+    nsel, width = int(sum(desc["sel"])), edges.nlist.shape[-1]
+    dropped = nsel - width
     env, sw = environment_matrix(
         rij, mask, desc["rcut"], desc["rcut_smth"], env_cfg.get("protection", 0.0)
     )
-    env = normalize(env, var["davg"], var["dstd"], edges.atype)
+    env = normalize(env, var["davg"][:, :width, :], var["dstd"][:, :width, :], edges.atype)
     ntypes = desc["ntypes"]
     if desc.get("exclude_types"):
         keep = pair_keep_mask(edges, desc["exclude_types"], ntypes)
@@ -153,9 +185,12 @@ def forward(desc: dict, edges: Edges) -> Array:
         rhat = env[..., 1:4] / safe_norm(env[..., 1:4], floor=1e-12)
         cosines = rhat @ xp.matrix_transpose(rhat)
         for layer in layers:
-            g = _attention_layer(layer, g, mask, sw, cosines)
-    nnei = env.shape[2]
-    out = symmetry_descriptor(contract_env(g, env, nnei), desc["axis_neuron"])
+            g = _attention_layer(layer, g, mask, sw, cosines, dropped)
+    if dropped:  # the last (empty) slot counts once for itself and once per cut slot
+        weight = np.ones((width, 1))
+        weight[-1, 0] += dropped
+        env = env * xp.asarray(weight, dtype=env.dtype, device=device(env))
+    out = symmetry_descriptor(contract_env(g, env, nsel), desc["axis_neuron"])
     if desc.get("concat_output_tebd", True):
         nf, nat = out.shape[0], out.shape[1]
         t_center = xp.take(tebd_table, edges.atype, axis=0)[None, ...]
