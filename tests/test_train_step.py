@@ -50,6 +50,35 @@ SMALL = {
             "axis_neuron": 2,
         },
     },
+    "dpa1": {
+        "type": "dpa1",
+        "sel": 40,
+        "rcut": 4.0,
+        "rcut_smth": 0.5,
+        "neuron": [4, 8],
+        "axis_neuron": 4,
+        "attn": 8,
+        "attn_layer": 1,
+        "tebd_dim": 4,
+    },
+    "dpa3": {  # silut: the fused torch activation must be differentiable twice
+        "type": "dpa3",
+        "repflow": {
+            "n_dim": 8,
+            "e_dim": 4,
+            "a_dim": 4,
+            "nlayers": 1,
+            "e_rcut": 4.0,
+            "e_rcut_smth": 3.5,
+            "e_sel": 40,
+            "a_rcut": 3.0,
+            "a_rcut_smth": 2.5,
+            "a_sel": 12,
+            "axis_neuron": 2,
+            "update_angle": True,
+        },
+        "activation_function": "silut:1.0",
+    },
 }
 
 

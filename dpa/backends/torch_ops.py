@@ -34,12 +34,50 @@ class _SiLUT(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
-        threshold, slope, has_tail = ctx.constants
-        dx = torch.ops.aten.silu_backward(grad, x)
-        if has_tail:
-            t = torch.tanh(slope * (x - threshold))
-            dx = torch.where(x >= threshold, grad * slope * (1.0 - t * t), dx)
-        return dx, None, None, None
+        if torch.is_grad_enabled():  # create_graph (training): a backward that has a backward
+            return _SiLUTGrad.apply(grad, x, ctx.constants), None, None, None
+        return _first_derivative_times(grad, x, ctx.constants), None, None, None
+
+
+def _first_derivative_times(grad: torch.Tensor, x: torch.Tensor, constants: tuple) -> torch.Tensor:
+    """grad · silut'(x) with torch's fused SiLU backward kernel."""
+    threshold, slope, has_tail = constants
+    dx = torch.ops.aten.silu_backward(grad, x)
+    if has_tail:
+        t = torch.tanh(slope * (x - threshold))
+        dx = torch.where(x >= threshold, grad * slope * (1.0 - t * t), dx)
+    return dx
+
+
+def _derivatives(x: torch.Tensor, constants: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """silut'(x) and silut''(x) (SiLU: s(1 + x(1-s)) and s(1-s)(2 + x(1-2s)), s = sigmoid)."""
+    threshold, slope, has_tail = constants
+    s = torch.sigmoid(x)
+    d1 = s * (1.0 + x * (1.0 - s))
+    d2 = s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+    if has_tail:
+        t = torch.tanh(slope * (x - threshold))
+        sech2 = 1.0 - t * t
+        tail = x >= threshold
+        d1 = torch.where(tail, slope * sech2, d1)
+        d2 = torch.where(tail, -2.0 * slope * slope * t * sech2, d2)
+    return d1, d2
+
+
+class _SiLUTGrad(torch.autograd.Function):
+    """(grad, x) -> grad · silut'(x), differentiable once more (forces inside a training loss)."""
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, x: torch.Tensor, constants: tuple):
+        ctx.save_for_backward(grad, x)
+        ctx.constants = constants
+        return _first_derivative_times(grad, x, constants)
+
+    @staticmethod
+    def backward(ctx, out_grad: torch.Tensor):
+        grad, x = ctx.saved_tensors
+        d1, d2 = _derivatives(x, ctx.constants)
+        return out_grad * d1, out_grad * grad * d2, None
 
 
 def _silut(threshold: float | None):
