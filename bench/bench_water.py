@@ -176,14 +176,14 @@ def main() -> None:
                 float(np.max(np.abs(np.asarray(r[label]["force"]) - np.asarray(f["force"]))))
                 for r, f in zip(pairs, ref, strict=True)
             )
-            line += f" {_spread(t):>17} {eval_mb:>8.0f} {_spread(m):>17} {peak_mb:>8.0f}"
+            line += f" {spread(t):>17} {eval_mb:>8.0f} {spread(m):>17} {peak_mb:>8.0f}"
             line += f" {df:>9.1e}"
         else:
             line += f" {'':>17} {eval_mb:>8.0f} {'':>17} {peak_mb:>8.0f}"
         print(line)
 
 
-def _spread(values: list[float]) -> str:
+def spread(values: list[float]) -> str:
     """median [min-max] of ratios."""
     return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
 
