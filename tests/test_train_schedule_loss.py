@@ -88,6 +88,38 @@ LR_CASES = [
         + [9.999999999999997e-06]
         + [1e-06] * 7,
     ),
+    (  # linear warmup from 0.1 start_lr over 500 steps, then the decay over the other 19500
+        dict(
+            start_lr=1e-3,
+            stop_lr=1e-6,
+            decay_steps=500,
+            numb_steps=20000,
+            warmup_steps=500,
+            warmup_start_factor=0.1,
+        ),
+        500,
+        0.8376776400682919,
+        [0.0001, 0.00010180000000000001, 0.0002782, 0.00028000000000000003]
+        + [0.0009981999999999999, 0.001, 0.0007017038286703829, 0.0005878016072274914]
+        + [0.0002424462017082329, 0.00020309176209047365, 1.1937766417144382e-06]
+        + [1.0000000000000014e-06]
+        + [1e-06] * 3,
+    ),
+    (
+        dict(
+            start_lr=2e-3,
+            stop_lr=1e-7,
+            decay_steps=100,
+            numb_steps=5000,
+            warmup_steps=100,
+            smooth=True,
+        ),
+        100,
+        0.8170034258957416,
+        [0.0, 2e-05, 0.00198, 0.002, 0.0008929009138436652, 0.0008910980765191256]
+        + [4.306866717171458e-05, 4.2981708137972395e-05, 1.0020231637482388e-07]
+        + [1e-07] * 6,
+    ),
 ]
 
 
@@ -108,6 +140,8 @@ def test_exp_decay_bad_input():
         ExpDecay(start_lr=0.0, stop_lr=1e-8, decay_steps=10, numb_steps=100)
     with pytest.raises(ConfigError, match="decay_steps"):
         ExpDecay(start_lr=1e-3, stop_lr=1e-8, decay_steps=0, numb_steps=100)
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        ExpDecay(start_lr=1e-3, stop_lr=1e-8, decay_steps=10, numb_steps=100, warmup_steps=100)
 
 
 # ---------------------------------------------------------------------------------------------

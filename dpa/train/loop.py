@@ -68,10 +68,18 @@ def _trainer(backend: str, tree: dict, cfg: TrainInput) -> Any:
 
 def _schedule(cfg: TrainInput, numb_steps: int) -> ExpDecay:
     lr = cfg.learning_rate
-    if lr.warmup_steps or lr.warmup_ratio:
-        raise ConfigError("learning_rate.warmup_steps/warmup_ratio: warmup is not supported yet")
+    warmup = lr.warmup_steps if lr.warmup_ratio is None else int(lr.warmup_ratio * numb_steps)
     stop = lr.stop_lr if lr.stop_lr is not None else lr.start_lr * lr.stop_lr_ratio
-    return ExpDecay(lr.start_lr, stop, lr.decay_steps, numb_steps, lr.decay_rate, lr.smooth)
+    return ExpDecay(
+        lr.start_lr,
+        stop,
+        lr.decay_steps,
+        numb_steps,
+        lr.decay_rate,
+        lr.smooth,
+        warmup_steps=warmup,
+        warmup_start_factor=lr.warmup_start_factor,
+    )
 
 
 def _numb_steps(cfg: TrainInput, source: DataSource) -> int:
