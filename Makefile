@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 example: install
-	$(PY) examples/water_dpa1/run.py
+	$(PY) examples/train_water/run.py
 
 test: install
 	$(VENV)/bin/ruff check dpa cli tests bench examples

@@ -1,5 +1,8 @@
-"""The main example: build a DPA-1 water model, evaluate the bundled water frames on every
-installed backend, convert the model between formats, and print a table.
+"""Evaluation example: an untrained DPA-1 water model on every installed backend.
+
+Builds the model of input.json, evaluates the bundled water frames on every installed backend,
+converts the model between formats and prints a table. (The main example, `make example`,
+trains a model: examples/train_water/run.py.)
 
     python examples/water_dpa1/run.py [--frames N] [--out DIR]
 """
