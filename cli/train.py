@@ -54,12 +54,7 @@ def train_command(
     if init_model and restart:
         raise click.UsageError("give --init-model or --restart, not both")
     backend = opts.backend or "torch"
-    logger = logging.getLogger("dpa")
-    if not opts.quiet and not logger.handlers:  # dpa's progress lines, not the frameworks'
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("dpa: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    if not opts.quiet:  # progress lines reach the "dpa" handler of the CLI even without -v
+        logging.getLogger("dpa.train").setLevel(logging.INFO)
     final = train(input_path, backend, outdir, init_model, restart, skip_neighbor_stat)
     opts.info(f"trained model: {final}")

@@ -222,3 +222,14 @@ def test_init_model_keeps_its_statistics_and_checks_the_type_map(tmp_path):
     (tmp_path / "swapped.json").write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match="type_map"):
         train(tmp_path / "swapped.json", "torch", tmp_path / "c", init_model=str(first))
+
+
+def test_cli_prints_progress_lines_without_a_terminal(tmp_path):
+    """Piped output (CI, nohup) gets plain progress lines with ETA, no -v needed."""
+    inp = _input(tmp_path, steps=4, disp_freq=2)
+    cmd = [sys.executable, "-m", "dpa_cli.main", "--backend", "torch", "train", str(inp)]
+    proc = subprocess.run(cmd + ["-o", str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "step " in line]
+    assert [line.split("step ")[1].split()[0] for line in lines] == ["1/4", "2/4", "4/4"]
+    assert all("ETA" in line for line in lines)
