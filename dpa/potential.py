@@ -35,7 +35,10 @@ def slot_plan(
     descriptor allows it, plus host-side "slots within r" hints (see NeighborSpec); widths and
     hints are rounded up to multiples of `rounding` (`Backend.slot_rounding`)."""
     if spec.trimmable:
-        width = int((nlist >= 0).sum(axis=-1).max(initial=0)) + int(spec.keep_empty_slot)
+        # past the last real slot of every row (holes of model-level pair exclusion stay put)
+        real = nlist >= 0
+        last = np.where(real.any(axis=-1), real.shape[-1] - np.argmax(real[..., ::-1], axis=-1), 0)
+        width = int(last.max(initial=0)) + int(spec.keep_empty_slot)
         width = _round_up(width, nlist.shape[-1], rounding)
         nlist, shift = nlist[..., :width], shift[..., :width, :]
     if not spec.count_radii:

@@ -60,3 +60,16 @@ def test_not_trimmed_when_empty_slots_differ():
     assert not neighbor_spec(
         dp.read(FIXTURES / "dpa1_stripexcl_f64.dp")["model"]["descriptor"]
     ).trimmable
+
+
+def test_cut_keeps_real_slots_behind_holes():
+    """Model-level pair exclusion leaves holes in place: the cut goes past the last real slot."""
+    spec = neighbor_spec(_with_random_stats("dpa1_concat_f64"))
+    nlist = -np.ones((1, 2, 120), dtype=np.int64)
+    nlist[0, 0, [0, 1, 5]] = [1, 1, 1]  # two real slots, a hole, a real one at slot 5
+    nlist[0, 1, [0]] = 0
+    shift = np.zeros((1, 2, 120, 3), dtype=np.int64)
+    coord = np.zeros((1, 2, 3))
+    cut, _, _ = slot_plan(spec, coord, None, nlist, shift)
+    assert cut.shape[-1] == 7  # slots 0..5 and one empty stand-in
+    np.testing.assert_array_equal(cut, nlist[..., :7])
