@@ -14,6 +14,7 @@ from ..dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
 from ..errors import ConfigError
 from ..train.params import trainable_flags
 from ..tree import merge_variables, split_variables
+from .allocator import keep_large_buffers
 from .torch_backend import scatter_add
 
 LossFn = Callable[[dict, dict, float], tuple[Any, dict]]
@@ -35,6 +36,8 @@ class TorchTrainer:
     ) -> None:
         self.max_norm = max_norm
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cpu":
+            keep_large_buffers()  # eager torch frees and reallocates activations every step
         self.skeleton, leaves = split_variables(tree)
         flags = trainable_flags(tree)
         self.leaves = [torch.tensor(np.asarray(a), device=self.device) for a in leaves]
