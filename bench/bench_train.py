@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_water import DEFAULT_REF, EXAMPLES, ROOT, run_side, spread  # noqa: E402
+from bench_water import DEEPMD_LABEL, DEFAULT_REF, EXAMPLES, ROOT, run_rounds, spread  # noqa: E402
 
 LOSS = {
     "start_pref_e": 0.2,
@@ -171,20 +171,10 @@ def main() -> None:
     )
 
     extra = (json.dumps(LOSS), str(START_LR))
-    sides = {f"dpa {b}": (sys.executable, DPA_SCRIPT, *extra, b) for b in args.backends.split(",")}
-    ref = "deepmd-kit (pt)"
-    if args.deepmd_python.exists():
-        sides[ref] = (str(args.deepmd_python), DEEPMD_SCRIPT, *extra)
-    else:
-        print(f"no DeePMD-kit environment at {args.deepmd_python}; dpa numbers only")
-    rounds = []
-    for _ in range(args.rounds):  # alternate, so a drift of the machine's speed hits all sides
-        rounds.append(
-            {
-                label: run_side(py, script, path, frame, args, *rest)
-                for label, (py, script, *rest) in sides.items()
-            }
-        )
+    dpa_sides = {
+        f"dpa {b}": (sys.executable, DPA_SCRIPT, *extra, b) for b in args.backends.split(",")
+    }
+    sides, rounds = run_rounds(dpa_sides, (DEEPMD_SCRIPT, *extra), path, frame, args)
 
     print(
         f"water {args.model} training step, 192 atoms, batch 1, {args.precision}, "
@@ -201,7 +191,11 @@ def main() -> None:
             print(f"{label:<18} failed")
             continue
         line = f"{label:<18} {np.median([r['median'] for r in runs]):>8.3f}"
-        pairs = [(r[label], r[ref]) for r in rounds if r[label] is not None and r.get(ref)]
+        pairs = [
+            (r[label], r[DEEPMD_LABEL])
+            for r in rounds
+            if r[label] is not None and r.get(DEEPMD_LABEL)
+        ]
         time_ratio = spread([a["median"] / b["median"] for a, b in pairs]) if pairs else ""
         mem_ratio = (
             spread([a["eval_peak_mb"] / b["eval_peak_mb"] for a, b in pairs]) if pairs else ""

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEEPMD_LABEL = "deepmd-kit (pt)"  # the label of DeePMD-kit's side
 DEFAULT_REF = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dpa/deepmd-ref"
 EXAMPLES = {
     "dpa1": ROOT / "examples/water_dpa1/input.json",
@@ -106,6 +107,26 @@ def run_side(python: str, script: str, path: Path, frame: Path, args, *extra: st
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def run_rounds(
+    dpa_sides: dict, deepmd_side: tuple, path: Path, frame: Path, args
+) -> tuple[list[str], list[dict]]:
+    """Every side once per round (DeePMD-kit's when its environment exists), rounds alternating
+    the sides so a drift of the machine's speed hits all of them; (labels, per-round reports)."""
+    sides = dict(dpa_sides)
+    if args.deepmd_python.exists():
+        sides[DEEPMD_LABEL] = (str(args.deepmd_python), *deepmd_side)
+    else:
+        print(f"no DeePMD-kit environment at {args.deepmd_python}; dpa numbers only")
+    rounds = [
+        {
+            label: run_side(py, script, path, frame, args, *extra)
+            for label, (py, script, *extra) in sides.items()
+        }
+        for _ in range(args.rounds)
+    ]
+    return list(sides), rounds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(EXAMPLES), default="dpa1")
@@ -133,20 +154,8 @@ def main() -> None:
     frame = work / "frame.npz"
     np.savez(frame, coord=system.coord[:1], atype=atype, box=system.box[:1])
 
-    sides = {f"dpa {b}": (sys.executable, DPA_SCRIPT, b) for b in args.backends.split(",")}
-    if args.deepmd_python.exists():
-        sides["deepmd-kit (pt)"] = (str(args.deepmd_python), DEEPMD_SCRIPT)
-    else:
-        print(f"no DeePMD-kit environment at {args.deepmd_python}; dpa numbers only")
-    # rounds alternate the implementations, so a drift of the machine's speed hits all of them
-    rounds = []
-    for _ in range(args.rounds):
-        rounds.append(
-            {
-                label: run_side(py, script, path, frame, args, *extra)
-                for label, (py, script, *extra) in sides.items()
-            }
-        )
+    dpa_sides = {f"dpa {b}": (sys.executable, DPA_SCRIPT, b) for b in args.backends.split(",")}
+    sides, rounds = run_rounds(dpa_sides, (DEEPMD_SCRIPT,), path, frame, args)
 
     print(
         f"water {args.model}, 192 atoms, {args.precision}, {args.threads} threads, "
@@ -164,9 +173,9 @@ def main() -> None:
         eval_mb = statistics.median(r["eval_peak_mb"] for r in runs)
         peak_mb = max(r["peak_mb"] for r in runs)
         line = f"{label:<20} {seconds:>8.3f}"
-        pairs = [r for r in rounds if r[label] is not None and r.get("deepmd-kit (pt)")]
+        pairs = [r for r in rounds if r[label] is not None and r.get(DEEPMD_LABEL)]
         if pairs:
-            ref = [r["deepmd-kit (pt)"] for r in pairs]
+            ref = [r[DEEPMD_LABEL] for r in pairs]
             t = [r[label]["median"] / f["median"] for r, f in zip(pairs, ref, strict=True)]
             m = [
                 r[label]["eval_peak_mb"] / f["eval_peak_mb"]
