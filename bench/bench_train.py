@@ -95,7 +95,7 @@ import numpy as np
 import torch
 torch.set_num_threads(int(sys.argv[3]))
 from dpa import io
-from dpa.potential import model_neighbor_list, slot_plan
+from dpa.train.batches import batch_inputs
 from dpa.train.loss import EnerLossConfig, ener_loss
 loss_cfg, start_lr, backend = json.loads(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
 model = io.load(sys.argv[1])
@@ -117,11 +117,7 @@ finds = {"find_energy": 1.0, "find_force": 1.0, "find_virial": float(frame["find
 def loss_fn(pred, label, lr):
     return ener_loss(pred, {**label, **finds}, nat, lr, cfg)
 def step():
-    nlist, shift = model_neighbor_list(model, coord, atype, box)
-    nlist, shift, counts = slot_plan(model.neighbor_spec, coord, box, nlist, shift,
-                                     trainer.slot_rounding)
-    batch = {"coord": coord, "box": box, "nlist": nlist, "shift": shift, "atype": atype,
-             "slot_counts": counts}
+    batch = batch_inputs(model, coord, atype, box, trainer.slot_rounding)
     return trainer.step(batch, labels, start_lr, loss_fn)["loss"]
 report(step, int(sys.argv[4]))
 """

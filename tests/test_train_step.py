@@ -11,7 +11,7 @@ from array_api_compat import array_namespace
 
 import dpa
 from dpa.data import load_system
-from dpa.potential import slot_plan
+from dpa.train.batches import batch_inputs
 from dpa.train.params import trainable_flags
 from dpa.tree import split_variables
 
@@ -89,17 +89,7 @@ def _setup(kind: str, frames: slice = slice(0, 1)):
     system = load_system(WATER)
     atype = system.remap_types(pot.type_map)
     coord, box = system.coord[frames], system.box[frames]
-    nlist, shift = pot.neighbor_list(coord, atype, box)
-    nlist, shift, counts = slot_plan(model.neighbor_spec, coord, box, nlist, shift)
-    batch = {
-        "coord": coord,
-        "box": box,
-        "nlist": nlist,
-        "shift": shift,
-        "atype": atype,
-        "slot_counts": counts,
-    }
-    return model, pot, system, batch
+    return model, pot, system, batch_inputs(model, coord, atype, box, rounding=1)
 
 
 def _trainer(backend: str, tree: dict, **kwargs):

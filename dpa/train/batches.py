@@ -88,17 +88,14 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
 
 
-def make_batch(
-    source: DataSource, index: int, frames: np.ndarray, model: Model, rounding: int
-) -> Batch:
-    """Inputs (coord, box, nlist, shift, atype, slot_counts) and labels of `frames` of a system."""
-    system = source.systems[index]
-    atype = source.atypes[index]
-    coord = system.coord[frames]
-    box = None if system.box is None else system.box[frames]
+def batch_inputs(
+    model: Model, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None, rounding: int
+) -> dict[str, Any]:
+    """What a trainer's step takes: coord, box, atype and the model's trimmed neighbor list
+    (nlist, shift, slot_counts; `rounding` is the trainer's `slot_rounding`)."""
     nlist, shift = model_neighbor_list(model, coord, atype, box)
     nlist, shift, counts = slot_plan(model.neighbor_spec, coord, box, nlist, shift, rounding)
-    inputs = {
+    return {
         "coord": coord,
         "box": box,
         "nlist": nlist,
@@ -106,6 +103,17 @@ def make_batch(
         "atype": atype,
         "slot_counts": counts,
     }
+
+
+def make_batch(
+    source: DataSource, index: int, frames: np.ndarray, model: Model, rounding: int
+) -> Batch:
+    """Inputs (see `batch_inputs`) and labels of `frames` of a system."""
+    system = source.systems[index]
+    atype = source.atypes[index]
+    coord = system.coord[frames]
+    box = None if system.box is None else system.box[frames]
+    inputs = batch_inputs(model, coord, atype, box, rounding)
     nf, nat = coord.shape[:2]
     shapes = {"energy": (nf,), "force": (nf, nat, 3), "virial": (nf, 3, 3)}
     labels, finds = {}, {}
