@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_inputs import write_small_input
 
 import dpa
 from dpa.errors import ConfigError, DataError
@@ -25,36 +26,13 @@ WATER = str(Path(__file__).resolve().parents[1] / "examples" / "data" / "water")
 
 
 def _input(tmp: Path, steps: int = 12, **training) -> Path:
-    config = {
-        "model": {
-            "type_map": ["O", "H"],
-            "descriptor": {
-                "type": "se_e2_a",
-                "sel": "auto",
-                "rcut": 4.0,
-                "rcut_smth": 0.5,
-                "neuron": [4, 8],
-                "axis_neuron": 4,
-                "seed": 1,
-            },
-            "fitting_net": {"neuron": [8, 8], "seed": 1},
-        },
-        "learning_rate": {"start_lr": 1e-3, "stop_lr": 1e-5, "decay_steps": 4},
-        "loss": {"start_pref_e": 0.02, "limit_pref_e": 1, "start_pref_f": 1000, "limit_pref_f": 1},
-        "training": {
-            "training_data": {"systems": [WATER], "batch_size": 1},
-            "validation_data": {"systems": [WATER], "batch_size": 1, "numb_btch": 1},
-            "numb_steps": steps,
-            "seed": 3,
-            "disp_freq": 2,
-            "save_freq": 4,
-            "max_ckpt_keep": 2,
-            **training,
-        },
+    data = {
+        "training_data": {"systems": [WATER], "batch_size": 1},
+        "validation_data": {"systems": [WATER], "batch_size": 1, "numb_btch": 1},
+        "max_ckpt_keep": 2,
+        **training,
     }
-    path = tmp / "input.json"
-    path.write_text(json.dumps(config))
-    return path
+    return write_small_input(tmp, ["O", "H"], data, steps, disp_freq=2, save_freq=4)
 
 
 def _arrays(path: Path) -> list[np.ndarray]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_inputs import write_small_input
 
 import dpa
 from dpa.data import System, load_path, load_system, load_systems
@@ -294,35 +295,9 @@ def test_extxyz_stress_comes_back_as_the_virial(tmp_path):
 
 
 def _input(tmp: Path, type_map: list[str], training_data: dict, steps: int = 4, **extra) -> Path:
-    """A small se_e2_a training input (the style of test_train.py), logging every step."""
-    config = {
-        "model": {
-            "type_map": type_map,
-            "descriptor": {
-                "type": "se_e2_a",
-                "sel": "auto",
-                "rcut": 4.0,
-                "rcut_smth": 0.5,
-                "neuron": [4, 8],
-                "axis_neuron": 4,
-                "seed": 1,
-            },
-            "fitting_net": {"neuron": [8, 8], "seed": 1},
-        },
-        "learning_rate": {"start_lr": 1e-3, "stop_lr": 1e-5, "decay_steps": 4},
-        "loss": {"start_pref_e": 0.02, "limit_pref_e": 1, "start_pref_f": 1000, "limit_pref_f": 1},
-        "training": {
-            "training_data": training_data,
-            "numb_steps": steps,
-            "seed": 3,
-            "disp_freq": 1,
-            "save_freq": steps,
-            **extra,
-        },
-    }
-    path = tmp / "input.json"
-    path.write_text(json.dumps(config))
-    return path
+    """A small se_e2_a training input, logging every step."""
+    training = {"training_data": training_data, **extra}
+    return write_small_input(tmp, type_map, training, steps, disp_freq=1, save_freq=steps)
 
 
 def _curve(out: Path) -> np.ndarray:
