@@ -1,11 +1,14 @@
 """JAX versions of the DPA-3 activations (silu, silut) registered with dpmodel.
 
 Autodiff of x·sigmoid(x) and of silut's tanh tail keeps several (atoms x angle pairs x channels)
-intermediates for the backward pass; these custom VJPs keep only the input x and recompute the
-derivative from it.
+intermediates, and a training step differentiates twice (forces inside the loss). Here the value,
+its slope and its curvature are custom VJPs at every level, so the first backward keeps only x
+and the second only (x, cotangent); the derivatives are recomputed from them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -15,26 +18,48 @@ from ..dpmodel.network import register_fused_activation, silut_constants
 
 NAMESPACE = "jax.numpy"
 
+Derivatives = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 
-def _silu_slope(x: jax.Array) -> jax.Array:
-    """d/dx x·sigmoid(x) = s (1 + x (1 - s))."""
+
+def _silu_derivatives(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(f', f'') of f = x·sigmoid(x): s (1 + x (1 - s)) and s (1 - s) (2 + x (1 - 2 s))."""
     s = jax.nn.sigmoid(x)
-    return s * (1.0 + x * (1.0 - s))
-
-
-@jax.custom_vjp
-def _silu(x: jax.Array) -> jax.Array:
-    return jax.nn.silu(x)
+    one_minus = 1.0 - s
+    return s * (1.0 + x * one_minus), s * one_minus * (2.0 + x * (1.0 - 2.0 * s))
 
 
 def _tied(x: jax.Array, grad: jax.Array) -> jax.Array:
-    """x, made to depend on the cotangent: XLA cannot hoist the derivative work into the
-    forward pass (where its full-size temporaries would live until the backward pass)."""
-    x, _ = jax.lax.optimization_barrier((x, grad))
-    return x
+    """x, made to depend on the cotangent (x + 0·grad[0]): XLA cannot hoist the derivative work
+    into the forward pass, where its full-size temporaries would live until the backward pass.
+    (XLA's CPU pipeline drops lax.optimization_barrier before scheduling, so a real data
+    dependence is used; floating-point x·0 is not folded away, as it must keep NaN.)"""
+    return x + jnp.reshape(grad, (-1,))[0] * 0.0
 
 
-_silu.defvjp(lambda x: (jax.nn.silu(x), x), lambda x, g: (g * _silu_slope(_tied(x, g)),))
+def _activation(value: Callable[[jax.Array], jax.Array], derivatives: Derivatives):
+    """f with custom VJPs: f's keeps x; that of (x, g) -> g·f'(x) keeps (x, g)."""
+
+    @jax.custom_vjp
+    def scaled_slope(x: jax.Array, g: jax.Array) -> jax.Array:
+        return g * derivatives(x)[0]
+
+    def scaled_slope_bwd(res, h):
+        x, g = res
+        slope, curvature = derivatives(_tied(x, h))
+        return h * g * curvature, h * slope
+
+    scaled_slope.defvjp(lambda x, g: (scaled_slope(x, g), (x, g)), scaled_slope_bwd)
+
+    @jax.custom_vjp
+    def fn(x: jax.Array) -> jax.Array:
+        return value(x)
+
+    # fwd calls fn again, so an outer differentiation (of the force term) uses this rule too
+    fn.defvjp(lambda x: (fn(x), x), lambda x, g: (scaled_slope(_tied(x, g), g),))
+    return fn
+
+
+_silu = _activation(jax.nn.silu, _silu_derivatives)
 
 
 def _silut(threshold: float | None):
@@ -44,16 +69,16 @@ def _silut(threshold: float | None):
         tail = jnp.tanh(slope * (x - threshold)) + offset
         return jnp.where(x < threshold, jax.nn.silu(x), tail)
 
-    def slope_of(x: jax.Array) -> jax.Array:
+    def derivatives(x: jax.Array) -> tuple[jax.Array, jax.Array]:
         t = jnp.tanh(slope * (x - threshold))
-        return jnp.where(x < threshold, _silu_slope(x), slope * (1.0 - t * t))
+        sech2 = 1.0 - t * t
+        d1, d2 = _silu_derivatives(x)
+        below = x < threshold
+        return jnp.where(below, d1, slope * sech2), jnp.where(
+            below, d2, -2.0 * slope**2 * t * sech2
+        )
 
-    @jax.custom_vjp
-    def fn(x: jax.Array) -> jax.Array:
-        return value(x)
-
-    fn.defvjp(lambda x: (value(x), x), lambda x, g: (g * slope_of(_tied(x, g)),))
-    return fn
+    return _activation(value, derivatives)
 
 
 def register() -> None:
