@@ -8,7 +8,9 @@ A step is what the training loop does per batch: energy, forces and virial with 
 the energy+force+virial loss (prefactors of DeePMD-kit's water examples), its gradient through
 the force term (double backward), gradient clipping off, an Adam update. dpa's step includes
 building its neighbor list (serially here; `dpa train` does it in a worker thread), DeePMD-kit's
-builds it inside the model. Each implementation runs in a fresh process; "step MB" is the peak
+builds it inside the model. dpa's processes run with glibc's huge-page malloc, as `dpa train`
+restarts itself with it (dpa/backends/allocator.py); --deepmd-huge-pages gives DeePMD-kit's
+process the same setting. Each implementation runs in a fresh process; "step MB" is the peak
 resident memory during the timed steps (VmHWM, reset after two warm-up steps), "peak MB" the whole
 run's (for jax it includes compiling). Times are medians of `steps` steps after the warm-up.
 """
@@ -133,6 +135,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", default="torch,jax")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all sides")
+    parser.add_argument(
+        "--deepmd-huge-pages",
+        action="store_true",
+        help="run DeePMD-kit with glibc's huge-page malloc too (dpa always has it, as dpa train)",
+    )
     args = parser.parse_args()
     args.repeat = args.steps
 
@@ -170,7 +177,12 @@ def main() -> None:
     dpa_sides = {
         f"dpa {b}": (sys.executable, DPA_SCRIPT, *extra, b) for b in args.backends.split(",")
     }
-    sides, rounds = run_rounds(dpa_sides, (DEEPMD_SCRIPT, *extra), path, frame, args)
+    from dpa.backends.allocator import huge_pages_environment
+
+    envs = {label: huge_pages_environment() for label in dpa_sides}
+    if args.deepmd_huge_pages:
+        envs[DEEPMD_LABEL] = huge_pages_environment()
+    sides, rounds = run_rounds(dpa_sides, (DEEPMD_SCRIPT, *extra), path, frame, args, envs)
 
     print(
         f"water {args.model} training step, 192 atoms, batch 1, {args.precision}, "

@@ -96,9 +96,12 @@ report(run, int(sys.argv[4]))
 )
 
 
-def run_side(python: str, script: str, path: Path, frame: Path, args, *extra: str) -> dict | None:
-    """Run one implementation in a fresh process; its JSON report, or None on failure."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+def run_side(
+    python: str, script: str, path: Path, frame: Path, args, *extra: str, env: dict | None = None
+) -> dict | None:
+    """Run one implementation in a fresh process (environment `env`, default ours); its JSON
+    report, or None on failure."""
+    env = {**(os.environ if env is None else env), "OMP_NUM_THREADS": str(args.threads)}
     cmd = [python, "-c", script, str(path), str(frame), str(args.threads), str(args.repeat)]
     proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -108,10 +111,17 @@ def run_side(python: str, script: str, path: Path, frame: Path, args, *extra: st
 
 
 def run_rounds(
-    dpa_sides: dict, deepmd_side: tuple, path: Path, frame: Path, args
+    dpa_sides: dict,
+    deepmd_side: tuple,
+    path: Path,
+    frame: Path,
+    args,
+    envs: dict | None = None,
 ) -> tuple[list[str], list[dict]]:
     """Every side once per round (DeePMD-kit's when its environment exists), rounds alternating
-    the sides so a drift of the machine's speed hits all of them; (labels, per-round reports)."""
+    the sides so a drift of the machine's speed hits all of them; (labels, per-round reports).
+    `envs`: a process environment per side label, where it differs from ours."""
+    envs = envs or {}
     sides = dict(dpa_sides)
     if args.deepmd_python.exists():
         sides[DEEPMD_LABEL] = (str(args.deepmd_python), *deepmd_side)
@@ -119,7 +129,7 @@ def run_rounds(
         print(f"no DeePMD-kit environment at {args.deepmd_python}; dpa numbers only")
     rounds = [
         {
-            label: run_side(py, script, path, frame, args, *extra)
+            label: run_side(py, script, path, frame, args, *extra, env=envs.get(label))
             for label, (py, script, *extra) in sides.items()
         }
         for _ in range(args.rounds)
