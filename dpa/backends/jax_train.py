@@ -17,6 +17,7 @@ from ..dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
 from ..errors import ConfigError
 from ..train.params import trainable_flags
 from ..tree import merge_variables, split_variables
+from .allocator import release_free_memory
 from .jax_backend import JaxBackend, energy_and_edge_grad, scatter_add
 
 jax.config.update("jax_enable_x64", True)
@@ -153,11 +154,14 @@ class JaxTrainer:
             loss_fn,
         )
         fn = self._compiled.get(key)
-        if fn is None:
+        compiling = fn is None
+        if compiling:
             fn = jax.jit(partial(_step, static, self.tx, loss_fn))
             self._compiled[key] = fn
         labels = {k: jnp.asarray(v) for k, v in labels.items()}
         self.params, self.opt_state, loss, metrics = fn(
             self.params, self.fixed, self.opt_state, self._arrays(batch), labels, lr
         )
+        if compiling:
+            release_free_memory()  # the compiler's freed scratch, otherwise resident all run
         return {k: float(v) for k, v in {"loss": loss, **metrics}.items()}
