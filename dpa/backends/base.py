@@ -12,8 +12,15 @@ import numpy as np
 
 from ..errors import BackendError
 
-BACKENDS = {"numpy": "numpy", "torch": "torch", "jax": "jax"}
-_INSTALL_HINT = {"torch": "pip install 'dpa[torch]'", "jax": "pip install 'dpa[jax]'"}
+# backend name -> the framework it imports
+BACKENDS = {"numpy": "numpy", "torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
+_INSTALL_HINT = {
+    "torch": "pip install 'dpa[torch]'",
+    "jax": "pip install 'dpa[jax]'",
+    "tensorflow": "pip install 'dpa[tf]'",
+}
+# backends that evaluate any model file; tensorflow runs exported SavedModels (`.savedmodel`)
+GENERAL_BACKENDS = ("numpy", "torch", "jax")
 
 
 class Backend(ABC):
@@ -65,7 +72,7 @@ def get_backend(name: str, compile: bool = False) -> Backend:
     key = str(name).lower()
     if key not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    framework = {"numpy": "numpy", "torch": "torch", "jax": "jax"}[key]
+    framework = BACKENDS[key]
     try:
         importlib.import_module(framework)
     except ImportError as err:
@@ -81,9 +88,9 @@ def get_backend(name: str, compile: bool = False) -> Backend:
 
 
 def available_backends() -> list[str]:
-    """Backends whose framework can be imported here."""
+    """General backends (GENERAL_BACKENDS) whose framework can be imported here."""
     found = []
-    for key in BACKENDS:
+    for key in GENERAL_BACKENDS:
         try:
             importlib.import_module(key)
         except ImportError:

@@ -1,4 +1,5 @@
-"""Model files: the suffix picks the format (.dp neutral HDF5, .pth torch, .jax npz-zip).
+"""Model files: the suffix picks the format (.dp neutral HDF5, .pth torch, .jax npz-zip,
+.savedmodel TensorFlow SavedModel directory, written through jax2tf).
 
 Writes go to a temporary name in the target folder and are renamed when complete.
 """
@@ -16,13 +17,18 @@ from ..model import Model
 
 def _formats() -> dict[str, tuple[Callable, Callable]]:
     """suffix -> (read(path) -> data dict, write(path, data))."""
-    from . import dp, jaxfile, pth
+    from . import dp, jaxfile, pth, savedmodel
 
     return {
         ".dp": (dp.read, dp.write),
         ".pth": (pth.read, pth.write),
         ".jax": (jaxfile.read, jaxfile.write),
+        ".savedmodel": (savedmodel.read, savedmodel.write),
     }
+
+
+# formats stored as a directory, whose writer is atomic by itself (temporary directory, rename)
+_DIRECTORY_FORMATS = (".savedmodel",)
 
 
 def _format_of(path: Path) -> tuple[Callable, Callable]:
@@ -58,6 +64,9 @@ def save(model: Model, path: str | os.PathLike) -> None:
     """Write `model` atomically (temporary file, then rename)."""
     path = Path(path)
     _, writer = _format_of(path)
+    if path.suffix in _DIRECTORY_FORMATS:
+        writer(path, model.data)
+        return
     try:
         with atomic_path(path) as tmp:
             writer(tmp, model.data)

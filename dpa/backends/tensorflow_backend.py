@@ -1,0 +1,153 @@
+"""TensorFlow: evaluates a model exported as a SavedModel (`dpa convert m.dp m.savedmodel`).
+
+`dpa.load_model("m.savedmodel")` runs the SavedModel itself: dpa builds the neighbor list in
+NumPy (O(N) cell list, so large systems work) and calls the SavedModel's `evaluate_nlist`
+signature; forces and virials come from the gradients inside the exported graph. Any other model
+given to this backend (another file, a `Model`, or a SavedModel's model changed after loading,
+e.g. to another precision) is exported in memory first (jax2tf, a few seconds): what its
+SavedModel would compute. The atom virial is not part of the export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up banners are not errors
+
+import tensorflow as tf  # noqa: E402
+
+from ..errors import BackendError, DataError, ModelFileError  # noqa: E402
+from ..io.dp import _jsonable  # noqa: E402
+from ..io.savedmodel import check_metadata, read_metadata  # noqa: E402
+from ..tree import split_variables  # noqa: E402
+from .base import Backend  # noqa: E402
+
+
+class _Prepared:
+    """The callable `evaluate_nlist` signature of a SavedModel and the list width it takes."""
+
+    def __init__(self, fn: Any, nsel: int, keep: Any = None, meta: dict | None = None) -> None:
+        self.fn = fn
+        self.nsel = nsel
+        self.keep = keep  # the loaded module, whose variables the signature reads
+        self.meta = meta or {}
+
+
+def _holds(loaded: Any, meta: dict, tree: dict) -> bool:
+    """Whether the SavedModel computes `tree`: same structure and options, variables of the same
+    dtypes and shapes (a tree changed after loading, e.g. by `with_precision`, is not)."""
+    skeleton, leaves = split_variables(tree)
+    params = list(getattr(loaded, "params", []))
+    if meta.get("model_tree") != _jsonable(skeleton) or len(params) != len(leaves):
+        return False
+    return all(
+        p.dtype.as_numpy_dtype == np.asarray(a).dtype and tuple(p.shape) == np.shape(a)
+        for p, a in zip(params, leaves, strict=True)
+    )
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string, for comparisons."""
+    return tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+
+
+def _too_old_hint(meta: dict) -> str:
+    """Why this TensorFlow may fail on the SavedModel's StableHLO, if it is older than the one
+    it was exported with (jax2tf's serialized module needs a TensorFlow at least as new)."""
+    versions = meta.get("versions") or {}
+    exported = str(versions.get("tensorflow", ""))
+    if not exported or _release(tf.__version__) >= _release(exported):
+        return ""
+    return (
+        f"; it was exported with jax {versions.get('jax')} and TensorFlow {exported}, and "
+        f"TensorFlow {tf.__version__} may be too old to read it: upgrade TensorFlow"
+    )
+
+
+def _load(path: Path, tree: dict) -> _Prepared | None:
+    """The SavedModel at `path` ready to run, or None when it does not hold `tree`."""
+    meta = read_metadata(path)  # format and version checks from the assets, before TF loads it
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as err:  # a damaged SavedModel, or one too new for this TensorFlow
+        raise ModelFileError(
+            f"{path}: TensorFlow cannot load this SavedModel ({err}){_too_old_hint(meta)}"
+        ) from err
+    signatures = getattr(loaded, "signatures", {})
+    if "get_metadata" not in signatures or "evaluate_nlist" not in signatures:
+        raise ModelFileError(f"{path}: not a SavedModel exported by dpa (signatures missing)")
+    meta = json.loads(signatures["get_metadata"]()["json"].numpy().decode())
+    check_metadata(meta, str(path))
+    if not _holds(loaded, meta, tree):
+        return None
+    return _Prepared(signatures["evaluate_nlist"], int(meta["nsel"]), loaded, meta)
+
+
+class TensorFlowBackend(Backend):
+    """Runs the exported graph: a SavedModel file, or the in-memory export of a model tree."""
+
+    name = "tensorflow"
+    can_compute_forces = True
+
+    def __init__(self, savedmodel: str | os.PathLike | None = None) -> None:
+        self._savedmodel = None if savedmodel is None else Path(savedmodel)
+
+    def bound_to(self, path: str | os.PathLike) -> TensorFlowBackend:
+        """This backend running the SavedModel at `path` itself (other files: exported)."""
+        return TensorFlowBackend(path) if Path(path).suffix == ".savedmodel" else self
+
+    @property
+    def device(self) -> str:
+        gpus = tf.config.list_logical_devices("GPU")
+        return gpus[0].name if gpus else "cpu"
+
+    def prepare(self, tree: dict) -> _Prepared:
+        if self._savedmodel is not None:
+            prepared = _load(self._savedmodel, tree)
+            if prepared is not None:
+                return prepared
+        from ..export.savedmodel import build_module
+
+        module = build_module({"model": tree})
+        return _Prepared(module.signatures["evaluate_nlist"], module.nsel, module)
+
+    def evaluate(
+        self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts=()
+    ) -> dict[str, np.ndarray]:
+        if atomic:
+            raise BackendError(
+                "the SavedModel export has no atom virial; evaluate with atomic=False, or load "
+                "the model with backend='jax' or 'torch' (a .savedmodel holds the full model)"
+            )
+        if fparam is not None or aparam is not None:
+            raise BackendError("the SavedModel export takes no fparam/aparam")
+        nf, nat = coord.shape[:2]
+        pad = prepared.nsel - nlist.shape[-1]
+        if pad:  # trimmed by `slot_plan`: the cut slots were empty in every row
+            nlist = np.concatenate([nlist, np.full((nf, nat, pad), -1, nlist.dtype)], axis=-1)
+            shift = np.concatenate([shift, np.zeros((nf, nat, pad, 3), shift.dtype)], axis=-2)
+        try:
+            out = prepared.fn(
+                coord=tf.constant(coord, tf.float64),
+                atype=tf.constant(np.broadcast_to(atype, (nf, nat)), tf.int32),
+                box=tf.constant(np.zeros((nf, 3, 3)) if box is None else box, tf.float64),
+                nlist=tf.constant(nlist, tf.int64),
+                shift=tf.constant(shift, tf.int64),
+            )
+        except tf.errors.InvalidArgumentError as err:  # the graph's own input checks
+            if "vhlo" in err.message.lower() or "stablehlo" in err.message.lower():
+                hint = _too_old_hint(prepared.meta)
+                msg = f"TensorFlow cannot run the SavedModel{hint}: {err.message}"
+                raise BackendError(msg) from None
+            raise DataError(f"the SavedModel refused the input: {err.message}") from None
+        return {k: v.numpy() for k, v in out.items()}
+
+
+def make_backend(savedmodel: str | os.PathLike | None = None) -> TensorFlowBackend:
+    return TensorFlowBackend(savedmodel)
