@@ -14,6 +14,7 @@ _FORMATS = {
     ".dp": "dp (HDF5, backend-neutral)",
     ".pth": "pth (PyTorch)",
     ".jax": "jax (JAX)",
+    ".savedmodel": "savedmodel (TensorFlow SavedModel, jax2tf export)",
 }
 
 

@@ -327,6 +327,17 @@ def test_savedmodel_converts_back_exactly(exported, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_show_names_the_savedmodel_format(exported):
+    from click.testing import CliRunner
+
+    from dpa_cli.main import cli
+
+    result = CliRunner().invoke(cli, ["show", str(exported["dpa3"]["savedmodel"])])
+    assert result.exit_code == 0, result.output
+    assert "savedmodel (TensorFlow SavedModel" in result.output
+    assert "dpa3" in result.output
+
+
 def test_reading_a_savedmodel_imports_no_framework(exported):
     code = (
         "import sys, dpa, dpa.io; m = dpa.io.load(sys.argv[1]); print(m.type_map); "
