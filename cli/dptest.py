@@ -81,6 +81,12 @@ def _prepare_detail_folder(prefix: str) -> None:
     is_flag=True,
     help="torch only: torch.compile the model (slow first call, ~1.5x faster after; many frames).",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["float64", "float32"]),
+    default=None,
+    help="Evaluate in this precision instead of the model's own (no retraining needed).",
+)
 @pass_options
 def test_command(
     opts: Options,
@@ -91,6 +97,7 @@ def test_command(
     fmt: str | None,
     chunk_size: int,
     compile_model: bool,
+    precision: str | None,
 ) -> None:
     """Test MODEL on labelled systems: energy, force and virial MAE/RMSE, like `dp test`."""
     import dpa
@@ -101,7 +108,7 @@ def test_command(
     data = load_systems(list(systems), fmt=fmt)  # before the model: bad data fails fast
     if prefix is not None:  # make the detail folder now, not after a long evaluation
         _prepare_detail_folder(prefix)
-    pot = dpa.load_model(model, backend=opts.backend, compile=compile_model)
+    pot = dpa.load_model(model, backend=opts.backend, compile=compile_model, precision=precision)
     for system in data:  # fail before any evaluation when an element is unknown to the model
         system.remap_types(pot.type_map)
     if not pot.can_compute_forces:

@@ -20,24 +20,31 @@ from .errors import BackendError, ConfigError, DataError, DPAError, ModelFileErr
 from .model import Model, build_model
 from .potential import Potential
 
-_SUFFIX_BACKEND = {".pth": "torch", ".jax": "jax"}
+_SUFFIX_BACKEND = {".pth": "torch", ".jax": "jax", ".savedmodel": "tensorflow"}
 
 
 def load_model(
     path: str | os.PathLike | Model,
     backend: str | None = None,
     compile: bool = False,
+    precision: str | None = None,
 ) -> Potential:
-    """Load a model file (.dp, .pth, .jax) or a `Model` onto a backend.
+    """Load a model file (.dp, .pth, .jax, .savedmodel) or a `Model` onto a backend.
 
-    backend: "numpy", "torch", "jax", or None (DPA_BACKEND, else by suffix: .pth -> torch,
-    .jax -> jax, .dp -> torch if installed, else jax, else numpy).
+    backend: "numpy", "torch", "jax", "tensorflow", or None (DPA_BACKEND, else by suffix:
+    .pth -> torch, .jax -> jax, .savedmodel -> tensorflow, .dp -> torch if installed, else jax,
+    else numpy). The tensorflow backend runs a .savedmodel's exported graph; a .savedmodel also
+    holds the full model, so any other backend evaluates it too.
     compile: torch only; torch.compile the model (slow first call per shape, faster after).
+    precision: None (as trained), "float64" or "float32": evaluate in that precision without
+    retraining (`Model.with_precision`); outputs stay float64 NumPy arrays.
     """
     from .backends.base import available_backends, default_backend_name, get_backend
     from .io import load
 
     model = path if isinstance(path, Model) else load(path)
+    if precision is not None:
+        model = model.with_precision(precision)  # a copy: a given Model stays as it is
     name = backend or default_backend_name()
     if name is None:
         suffix = "" if isinstance(path, Model) else Path(path).suffix
@@ -45,7 +52,10 @@ def load_model(
         if name is None:
             found = available_backends()
             name = next((b for b in ("torch", "jax") if b in found), "numpy")
-    return Potential(model, get_backend(name, compile=compile))
+    runner = get_backend(name, compile=compile)
+    if runner.name == "tensorflow" and not isinstance(path, Model) and precision is None:
+        runner = runner.bound_to(path)  # run the SavedModel file itself, not a fresh export
+    return Potential(model, runner)
 
 
 __all__ = [

@@ -1,9 +1,12 @@
 """ASE calculator: energies, forces and stress of a dpa model for ASE's MD, optimizers and tools.
 
     from dpa.calculator import DPACalculator
-    atoms.calc = DPACalculator("model.dp", backend="torch")
+    atoms.calc = DPACalculator("model.dp", backend="torch")             # as trained
+    atoms.calc = DPACalculator("model.dp", backend="jax", precision="float32")  # faster MD
 
-Stress is -virial/volume in eV/Å³, Voigt order (xx, yy, zz, yz, xz, xy), as ASE expects.
+Energies in eV, forces in eV/Å, stress = -virial/volume in eV/Å³, Voigt order
+(xx, yy, zz, yz, xz, xy), as ASE expects (periodic cells only). Works with ASE's optimizers
+(also on the cell, through `ase.filters.FrechetCellFilter`) and its MD integrators.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ from .potential import Potential
 
 
 class DPACalculator(Calculator):
-    """A dpa model as an ASE calculator (forces need the torch or jax backend)."""
+    """A dpa model as an ASE calculator (forces need the torch or jax backend).
+
+    model: a model file, a `dpa.Model` or a loaded `dpa.Potential`; backend: as in
+    `dpa.load_model`; precision: None (as trained), "float64" or "float32" (evaluate in that
+    precision without retraining); compile: torch only, `torch.compile` the model.
+    """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
@@ -29,16 +37,19 @@ class DPACalculator(Calculator):
         self,
         model: str | os.PathLike | Model | Potential,
         backend: str | None = None,
+        precision: str | None = None,
         compile: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if isinstance(model, Potential):
-            self.potential = model
+            self.potential = model.with_precision(precision)
         else:
             from . import load_model
 
-            self.potential = load_model(model, backend=backend, compile=compile)
+            self.potential = load_model(
+                model, backend=backend, compile=compile, precision=precision
+            )
 
     def _types(self, symbols: list[str]) -> np.ndarray:
         """Atom types as indices into the model's type_map; unknown elements are named."""

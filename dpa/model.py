@@ -13,8 +13,11 @@ from ._version import __version__
 from .config import parse_model_config
 from .dpmodel import fitting
 from .dpmodel.model import NeighborSpec, descriptor_module, is_mixed_types, neighbor_spec
-from .errors import ModelFileError
-from .tree import variables
+from .errors import ConfigError, ModelFileError
+from .tree import map_variables, variables
+
+#: Precisions a model can be evaluated in (`Model.with_precision`, `load_model(precision=...)`).
+PRECISIONS = ("float64", "float32")
 
 
 class Model:
@@ -85,6 +88,33 @@ class Model:
         """Number of stored parameters (statistics such as davg/dstd included)."""
         return int(sum(np.asarray(v).size for v in variables(self.tree)))
 
+    def with_precision(self, precision: str) -> Model:
+        """A copy of this model that computes in `precision` ("float64" or "float32").
+
+        Inference only, no retraining: the descriptor's and fitting's variables are cast and
+        every `precision` field under them (networks, type embedding, layers) is set, which is
+        what the forward pass reads (`descriptor_dtype`, the fitting's dtype, each layer's
+        arrays). Model-level `out_bias`/`out_std` stay float64 (the forward always reduces in
+        float64), and so do inputs and outputs. float64 -> float32 rounds the weights (~1e-7
+        relative); float32 -> float64 is exact on the weights and removes float32 round-off
+        from the arithmetic. The model this is called on is not changed.
+        """
+        dtype = np.dtype(check_precision(precision))
+        tree = dict(self.tree)
+        for part in ("descriptor", "fitting"):
+            tree[part] = _set_precision(
+                map_variables(tree[part], lambda a: _cast_float(a, dtype)), precision
+            )
+        data = {**self.data, "model": tree}
+        script = self.data.get("model_def_script")
+        if isinstance(script, dict):  # keep the stored config consistent with the weights
+            script = dict(script)
+            for part in ("descriptor", "fitting_net"):
+                if isinstance(script.get(part), dict):
+                    script[part] = _set_precision(script[part], precision)
+            data["model_def_script"] = script
+        return Model(data)
+
     def save(self, path: str | Path) -> None:
         """Write the model; the format follows the suffix (.dp, .pth, .jax)."""
         from .io import save
@@ -96,6 +126,33 @@ class Model:
             f"Model({self.descriptor_type}, type_map={self.type_map}, rcut={self.rcut}, "
             f"params={self.num_params})"
         )
+
+
+def check_precision(precision: str) -> str:
+    """`precision` if it is one of PRECISIONS, else a ConfigError naming the allowed values."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"unknown inference precision {precision!r}; allowed: {', '.join(PRECISIONS)}"
+        )
+    return precision
+
+
+def _cast_float(array: Any, dtype: np.dtype) -> Any:
+    """A floating-point array as `dtype`; other leaves (integer tables) unchanged."""
+    a = np.asarray(array)
+    return a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else array
+
+
+def _set_precision(node: Any, precision: str) -> Any:
+    """A copy of a serialized subtree with every `precision` field set to `precision`."""
+    if isinstance(node, dict):
+        return {
+            k: precision if k == "precision" else _set_precision(v, precision)
+            for k, v in node.items()
+        }
+    if isinstance(node, list | tuple):
+        return [_set_precision(v, precision) for v in node]
+    return node
 
 
 def _check_variables(model: dict) -> None:

@@ -185,6 +185,19 @@ class Potential:
         return self._backend.device
 
     @property
+    def precision(self) -> str:
+        """The precision the model's descriptor computes in ("float64" or "float32")."""
+        name = self.model.precision
+        return {"default": "float64", "double": "float64", "single": "float32"}.get(name, name)
+
+    def with_precision(self, precision: str | None) -> Potential:
+        """This potential on the same backend, computing in `precision` ("float64" or
+        "float32", see `Model.with_precision`); itself when `precision` is None."""
+        if precision is None:
+            return self
+        return Potential(self.model.with_precision(precision), self._backend)
+
+    @property
     def can_compute_forces(self) -> bool:
         return self._backend.can_compute_forces
 

@@ -1,5 +1,6 @@
 """The ASE calculator: same numbers as Potential.evaluate, forces and stress as ASE derives them
-numerically, and a short NVE run that conserves energy."""
+numerically, stress = -virial/V (Voigt) and equal to the strain derivative of the energy, and a
+short NVE run that conserves energy (192-atom water NVE and cell relaxation: test_md.py)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,41 @@ def test_nve_conserves_energy(calc):
     start = atoms.get_total_energy()
     VelocityVerlet(atoms, timestep=0.2 * ase.units.fs).run(20)
     assert abs(atoms.get_total_energy() - start) < 1e-4 * max(1.0, atoms.get_kinetic_energy())
+
+
+def test_stress_is_minus_virial_over_volume_in_voigt_order(calc):
+    atoms = water_cluster(periodic=True)
+    atoms.calc = calc
+    types = np.array([0] * 8 + [1] * 16)
+    virial = calc.potential.evaluate(atoms.positions, types, atoms.cell.array)["virial"][0]
+    full = -virial / atoms.get_volume()
+    voigt = [full[0, 0], full[1, 1], full[2, 2], full[1, 2], full[0, 2], full[0, 1]]
+    np.testing.assert_allclose(atoms.get_stress(), voigt, atol=1e-14)
+    np.testing.assert_allclose(atoms.get_stress(voigt=False), full, atol=1e-14)
+    assert atoms.get_potential_energy(force_consistent=True) == atoms.get_potential_energy()
+    assert atoms.get_potential_energies().sum() == pytest.approx(atoms.get_potential_energy())
+
+
+def test_stress_matches_strain_derivative_of_energy(calc):
+    """σ_ab = (1/V) dE/dε_ab under x -> x (1 + ε), cell -> cell (1 + ε), by central differences
+    on the triclinic cell, for all six components (independent of ASE's own helper)."""
+    atoms = water_cluster(periodic=True)
+    atoms.calc = calc
+    stress = atoms.get_stress(voigt=False)
+    positions, cell, volume = atoms.positions.copy(), atoms.cell.array.copy(), atoms.get_volume()
+    h = 1e-6
+    numeric = np.zeros((3, 3))
+    for a, b in [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]:
+        energies = []
+        for sign in (1.0, -1.0):
+            strain = np.eye(3)
+            strain[a, b] += sign * h / (1 if a == b else 2)
+            strain[b, a] = strain[a, b]
+            probe = atoms.copy()
+            probe.calc = calc
+            probe.set_cell(cell @ strain, scale_atoms=False)
+            probe.positions = positions @ strain
+            energies.append(probe.get_potential_energy())
+        numeric[a, b] = numeric[b, a] = (energies[0] - energies[1]) / (2 * h) / volume
+    assert np.abs(stress).max() > 1e-4
+    np.testing.assert_allclose(stress, numeric, atol=1e-8)

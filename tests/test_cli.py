@@ -381,8 +381,9 @@ def _share_potential(monkeypatch, model_file, backend):
     pot = dpa.load_model(str(model_file), backend=backend)
     calls = []
 
-    def load_model(path, backend=None, compile=False):
+    def load_model(path, backend=None, compile=False, precision=None):
         calls.append((str(path), backend, compile))
+        assert precision is None
         return pot
 
     monkeypatch.setattr(dpa, "load_model", load_model)
