@@ -12,7 +12,9 @@ DeePMD-kit gets the model as a TorchScript `.pth` made from the same `.dp` by it
 `convert-backend` (its PyTorch backend; the conversion is not timed). "dE" is the difference of
 the final total energy per atom to DeePMD-kit's: all sides integrate the same trajectory.
 The model is the example's architecture with random weights (seed 1), or --model-file.
-DeePMD-kit runs in its own environment (../shared/tools/deepmd_reference_env.sh).
+DeePMD-kit runs in its own environment (../shared/tools/deepmd_reference_env.sh). dpa's sides
+run with glibc's huge-page malloc, as examples/md_water and `dpa test` restart themselves with it
+(`dpa.backends.allocator.reexec_with_huge_pages`); --deepmd-huge-pages gives DeePMD-kit the same.
 """
 
 from __future__ import annotations
@@ -128,6 +130,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", default="torch,jax,jax-md")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all sides")
+    parser.add_argument(
+        "--deepmd-huge-pages",
+        action="store_true",
+        help="run DeePMD-kit with glibc's huge-page malloc too (dpa's sides always have it)",
+    )
     args = parser.parse_args()
     args.repeat = args.steps  # run_rounds passes `repeat` to every side: here, the step count
 
@@ -158,7 +165,12 @@ def main() -> None:
             sys.exit(f"unknown backend {name!r}; choose from {', '.join(scripts)}")
         title = "dpa jax-md" if name == "jax-md" else f"dpa ase {name}"
         dpa_sides[title] = (sys.executable, scripts[name], name)
-    sides, rounds = run_rounds(dpa_sides, (DEEPMD_SCRIPT,), path, frame, args)
+    from dpa.backends.allocator import huge_pages_environment
+
+    envs = {label: huge_pages_environment() for label in dpa_sides}  # as examples/md_water runs
+    if args.deepmd_huge_pages:
+        envs[DEEPMD_LABEL] = huge_pages_environment()
+    sides, rounds = run_rounds(dpa_sides, (DEEPMD_SCRIPT,), path, frame, args, envs)
 
     print(
         f"water MD, 192 atoms, {label}, {model.precision}, NVE 0.5 fs, {args.steps} timed steps "
