@@ -28,7 +28,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_water import DEEPMD_LABEL, DEFAULT_REF, EXAMPLES, ROOT, run_rounds, spread  # noqa: E402
+from bench_water import (  # noqa: E402
+    DEEPMD_LABEL,
+    DEFAULT_REF,
+    EXAMPLES,
+    ROOT,
+    add_huge_pages_option,
+    huge_pages_envs,
+    run_rounds,
+    spread,
+)
 
 MODELS = {"se_e2_a": ROOT / "examples/train_water/input.json", **EXAMPLES}
 
@@ -130,11 +139,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", default="torch,jax,jax-md")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all sides")
-    parser.add_argument(
-        "--deepmd-huge-pages",
-        action="store_true",
-        help="run DeePMD-kit with glibc's huge-page malloc too (dpa's sides always have it)",
-    )
+    add_huge_pages_option(parser)
     args = parser.parse_args()
     args.repeat = args.steps  # run_rounds passes `repeat` to every side: here, the step count
 
@@ -165,11 +170,7 @@ def main() -> None:
             sys.exit(f"unknown backend {name!r}; choose from {', '.join(scripts)}")
         title = "dpa jax-md" if name == "jax-md" else f"dpa ase {name}"
         dpa_sides[title] = (sys.executable, scripts[name], name)
-    from dpa.backends.allocator import huge_pages_environment
-
-    envs = {label: huge_pages_environment() for label in dpa_sides}  # as examples/md_water runs
-    if args.deepmd_huge_pages:
-        envs[DEEPMD_LABEL] = huge_pages_environment()
+    envs = huge_pages_envs(dpa_sides, args)
     sides, rounds = run_rounds(dpa_sides, (DEEPMD_SCRIPT,), path, frame, args, envs)
 
     print(

@@ -24,7 +24,16 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_water import DEEPMD_LABEL, DEFAULT_REF, EXAMPLES, ROOT, run_rounds, spread  # noqa: E402
+from bench_water import (  # noqa: E402
+    DEEPMD_LABEL,
+    DEFAULT_REF,
+    EXAMPLES,
+    ROOT,
+    add_huge_pages_option,
+    huge_pages_envs,
+    run_rounds,
+    spread,
+)
 
 LOSS = {
     "start_pref_e": 0.2,
@@ -135,11 +144,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", default="torch,jax")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all sides")
-    parser.add_argument(
-        "--deepmd-huge-pages",
-        action="store_true",
-        help="run DeePMD-kit with glibc's huge-page malloc too (dpa always has it, as dpa train)",
-    )
+    add_huge_pages_option(parser)
     args = parser.parse_args()
     args.repeat = args.steps
 
@@ -177,11 +182,7 @@ def main() -> None:
     dpa_sides = {
         f"dpa {b}": (sys.executable, DPA_SCRIPT, *extra, b) for b in args.backends.split(",")
     }
-    from dpa.backends.allocator import huge_pages_environment
-
-    envs = {label: huge_pages_environment() for label in dpa_sides}
-    if args.deepmd_huge_pages:
-        envs[DEEPMD_LABEL] = huge_pages_environment()
+    envs = huge_pages_envs(dpa_sides, args)
     sides, rounds = run_rounds(dpa_sides, (DEEPMD_SCRIPT, *extra), path, frame, args, envs)
 
     print(

@@ -110,6 +110,24 @@ def run_side(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def add_huge_pages_option(parser) -> None:
+    """--deepmd-huge-pages: DeePMD-kit's process gets the huge-page malloc dpa's sides run with."""
+    parser.add_argument(
+        "--deepmd-huge-pages",
+        action="store_true",
+        help="run DeePMD-kit with glibc's huge-page malloc too (dpa's sides always have it)",
+    )
+
+
+def huge_pages_envs(dpa_sides: dict, args) -> dict:
+    """Process environments for `run_rounds`: dpa's sides with glibc's huge-page malloc (as the
+    dpa CLI and MD scripts restart themselves), DeePMD-kit's too with --deepmd-huge-pages."""
+    from dpa.backends.allocator import huge_pages_environment
+
+    labels = [*dpa_sides, DEEPMD_LABEL] if args.deepmd_huge_pages else list(dpa_sides)
+    return {label: huge_pages_environment() for label in labels}
+
+
 def run_rounds(
     dpa_sides: dict,
     deepmd_side: tuple,

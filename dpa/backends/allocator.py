@@ -1,10 +1,14 @@
-"""CPU memory tuning of glibc's malloc for training loops that reallocate large buffers every step.
+"""CPU memory tuning of glibc's malloc for loops that reallocate large buffers every step.
 
-glibc hands blocks above its mmap threshold straight back to the OS when freed, so a training
-step that frees and reallocates the same tens of MB of activations every step pays page faults
-(kernel zeroing) for all of them again; on the DPA-1 water step that was about a quarter of the
-time. Raising the threshold to glibc's maximum and the heap trim threshold keeps those pages for
-the next step. Peak memory is unchanged (the same buffers are reused); only glibc is affected.
+glibc hands blocks above its mmap threshold straight back to the OS when freed, so a step that
+frees and reallocates the same activations pays page faults (kernel zeroing) for all of them
+again. Three tools, each a no-op outside glibc:
+
+- `keep_large_buffers`: raise the mmap and trim thresholds (in process) so blocks up to 32 MB
+  are reused; eager torch training calls it.
+- `reexec_with_huge_pages`: restart once with `glibc.malloc.hugetlb=1`, so larger blocks (XLA's
+  per-step temporaries) fault in 2 MB pages; the CLI and the MD scripts call it at start-up.
+- `release_free_memory`: malloc_trim, after a jax compilation left its scratch in the heap.
 """
 
 from __future__ import annotations
