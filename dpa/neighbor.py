@@ -27,6 +27,7 @@ original coordinates in every path, so the paths agree slot by slot.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from dpa.errors import ConfigError, DataError
 __all__ = [
     "NeighborList",
     "NeighborOverflowWarning",
+    "VerletPairs",
     "build_neighbor_list",
     "build_neighbor_list_xp",
     "image_shifts",
@@ -497,6 +499,49 @@ def _frame_pairs(
     return ii[keep], jj[keep], s[keep], d2[keep]
 
 
+class VerletPairs:
+    """Pair candidates of one frame within rcut + skin, reused while no atom has moved more than
+    skin/2 since they were found (same atoms, same box): consecutive MD steps skip the pair
+    search and only recompute distances. The pairs kept are exactly those a fresh search finds,
+    so the lists are identical. One per stream of frames (a `dpa.Potential` holds one)."""
+
+    def __init__(self, skin: float = 1.0) -> None:
+        if not skin > 0.0:
+            raise ConfigError(f"the Verlet skin must be positive; got {skin}")
+        self.skin = float(skin)
+        self.searches = 0  # full pair searches so far
+        self._key: tuple | None = None
+        self._origin = np.zeros((0, 3))
+        self._candidates: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def pairs(
+        self, x: np.ndarray, box: np.ndarray | None, rcut: float, method: str, atoms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`_frame_pairs(x, box, rcut, method)`; `atoms` (the real atoms' indices) keys the cache."""
+        key = (rcut, method, atoms.tobytes(), None if box is None else box.tobytes())
+        with self._lock:
+            moved = (
+                key != self._key
+                or _max_displacement2(x, self._origin) > (0.5 * self.skin * (1.0 - 1e-9)) ** 2
+            )
+            if moved:
+                ii, jj, s, _ = _frame_pairs(x, box, rcut + self.skin, method)
+                self._key, self._origin, self._candidates = key, x.copy(), (ii, jj, s)
+                self.searches += 1
+            ii, jj, s = self._candidates
+        d2 = _pair_d2(x, box, ii, jj, s)
+        keep = np.flatnonzero(d2 <= rcut * rcut)
+        return ii[keep], jj[keep], s[keep], d2[keep]
+
+
+def _max_displacement2(x: np.ndarray, origin: np.ndarray) -> float:
+    """Largest squared displacement of an atom from `origin` (inf when the shapes differ)."""
+    if x.shape != origin.shape:
+        return math.inf
+    return float(np.max(np.sum((x - origin) ** 2, axis=1), initial=0.0))
+
+
 # ---------------------------------------------------------------------------------------------
 # from pairs to sorted, truncated, optionally type-split slots
 # ---------------------------------------------------------------------------------------------
@@ -571,6 +616,7 @@ def _fill_frame(
     nlist: np.ndarray,
     shift: np.ndarray,
     nnei_type: np.ndarray,
+    pair_cache: VerletPairs | None = None,
 ) -> None:
     """Fill one frame's nlist (nat, Nsel), shift (nat, Nsel, 3), nnei_type (nat, ntypes).
 
@@ -579,7 +625,10 @@ def _fill_frame(
     ntypes, nsel = nnei_type.shape[1], sum(sel)
     real = np.flatnonzero(atype >= 0)
     types = atype[real]
-    ii, jj, s, d2 = _frame_pairs(x[real], box, rcut, method)
+    if pair_cache is None:
+        ii, jj, s, d2 = _frame_pairs(x[real], box, rcut, method)
+    else:
+        ii, jj, s, d2 = pair_cache.pairs(x[real], box, rcut, method, real)
     if ii.size == 0:
         return
     tpair = types[jj]
@@ -634,13 +683,16 @@ def build_neighbor_list(
     mixed_types: bool,
     *,
     method: str = "auto",
+    pair_cache: VerletPairs | None = None,
 ) -> NeighborList:
     """Build the (j, S) neighbor list of MODEL_SPEC §2.3 in NumPy; see the module docstring.
 
     ``coord`` (nf, nat, 3) (or (nf, nat*3), (nat, 3)); ``atype`` (nat,) or (nf, nat), < 0 marks
     virtual atoms; ``box`` (nf, 3, 3) / (nf, 9) / (3, 3) with cell vectors as rows, or None.
-    ``method``: "auto" (by size), "cell" (cell list) or "brute" (atoms x images). Warns with
-    :class:`NeighborOverflowWarning` when ``sel`` truncates; raises DataError for bad input.
+    ``method``: "auto" (by size), "cell" (cell list) or "brute" (atoms x images). A
+    ``pair_cache`` (:class:`VerletPairs`) is used for single-frame input: successive calls along
+    a trajectory reuse its candidates. Warns with :class:`NeighborOverflowWarning` when ``sel``
+    truncates; raises DataError for bad input.
     """
     rcut, sel_t = _check_config(rcut, sel)
     x, at, b = _validate(coord, atype, box)
@@ -658,8 +710,19 @@ def build_neighbor_list(
     nnei_type = np.zeros((nf, nat, ntypes), dtype=np.int64)
     for f in range(nf):
         bf = None if b is None else b[f]
+        cache = pair_cache if nf == 1 else None
         _fill_frame(
-            x[f], at[f], bf, rcut, sel_t, mixed_types, method, nlist[f], shift[f], nnei_type[f]
+            x[f],
+            at[f],
+            bf,
+            rcut,
+            sel_t,
+            mixed_types,
+            method,
+            nlist[f],
+            shift[f],
+            nnei_type[f],
+            cache,
         )
     _warn_overflow(nnei_type, sel_t, mixed_types, rcut)
     return NeighborList(nlist=nlist, shift=shift, nnei_type=nnei_type)

@@ -7,10 +7,11 @@ from typing import Any
 import numpy as np
 
 from .backends.base import Backend
+from .dpmodel.descriptor.common import TYPE_BLOCKS
 from .dpmodel.model import NeighborSpec
 from .errors import BackendError, DataError
 from .model import Model
-from .neighbor import build_neighbor_list, compact_rows, exclude_pairs
+from .neighbor import VerletPairs, build_neighbor_list, compact_rows, exclude_pairs
 
 # neighbor slots per backend call: bounds memory (~1 GB for DPA-1 water) and keeps the working
 # set cache-friendly (two 192-atom water frames per call run 2x slower per frame than one on CPU)
@@ -30,30 +31,57 @@ def slot_plan(
     nlist: np.ndarray,
     shift: np.ndarray,
     rounding: int = 1,
-) -> tuple[np.ndarray, np.ndarray, tuple[tuple[float, int], ...]]:
+    floor: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[tuple[Any, Any], ...]]:
     """The neighbor list as the backend gets it: trailing all-empty slots cut off where the
-    descriptor allows it, plus host-side "slots within r" hints (see NeighborSpec); widths and
-    hints are rounded up to multiples of `rounding` (`Backend.slot_rounding`)."""
+    descriptor allows it (per type block for se_e2_a), plus host-side "slots within r" hints
+    (see NeighborSpec and `Edges.slot_counts`). Widths and hints are rounded up to multiples of
+    `rounding` (`Backend.slot_rounding`); with a `floor` dict they also never shrink below what
+    earlier calls with the same dict got, so a compiling backend sees few shapes (MD)."""
+
+    def widen(key: Any, n: int, limit: int) -> int:
+        n = _round_up(n, limit, rounding)
+        if floor is not None:
+            n = floor[key] = max(n, floor.get(key, 0))
+        return n
+
+    hints: list[tuple[Any, Any]] = []
     if spec.trimmable:
         # past the last real slot of every row (holes of model-level pair exclusion stay put)
+        blocks = [(0, nlist.shape[-1])] if spec.mixed_types else _type_blocks(spec.sel)
+        columns = []
+        for t, (lo, hi) in enumerate(blocks):
+            width = _last_real_slot(nlist[..., lo:hi]) + int(spec.keep_empty_slot)
+            columns.append(np.arange(lo, lo + widen(("width", t), width, hi - lo)))
+        if spec.mixed_types:
+            nlist, shift = nlist[..., : columns[0].size], shift[..., : columns[0].size, :]
+        else:
+            cols = np.concatenate(columns)
+            nlist, shift = nlist[..., cols], shift[..., cols, :]
+            hints.append((TYPE_BLOCKS, tuple(c.size for c in columns)))
+    if spec.count_radii:
         real = nlist >= 0
-        last = np.where(real.any(axis=-1), real.shape[-1] - np.argmax(real[..., ::-1], axis=-1), 0)
-        width = int(last.max(initial=0)) + int(spec.keep_empty_slot)
-        width = _round_up(width, nlist.shape[-1], rounding)
-        nlist, shift = nlist[..., :width], shift[..., :width, :]
-    if not spec.count_radii:
-        return nlist, shift, ()
-    real = nlist >= 0
-    frames = np.arange(coord.shape[0])[:, None, None]
-    rij = coord[frames, np.where(real, nlist, 0)] - coord[:, :, None, :]
-    if box is not None:
-        rij = rij + np.einsum("fasd,fdk->fask", shift.astype(float), box)
-    dist = np.where(real, np.linalg.norm(rij, axis=-1), np.inf)
-    counts = tuple(
-        (r, _round_up(int((dist <= r).sum(axis=-1).max(initial=0)), nlist.shape[-1], rounding))
-        for r in spec.count_radii
-    )
-    return nlist, shift, counts
+        frames = np.arange(coord.shape[0])[:, None, None]
+        rij = coord[frames, np.where(real, nlist, 0)] - coord[:, :, None, :]
+        if box is not None:
+            rij = rij + np.einsum("fasd,fdk->fask", shift.astype(float), box)
+        dist = np.where(real, np.linalg.norm(rij, axis=-1), np.inf)
+        for r in spec.count_radii:
+            n = int((dist <= r).sum(axis=-1).max(initial=0))
+            hints.append((r, widen(("radius", r), n, nlist.shape[-1])))
+    return nlist, shift, tuple(hints)
+
+
+def _type_blocks(sel: list[int]) -> list[tuple[int, int]]:
+    """(start, end) columns of the per-type blocks of a list split by type."""
+    ends = np.cumsum(sel)
+    return [(int(e - n), int(e)) for e, n in zip(ends, sel, strict=True)]
+
+
+def _last_real_slot(nlist: np.ndarray) -> int:
+    """One past the last real (>= 0) slot over all rows; 0 when every slot is empty."""
+    real = (nlist >= 0).any(axis=tuple(range(nlist.ndim - 1)))
+    return int(real.size - np.argmax(real[::-1])) if real.any() else 0
 
 
 def _as_coord(coord: Any) -> np.ndarray:
@@ -144,12 +172,19 @@ class Results(dict):
 
 
 def model_neighbor_list(
-    model: Model, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None
+    model: Model,
+    coord: np.ndarray,
+    atype: np.ndarray,
+    box: np.ndarray | None,
+    pair_cache: VerletPairs | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(nlist, shift) the model consumes, with model-level pair exclusions folded in (and, for
-    DPA-2/DPA-3, compacted so the list stays distance-sorted, spec §2.3-6)."""
+    DPA-2/DPA-3, compacted so the list stays distance-sorted, spec §2.3-6). A `pair_cache`
+    speeds up single frames along a trajectory (`dpa.neighbor.VerletPairs`)."""
     spec = model.neighbor_spec
-    nl = build_neighbor_list(coord, atype, box, spec.rcut, spec.sel, spec.mixed_types)
+    nl = build_neighbor_list(
+        coord, atype, box, spec.rcut, spec.sel, spec.mixed_types, pair_cache=pair_cache
+    )
     _check_no_overlap(coord, box, nl.nlist, nl.shift, spec.sel, spec.mixed_types)
     pairs = model.tree.get("pair_exclude_types") or []
     if not pairs:
@@ -167,6 +202,8 @@ class Potential:
         self.model = model
         self._backend = backend
         self._prepared = backend.prepare(model.tree)
+        self._slot_floor: dict = {}  # list widths only grow: few compiled shapes (slot_plan)
+        self._pairs = VerletPairs()  # MD: one frame after another, pair search reused
 
     @property
     def type_map(self) -> list[str]:
@@ -205,7 +242,7 @@ class Potential:
         self, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(nlist, shift) for validated input (see `model_neighbor_list`)."""
-        return model_neighbor_list(self.model, coord, atype, box)
+        return model_neighbor_list(self.model, coord, atype, box, self._pairs)
 
     def evaluate(
         self,
@@ -232,14 +269,17 @@ class Potential:
         for lo in range(0, nf, step):
             part = slice(lo, min(nf, lo + step))
             x_part, box_part = x[part], None if cell is None else cell[part]
-            nl_part, shift_part, counts = slot_plan(
-                self.model.neighbor_spec,
-                x_part,
-                box_part,
-                nlist[part],
-                shift[part],
-                self._backend.slot_rounding,
-            )
+            nl_part, shift_part, counts = nlist[part], shift[part], ()
+            if self._backend.takes_trimmed_lists:
+                nl_part, shift_part, counts = slot_plan(
+                    self.model.neighbor_spec,
+                    x_part,
+                    box_part,
+                    nl_part,
+                    shift_part,
+                    self._backend.slot_rounding,
+                    self._slot_floor,
+                )
             chunks.append(
                 self._backend.evaluate(
                     self._prepared,

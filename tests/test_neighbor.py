@@ -13,6 +13,7 @@ import dpa.neighbor
 from dpa.errors import DataError
 from dpa.neighbor import (
     NeighborOverflowWarning,
+    VerletPairs,
     build_neighbor_list,
     build_neighbor_list_xp,
     image_shifts,
@@ -440,3 +441,35 @@ def test_neighbor_stat(water, molecule):
     assert nmax.tolist() == np.bincount(t, minlength=3).tolist()  # every type has other-type atoms
     dmin, nmax = neighbor_stat(c, t, None, 0.5, 3)
     assert dmin == np.inf and (nmax == 0).all()
+
+
+@pytest.mark.parametrize("mixed, sel", [(False, [46, 92]), (True, [120])])
+def test_verlet_pairs_give_fresh_lists_along_a_trajectory(water, mixed, sel):
+    """Cached candidates give the lists a fresh search gives, step after step; atoms that moved
+    past skin/2, a new box or other atoms start a new search."""
+    coord, atype, box = water
+    rng = np.random.default_rng(3)
+    cache = VerletPairs(skin=0.6)
+    x = coord[:1].copy()
+    for _ in range(12):  # random walk, 0.05 Å per step and atom
+        x = x + rng.normal(scale=0.05 / np.sqrt(3), size=x.shape)
+        cached = build_neighbor_list(x, atype, box, 6.0, sel, mixed, pair_cache=cache)
+        fresh = build_neighbor_list(x, atype, box, 6.0, sel, mixed)
+        np.testing.assert_array_equal(cached.nlist, fresh.nlist)
+        np.testing.assert_array_equal(cached.shift, fresh.shift)
+        np.testing.assert_array_equal(cached.nnei_type, fresh.nnei_type)
+    assert 1 < cache.searches < 12  # reused, and renewed once atoms had moved far enough
+    searches = cache.searches
+    build_neighbor_list(x, atype, box, 6.0, sel, mixed, pair_cache=cache)
+    assert cache.searches == searches  # same frame again: no search
+    build_neighbor_list(x, atype, box * 1.01, 6.0, sel, mixed, pair_cache=cache)
+    assert cache.searches == searches + 1  # another box
+    x[0, 5] += 0.31  # one atom past skin/2
+    moved = build_neighbor_list(x, atype, box * 1.01, 6.0, sel, mixed, pair_cache=cache)
+    assert cache.searches == searches + 2
+    fresh = build_neighbor_list(x, atype, box * 1.01, 6.0, sel, mixed)
+    np.testing.assert_array_equal(moved.nlist, fresh.nlist)
+    virtual = atype.copy()
+    virtual[7] = -1  # other atoms
+    build_neighbor_list(x, virtual, box * 1.01, 6.0, sel, mixed, pair_cache=cache)
+    assert cache.searches == searches + 3

@@ -31,6 +31,8 @@ class Backend(ABC):
     # neighbor-list widths are trimmed to multiples of this (`dpa.potential.slot_plan`): 1 for
     # eager backends (no padded work), more where every new shape is a new compilation
     slot_rounding: int = 1
+    # whether `evaluate` takes lists cut by `slot_plan` (with its hints) or only full-width ones
+    takes_trimmed_lists: bool = True
 
     @abstractmethod
     def prepare(self, tree: dict) -> Any:
@@ -48,7 +50,7 @@ class Backend(ABC):
         fparam: np.ndarray | None,
         aparam: np.ndarray | None,
         atomic: bool,
-        slot_counts: tuple[tuple[float, int], ...] = (),
+        slot_counts: tuple[tuple[Any, Any], ...] = (),
     ) -> dict[str, np.ndarray]:
         """energy (nf,), atom_energy (nf, nat) [, force, virial, atom_virial] as float64 NumPy.
 

@@ -30,11 +30,10 @@ from .base import Backend  # noqa: E402
 
 
 class _Prepared:
-    """The callable `evaluate_nlist` signature of a SavedModel and the list width it takes."""
+    """The callable `evaluate_nlist` signature of a SavedModel (it takes full-width lists)."""
 
-    def __init__(self, fn: Any, nsel: int, keep: Any = None, meta: dict | None = None) -> None:
+    def __init__(self, fn: Any, keep: Any = None, meta: dict | None = None) -> None:
         self.fn = fn
-        self.nsel = nsel
         self.keep = keep  # the loaded module, whose variables the signature reads
         self.meta = meta or {}
 
@@ -86,7 +85,7 @@ def _load(path: Path, tree: dict) -> _Prepared | None:
     check_metadata(meta, str(path))
     if not _holds(loaded, meta, tree):
         return None
-    return _Prepared(signatures["evaluate_nlist"], int(meta["nsel"]), loaded, meta)
+    return _Prepared(signatures["evaluate_nlist"], loaded, meta)
 
 
 class TensorFlowBackend(Backend):
@@ -94,6 +93,7 @@ class TensorFlowBackend(Backend):
 
     name = "tensorflow"
     can_compute_forces = True
+    takes_trimmed_lists = False  # the exported signature has a fixed list width
 
     def __init__(self, savedmodel: str | os.PathLike | None = None) -> None:
         self._savedmodel = None if savedmodel is None else Path(savedmodel)
@@ -115,7 +115,7 @@ class TensorFlowBackend(Backend):
         from ..export.savedmodel import build_module
 
         module = build_module({"model": tree})
-        return _Prepared(module.signatures["evaluate_nlist"], module.nsel, module)
+        return _Prepared(module.signatures["evaluate_nlist"], module)
 
     def evaluate(
         self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts=()
@@ -128,10 +128,6 @@ class TensorFlowBackend(Backend):
         if fparam is not None or aparam is not None:
             raise BackendError("the SavedModel export takes no fparam/aparam")
         nf, nat = coord.shape[:2]
-        pad = prepared.nsel - nlist.shape[-1]
-        if pad:  # trimmed by `slot_plan`: the cut slots were empty in every row
-            nlist = np.concatenate([nlist, np.full((nf, nat, pad), -1, nlist.dtype)], axis=-1)
-            shift = np.concatenate([shift, np.zeros((nf, nat, pad, 3), shift.dtype)], axis=-2)
         try:
             out = prepared.fn(
                 coord=tf.constant(coord, tf.float64),

@@ -13,7 +13,7 @@ from array_api_compat import device
 
 from ..errors import ConfigError
 from .array_api import Array, gather_neighbors, like, to_dtype, xp_of
-from .descriptor.common import Edges
+from .descriptor.common import Edges, empty_slots_alike
 from .fitting import forward as fitting_forward
 
 # serialized descriptor `type` -> module of dpa.dpmodel.descriptor (imported on first use)
@@ -49,9 +49,10 @@ class NeighborSpec:
 
     rcut, sel: the list's cutoff and width (DPA-2: repinit; DPA-3: edges);
     compact: re-sort after model-level pair exclusion so holes go last (DPA-2/3);
-    trimmable: slots empty in every row may be cut off (normalizers do not use the width);
-    keep_empty_slot: when trimming, keep one slot past the widest row: the descriptor reads the
-      (row-independent) contribution of the cut empty slots off it (DPA-1);
+    trimmable: slots empty in every row may be cut off (normalizers do not use the width); with
+      per-type blocks (not mixed_types, se_e2_a) each block is cut on its own;
+    keep_empty_slot: when trimming, keep one slot past the widest row (of each block): the
+      descriptor reads the (row-independent) contribution of the cut empty slots off it;
     count_radii: radii r for which the descriptor wants the host-side hint "most slots within r";
     message_passing: E_i depends on other atoms' edges (general atom-virial form, spec §9).
     """
@@ -93,10 +94,10 @@ def neighbor_spec(desc: dict) -> NeighborSpec:
             count_radii=(float(flow["a_rcut"]),),
             message_passing=True,
         )
-    module = descriptor_module(desc)  # unknown types fail here
+    descriptor_module(desc)  # unknown types fail here
     sel = desc["sel"]
     sel = [int(sel)] if isinstance(sel, int | float) else [int(s) for s in sel]
-    trim = kind == "dpa1" and module.can_trim(desc)
+    trim = kind in ("dpa1", "se_e2_a") and empty_slots_alike(desc)
     return NeighborSpec(
         float(desc["rcut"]),
         float(desc["rcut_smth"]),

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from array_api_compat import device
 
 from ..array_api import Array, like, xp_of
 
 ATTN_LOGIT_SHIFT = 20.0  # smooth attention: empty slots sit at logit -20 (spec §5.3, §11.1-3)
 MASKED_LOGIT = -1e30  # finite "minus infinity": all-empty rows and their gradients stay NaN-free
+TYPE_BLOCKS = "type_blocks"  # key of the per-type block widths among `Edges.slot_counts`
 
 
 @dataclass(frozen=True)
@@ -21,20 +23,29 @@ class Edges:
     rij: (nf, nat, nnei, 3) neighbor-minus-center vectors (garbage on empty slots);
     nlist: (nf, nat, nnei) local neighbor index, -1 on empty slots;
     atype: (nat,) device array of types; atype_host: the same as NumPy, for static dispatch;
-    slot_counts: host-side hints ((r, n), ...): no row has a real slot within r beyond the first
-    n slots (lets a descriptor cut padded work; see `dpa.dpmodel.model.NeighborSpec`).
+    slot_counts: host-side hints that let a descriptor cut padded work (see
+    `dpa.dpmodel.model.NeighborSpec`): (r, n), no row has a real slot within r beyond the first
+    n slots; (TYPE_BLOCKS, (w_0, w_1, ...)), the per-type blocks of a trimmed se_e2_a list are
+    w_t wide (sel[t] without the hint).
     """
 
     rij: Array
     nlist: Array
     atype: Array
     atype_host: np.ndarray
-    slot_counts: tuple[tuple[float, int], ...] = ()
+    slot_counts: tuple[tuple[Any, Any], ...] = ()
+
+    def type_block_widths(self, sel: Sequence[int]) -> tuple[int, ...]:
+        """Widths of the per-type blocks of the list: `sel` unless the host trimmed them."""
+        for key, widths in self.slot_counts:
+            if key == TYPE_BLOCKS:
+                return tuple(widths)
+        return tuple(int(s) for s in sel)
 
     def slots_within(self, radius: float) -> int:
         """Upper bound on the number of leading slots that can hold neighbors within `radius`."""
         for r, n in self.slot_counts:
-            if r == radius:
+            if r != TYPE_BLOCKS and r == radius:
                 return min(n, self.nlist.shape[-1])
         return self.nlist.shape[-1]
 
@@ -51,6 +62,30 @@ class Edges:
         types = xp.reshape(xp.take(self.atype, xp.reshape(safe, (-1,)), axis=0), (nf, nat, nnei))
         fill = self.atype_host[0] if empty_type is None else empty_type
         return xp.where(self.mask, types, xp.full_like(types, int(fill)))
+
+
+def empty_slots_alike(desc: dict) -> bool:
+    """Whether every empty slot of a center type contributes the same, so the host may cut
+    trailing empty slots and one kept empty slot stands in for them (DPA-1, se_e2_a): float64
+    only (float32 results follow DeePMD-kit's summation order over the full width), no pair
+    exclusion, and davg/dstd equal across slots (as statistics make them)."""
+    if desc.get("precision", "float64") != "float64" or desc.get("exclude_types"):
+        return False
+    var = desc.get("@variables", {})
+    return all(
+        np.ptp(np.asarray(var[key]), axis=1).max(initial=0.0) == 0.0
+        for key in ("davg", "dstd")
+        if key in var
+    )
+
+
+def stand_in_weights(width: int, dropped: int, like_array: Array) -> Array:
+    """(width, 1) slot weights: 1, and 1 + `dropped` on the last slot, an empty one that stands
+    in for the `dropped` cut empty slots in a sum over neighbors."""
+    xp = xp_of(like_array)
+    weight = np.ones((width, 1))
+    weight[-1, 0] += dropped
+    return xp.asarray(weight, dtype=like_array.dtype, device=device(like_array))
 
 
 def pair_keep_mask(edges: Edges, exclude_types: Sequence[Sequence[int]], ntypes: int) -> Array:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from array_api_compat import device
 
 from ...errors import ConfigError
 from ..array_api import Array, safe_norm, stop_gradient, to_dtype, xp_of
@@ -25,6 +24,7 @@ from .common import (
     contract_env,
     descriptor_dtype,
     pair_keep_mask,
+    stand_in_weights,
     symmetry_descriptor,
 )
 
@@ -43,21 +43,6 @@ def _is_strip(desc: dict) -> bool:
 def _is_smooth(desc: dict) -> bool:
     """se_atten_v2 always scales the type embedding by the switch."""
     return desc["type"] == "se_atten_v2" or desc.get("smooth_type_embedding", False)
-
-
-def can_trim(desc: dict) -> bool:
-    """Whether the host may cut trailing empty slots (keeping one, see `forward`): float64 only
-    (float32 results follow DeePMD-kit's summation order over the full width), no pair
-    exclusion, and davg/dstd equal across slots (as statistics make them), so every empty slot
-    of a center type contributes the same."""
-    if desc.get("precision", "float64") != "float64" or desc.get("exclude_types"):
-        return False
-    var = desc.get("@variables", {})
-    return all(
-        np.ptp(np.asarray(var[key]), axis=1).max(initial=0.0) == 0.0
-        for key in ("davg", "dstd")
-        if key in var
-    )
 
 
 def pair_embedding(
@@ -154,7 +139,7 @@ def _attention_layer(
 def forward(desc: dict, edges: Edges) -> Array:
     """Descriptor (nf, nat, dim_out) in the descriptor's precision from a distance-sorted graph.
 
-    A list narrower than sel (cut by the host where `can_trim`) must end with a slot that is
+    A list narrower than sel (cut by the host where `empty_slots_alike`) must end with a slot that is
     empty in every row: all empty slots of a row give the same G and R rows, so that last one
     stands in for the cut ones in the sum over neighbors (and smooth softmax denominators).
     """
@@ -187,9 +172,7 @@ def forward(desc: dict, edges: Edges) -> Array:
         for layer in layers:
             g = _attention_layer(layer, g, mask, sw, cosines, dropped)
     if dropped:  # the last (empty) slot counts once for itself and once per cut slot
-        weight = np.ones((width, 1))
-        weight[-1, 0] += dropped
-        env = env * xp.asarray(weight, dtype=env.dtype, device=device(env))
+        env = env * stand_in_weights(width, dropped, env)
     out = symmetry_descriptor(contract_env(g, env, nsel), desc["axis_neuron"])
     if desc.get("concat_output_tebd", True):
         nf, nat = out.shape[0], out.shape[1]

@@ -13,6 +13,7 @@ from .common import (
     contract_env,
     descriptor_dtype,
     pair_keep_mask,
+    stand_in_weights,
     symmetry_descriptor,
 )
 
@@ -23,7 +24,11 @@ def dim_out(desc: dict) -> int:
 
 
 def forward(desc: dict, edges: Edges) -> Array:
-    """Descriptor (nf, nat, M1·M2) in the descriptor's precision from a per-type-split graph."""
+    """Descriptor (nf, nat, M1·M2) in the descriptor's precision from a per-type-split graph.
+
+    Type blocks narrower than sel (cut by the host where `empty_slots_alike`, widths in
+    `edges.type_block_widths`) end with a slot empty in every row, standing in for the cut ones.
+    """
     xp = xp_of(edges.rij)
     dtype = descriptor_dtype(xp, desc)
     rij = to_dtype(edges.rij, dtype)
@@ -32,14 +37,20 @@ def forward(desc: dict, edges: Edges) -> Array:
     env, _ = environment_matrix(
         rij, edges.mask, desc["rcut"], desc["rcut_smth"], env_cfg.get("protection", 0.0)
     )
-    env = normalize(env, var["davg"], var["dstd"], edges.atype)
+    sel = [int(n) for n in desc["sel"]]
+    widths = edges.type_block_widths(sel)
+    width = sum(widths)  # davg/dstd are equal across slots whenever the blocks are cut
+    env = normalize(env, var["davg"][:, :width, :], var["dstd"][:, :width, :], edges.atype)
     ntypes = len(desc["sel"])
     if desc.get("exclude_types"):
         keep = pair_keep_mask(edges, desc["exclude_types"], ntypes)
         env = xp.where(keep[..., None], env, xp.zeros_like(env))
-    nnei = sum(desc["sel"])
+    nnei = sum(sel)
     networks = desc["embeddings"]["networks"]
-    offsets = np.cumsum([0, *desc["sel"]])
+    offsets = np.cumsum([0, *widths])
+    weights = [
+        stand_in_weights(w, n - w, env) if w < n else None for w, n in zip(widths, sel, strict=True)
+    ]
 
     def contract(center_type: int | None, env_c: Array) -> Array:
         total = None
@@ -47,6 +58,8 @@ def forward(desc: dict, edges: Edges) -> Array:
             block = env_c[:, :, offsets[tau] : offsets[tau + 1], :]
             k = tau if center_type is None else center_type + ntypes * tau
             g = embedding_net(networks[k], block[..., :1])
+            if weights[tau] is not None:  # the last slot counts for itself and the cut ones
+                block = block * weights[tau]
             part = contract_env(g, block, nnei)
             total = part if total is None else total + part
         return symmetry_descriptor(total, desc["axis_neuron"])

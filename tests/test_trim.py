@@ -1,4 +1,5 @@
-"""DPA-1 on a neighbor list cut to its widest row plus one empty slot gives the full-width numbers."""
+"""DPA-1 and se_e2_a on neighbor lists cut to their widest row (per type block for se_e2_a)
+plus one empty slot give the full-width numbers; cut widths never shrink under a `floor`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpa.dpmodel.descriptor import dpa1
-from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.descriptor import dpa1, se_e2_a
+from dpa.dpmodel.descriptor.common import TYPE_BLOCKS, Edges
 from dpa.dpmodel.model import edge_vectors, neighbor_spec
 from dpa.io import dp
 from dpa.neighbor import build_neighbor_list
@@ -73,3 +74,53 @@ def test_cut_keeps_real_slots_behind_holes():
     cut, _, _ = slot_plan(spec, coord, None, nlist, shift)
     assert cut.shape[-1] == 7  # slots 0..5 and one empty stand-in
     np.testing.assert_array_equal(cut, nlist[..., :7])
+
+
+@pytest.mark.parametrize("name", ["se_e2_a_twoside_f64", "se_e2_a_tos_f64"])
+def test_se_e2_a_type_blocks_cut_give_full_width_numbers(name):
+    desc = _with_random_stats(name)
+    spec = neighbor_spec(desc)
+    assert spec.trimmable and not spec.mixed_types
+    ref = np.load(FIXTURES / f"{name}.npz")
+    coord, atype, box = ref["water_coord"], ref["water_atype"], ref["water_box"]
+    nl = build_neighbor_list(coord, atype, box, spec.rcut, spec.sel, False)
+    full = se_e2_a.forward(
+        desc, Edges(edge_vectors(coord, box, nl.nlist, nl.shift), nl.nlist, atype, atype)
+    )
+    nlist, shift, hints = slot_plan(spec, coord, box, nl.nlist, nl.shift)
+    widths = dict(hints)[TYPE_BLOCKS]
+    assert all(w < n for w, n in zip(widths, spec.sel, strict=True))  # every block really cut
+    ends = np.cumsum(widths)
+    assert (nlist[..., ends - 1] < 0).all()  # each block ends with a slot empty in every row
+    starts = np.cumsum([0, *spec.sel[:-1]])
+    for start, width, end in zip(starts, widths, ends, strict=True):  # blocks keep their slots
+        np.testing.assert_array_equal(
+            nlist[..., end - width : end], nl.nlist[..., start : start + width]
+        )
+    edges = Edges(edge_vectors(coord, box, nlist, shift), nlist, atype, atype, hints)
+    cut = se_e2_a.forward(desc, edges)
+    np.testing.assert_allclose(cut, full, rtol=0, atol=1e-12 * np.abs(full).max())
+
+
+def test_se_e2_a_not_cut_with_slot_statistics_or_exclusion():
+    for name in ("se_e2_a_slotstats_f64", "se_e2_a_twoside_f32", "se_e2_a_twosideexcl_f64"):
+        assert not neighbor_spec(dp.read(FIXTURES / f"{name}.dp")["model"]["descriptor"]).trimmable
+
+
+def test_floor_keeps_widths_from_shrinking():
+    """With a floor dict the cut widths (and hints) only grow: few shapes for a jit cache."""
+    spec = neighbor_spec(_with_random_stats("se_e2_a_twoside_f64"))
+    nlist = -np.ones((1, 3, sum(spec.sel)), dtype=np.int64)
+    shift = np.zeros((*nlist.shape, 3), dtype=np.int64)
+    coord = np.zeros((1, 3, 3))
+    wide, narrow = nlist.copy(), nlist.copy()
+    wide[0, 0, :10] = 1  # 10 type-0 neighbors
+    wide[0, 1, spec.sel[0] : spec.sel[0] + 3] = 2  # 3 type-1 neighbors
+    narrow[0, 0, :2] = 1
+    floor: dict = {}
+    _, _, hints = slot_plan(spec, coord, None, wide, shift, 4, floor)
+    assert dict(hints)[TYPE_BLOCKS] == (12, 4, 4)  # 10 + 1 empty -> 12; 3 + 1 -> 4; 0 + 1 -> 4
+    cut, _, hints = slot_plan(spec, coord, None, narrow, shift, 4, floor)
+    assert dict(hints)[TYPE_BLOCKS] == (12, 4, 4) and cut.shape[-1] == 20
+    _, _, hints = slot_plan(spec, coord, None, narrow, shift, 4)  # no floor: as narrow as can be
+    assert dict(hints)[TYPE_BLOCKS] == (4, 4, 4)
