@@ -59,7 +59,13 @@ from .dpmodel.descriptor.common import Edges
 from .dpmodel.model import atomic_energy, edge_vectors
 from .errors import ConfigError, DataError
 from .model import Model
-from .neighbor import _face_distances, _xp_split_types, build_neighbor_list_xp, image_shifts
+from .neighbor import (
+    _face_distances,
+    _xp_split_types,
+    build_neighbor_list_xp,
+    fold_pair_exclusion,
+    image_shifts,
+)
 from .potential import Potential
 from .tree import merge_variables, split_variables
 
@@ -99,12 +105,7 @@ class EnergyFunction:
         self._box = None if box is None else jnp.asarray(np.asarray(box, dtype=np.float64))
         self._images = None if cell is None else image_shifts(cell, spec.rcut)
         self._face = math.inf if cell is None else float(_face_distances(cell).min())
-        pairs = model.tree.get("pair_exclude_types") or []
-        ntypes = len(model.type_map)
-        table = np.zeros((ntypes, ntypes), dtype=bool)
-        for a, b in pairs:
-            table[a, b] = table[b, a] = True
-        self._excluded = table[atype] if pairs else None  # (nat, ntypes): center i drops type t
+        self._pair_exclude = model.tree.get("pair_exclude_types") or []
         self._jitted = jax.jit(self._energy, static_argnames=("candidates",))
 
     @property
@@ -196,18 +197,10 @@ class EnergyFunction:
         return nlist, shift
 
     def _exclude(self, nlist, shift):
-        """Model-level pair exclusion, then (DPA-2/3) empty slots moved last, as `Potential`."""
-        if self._excluded is None:
-            return nlist, shift
-        nbr_type = jnp.asarray(self.atype)[jnp.where(nlist >= 0, nlist, 0)]
-        table = jnp.asarray(self._excluded)
-        drop = (nlist >= 0) & jnp.take_along_axis(table[None], nbr_type, axis=-1)
-        nlist = jnp.where(drop, -1, nlist)
-        if self._spec.compact:
-            order = jnp.argsort(nlist < 0, axis=-1, stable=True)
-            nlist = jnp.take_along_axis(nlist, order, axis=-1)
-            shift = jnp.take_along_axis(shift, order[..., None], axis=-2)
-        return nlist, jnp.where(nlist[..., None] >= 0, shift, 0)
+        """Model-level pair exclusion (and, for DPA-2/3, holes moved last), as `Potential`."""
+        ntypes = len(self.model.type_map)
+        pairs, compact = self._pair_exclude, self._spec.compact
+        return fold_pair_exclusion(nlist, shift, jnp.asarray(self.atype), pairs, ntypes, compact)
 
 
 def energy_fn(

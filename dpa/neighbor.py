@@ -503,7 +503,9 @@ class VerletPairs:
     """Pair candidates of one frame within rcut + skin, reused while no atom has moved more than
     skin/2 since they were found (same atoms, same box): consecutive MD steps skip the pair
     search and only recompute distances. The pairs kept are exactly those a fresh search finds,
-    so the lists are identical. One per stream of frames (a `dpa.Potential` holds one)."""
+    so the lists are identical. A call with other atoms or another box than the call before
+    (a new system, NPT steps) gets a plain search at rcut, so a changing box costs nothing
+    extra. One per stream of frames (a `dpa.Potential` holds one)."""
 
     def __init__(self, skin: float = 1.0) -> None:
         if not skin > 0.0:
@@ -521,13 +523,14 @@ class VerletPairs:
         """`_frame_pairs(x, box, rcut, method)`; `atoms` (the real atoms' indices) keys the cache."""
         key = (rcut, method, atoms.tobytes(), None if box is None else box.tobytes())
         with self._lock:
-            moved = (
-                key != self._key
-                or _max_displacement2(x, self._origin) > (0.5 * self.skin * (1.0 - 1e-9)) ** 2
-            )
-            if moved:
+            if key != self._key:
+                self._key, self._candidates = key, None
+                self.searches += 1
+                return _frame_pairs(x, box, rcut, method)
+            limit = (0.5 * self.skin * (1.0 - 1e-9)) ** 2
+            if self._candidates is None or _max_displacement2(x, self._origin) > limit:
                 ii, jj, s, _ = _frame_pairs(x, box, rcut + self.skin, method)
-                self._key, self._origin, self._candidates = key, x.copy(), (ii, jj, s)
+                self._origin, self._candidates = x.copy(), (ii, jj, s)
                 self.searches += 1
             ii, jj, s = self._candidates
         d2 = _pair_d2(x, box, ii, jj, s)
@@ -867,32 +870,39 @@ def _xp_split_types(
     return xp.concat(blocks_n, axis=-1), xp.concat(blocks_s, axis=-2)
 
 
-def exclude_pairs(
-    nlist: np.ndarray, atype: np.ndarray, pairs: Sequence[Sequence[int]], ntypes: int
-) -> np.ndarray:
-    """`nlist` with the slots of excluded (center type, neighbor type) pairs set to -1.
+def fold_pair_exclusion(
+    nlist: Any,
+    shift: Any,
+    atype: Any,
+    pairs: Sequence[Sequence[int]],
+    ntypes: int,
+    compact: bool,
+) -> tuple[Any, Any]:
+    """Model-level `pair_exclude_types` (symmetric) folded into a list, in any array namespace.
 
-    Model-level `pair_exclude_types` (symmetric), applied in place of the slot (spec §2.3-5):
-    no compaction, which se_e2_a and DPA-1 do not need."""
+    Slots of excluded (center type, neighbor type) pairs become empty (-1, zero shift), in place
+    (spec §2.3-5: se_e2_a, DPA-1); with `compact` the empty slots of every row then move to its
+    end, the real ones keeping their order (spec §2.3-6: the distance-sorted lists DPA-2/DPA-3
+    need). `nlist` (nf, nat, nsel), `shift` (nf, nat, nsel, 3), `atype` (nat,). Idempotent."""
     if not pairs:
-        return nlist
+        return nlist, shift
+    xp = array_namespace(nlist)
     table = np.zeros((ntypes, ntypes), dtype=bool)
     for a, b in pairs:
         table[a, b] = table[b, a] = True
-    nbr_type = atype[np.where(nlist >= 0, nlist, 0)]
-    drop = (nlist >= 0) & table[atype[None, :, None], nbr_type]
-    return np.where(drop, -1, nlist)
-
-
-def compact_rows(nlist: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Move the empty slots of every row to its end, keeping the order of the real ones.
-
-    After `exclude_pairs` this restores a distance-sorted list without holes (spec §2.3-6,
-    the re-sort DPA-2/DPA-3 need)."""
-    order = np.argsort(nlist < 0, axis=-1, kind="stable")
-    nlist = np.take_along_axis(nlist, order, axis=-1)
-    shift = np.take_along_axis(shift, order[..., None], axis=-2)
-    return nlist, np.where(nlist[..., None] >= 0, shift, 0)
+    real = nlist >= 0
+    safe = xp.where(real, nlist, xp.zeros_like(nlist))
+    atype = xp.asarray(atype, device=xp_device(nlist))
+    nbr = xp.reshape(xp.take(atype, xp.reshape(safe, (-1,)), axis=0), nlist.shape)
+    pair = atype[None, :, None] * ntypes + nbr
+    flat_table = xp.asarray(table.reshape(-1), device=xp_device(nlist))
+    drop = real & xp.reshape(xp.take(flat_table, xp.reshape(pair, (-1,)), axis=0), nlist.shape)
+    nlist = xp.where(drop, xp.full_like(nlist, -1), nlist)
+    if compact:
+        order = xp.argsort(xp.astype(nlist < 0, xp.int8), axis=-1, stable=True)
+        nlist = xp.take_along_axis(nlist, order, axis=-1)
+        shift = xp.take_along_axis(shift, order[..., None], axis=-2)
+    return nlist, xp.where(nlist[..., None] >= 0, shift, xp.zeros_like(shift))
 
 
 def wrapped_positions(coord: np.ndarray, box: np.ndarray | None) -> np.ndarray:

@@ -11,7 +11,7 @@ from .dpmodel.descriptor.common import TYPE_BLOCKS
 from .dpmodel.model import NeighborSpec
 from .errors import BackendError, DataError
 from .model import Model
-from .neighbor import VerletPairs, build_neighbor_list, compact_rows, exclude_pairs
+from .neighbor import VerletPairs, build_neighbor_list, fold_pair_exclusion
 
 # neighbor slots per backend call: bounds memory (~1 GB for DPA-1 water) and keeps the working
 # set cache-friendly (two 192-atom water frames per call run 2x slower per frame than one on CPU)
@@ -187,12 +187,7 @@ def model_neighbor_list(
     )
     _check_no_overlap(coord, box, nl.nlist, nl.shift, spec.sel, spec.mixed_types)
     pairs = model.tree.get("pair_exclude_types") or []
-    if not pairs:
-        return nl.nlist, nl.shift
-    nlist = exclude_pairs(nl.nlist, atype, pairs, len(model.type_map))
-    if spec.compact:
-        return compact_rows(nlist, nl.shift)
-    return nlist, nl.shift
+    return fold_pair_exclusion(nl.nlist, nl.shift, atype, pairs, len(model.type_map), spec.compact)
 
 
 class Potential:

@@ -446,25 +446,26 @@ def test_neighbor_stat(water, molecule):
 @pytest.mark.parametrize("mixed, sel", [(False, [46, 92]), (True, [120])])
 def test_verlet_pairs_give_fresh_lists_along_a_trajectory(water, mixed, sel):
     """Cached candidates give the lists a fresh search gives, step after step; atoms that moved
-    past skin/2, a new box or other atoms start a new search."""
+    past skin/2 start a new search with the skin; a new box or other atoms a plain search."""
     coord, atype, box = water
     rng = np.random.default_rng(3)
     cache = VerletPairs(skin=0.6)
     x = coord[:1].copy()
-    for _ in range(12):  # random walk, 0.05 Å per step and atom
-        x = x + rng.normal(scale=0.05 / np.sqrt(3), size=x.shape)
+    for _ in range(12):  # random walk, 0.08 Å per step and atom
+        x = x + rng.normal(scale=0.08 / np.sqrt(3), size=x.shape)
         cached = build_neighbor_list(x, atype, box, 6.0, sel, mixed, pair_cache=cache)
         fresh = build_neighbor_list(x, atype, box, 6.0, sel, mixed)
         np.testing.assert_array_equal(cached.nlist, fresh.nlist)
         np.testing.assert_array_equal(cached.shift, fresh.shift)
         np.testing.assert_array_equal(cached.nnei_type, fresh.nnei_type)
-    assert 1 < cache.searches < 12  # reused, and renewed once atoms had moved far enough
+    # a plain search, one with the skin, then reuse until atoms have moved far enough
+    assert 3 <= cache.searches < 12
     searches = cache.searches
     build_neighbor_list(x, atype, box, 6.0, sel, mixed, pair_cache=cache)
     assert cache.searches == searches  # same frame again: no search
     build_neighbor_list(x, atype, box * 1.01, 6.0, sel, mixed, pair_cache=cache)
-    assert cache.searches == searches + 1  # another box
-    x[0, 5] += 0.31  # one atom past skin/2
+    assert cache.searches == searches + 1  # another box: a plain search
+    x[0, 5] += 0.31  # the same box again, and one atom past skin/2: a search with the skin
     moved = build_neighbor_list(x, atype, box * 1.01, 6.0, sel, mixed, pair_cache=cache)
     assert cache.searches == searches + 2
     fresh = build_neighbor_list(x, atype, box * 1.01, 6.0, sel, mixed)

@@ -41,7 +41,7 @@ from ..dpmodel.model import (
     neighbor_spec,
 )
 from ..errors import ConfigError, ModelFileError
-from ..neighbor import build_neighbor_list_xp
+from ..neighbor import build_neighbor_list_xp, fold_pair_exclusion
 from ..tree import merge_variables, split_variables
 
 jax.config.update("jax_enable_x64", True)
@@ -199,28 +199,6 @@ def build_nlist_frame(
     return jax.lax.switch(branch, branches, coord, atype, box)
 
 
-def fold_pair_exclusion(
-    spec: GraphSpec, nlist: jax.Array, shift: jax.Array, atype: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Model-level `pair_exclude_types` folded into the list as in `dpa.potential` (slots of
-    excluded pairs emptied; re-sorted so holes go last for DPA-2/DPA-3). Idempotent."""
-    if not spec.pair_exclude:
-        return nlist, shift
-    table = np.zeros((spec.ntypes, spec.ntypes), dtype=bool)
-    for a, b in spec.pair_exclude:
-        table[a, b] = table[b, a] = True
-    real = nlist >= 0
-    nbr = jnp.take(atype, jnp.where(real, nlist, 0), axis=0)
-    drop = real & jnp.asarray(table)[atype[None, :, None], nbr]
-    nlist = jnp.where(drop, -1, nlist)
-    if not spec.compact:
-        return nlist, shift
-    order = jnp.argsort(nlist < 0, axis=-1, stable=True)
-    nlist = jnp.take_along_axis(nlist, order, axis=-1)
-    shift = jnp.take_along_axis(shift, order[..., None], axis=-2)
-    return nlist, jnp.where(nlist[..., None] >= 0, shift, 0)
-
-
 # ---------------------------------------------------------------------------------------------
 # atomic energies with traced types
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +286,9 @@ def frame_outputs(
     frame: coord (nat, 3), atype (nat,), box (3, 3) (zeros: no periodicity), nlist (nat, nsel),
     shift (nat, nsel, 3) as `dpa.neighbor.build_neighbor_list` lays them out."""
     model = merge_variables(spec.skeleton, leaves)
-    nlist, shift = fold_pair_exclusion(spec, nlist[None], shift[None], atype)
+    nlist, shift = fold_pair_exclusion(
+        nlist[None], shift[None], atype, spec.pair_exclude, spec.ntypes, spec.compact
+    )
     rij = edge_vectors(coord[None], box[None], nlist, shift)
     energies = _mixed_energies if spec.mixed_types else _per_type_energies
     e_atom, grad = energy_and_edge_grad(lambda r: energies(spec, model, r, nlist, atype), rij)

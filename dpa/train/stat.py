@@ -21,7 +21,7 @@ from dpa.data.system import System
 from dpa.dpmodel.env_mat import environment_matrix
 from dpa.dpmodel.model import edge_vectors
 from dpa.errors import ConfigError, DataError
-from dpa.neighbor import build_neighbor_list, exclude_pairs
+from dpa.neighbor import build_neighbor_list, fold_pair_exclusion
 
 __all__ = [
     "EnvBlock",
@@ -199,8 +199,8 @@ def _block_moments(
             coord = system.coord[start : start + step]
             box = None if system.box is None else system.box[start : start + step]
             nl = build_neighbor_list(coord, atype, box, block.rcut, block.sel, block.mixed_types)
-            nlist = exclude_pairs(nl.nlist, atype, pairs, ntypes)
-            rij = edge_vectors(coord, box, nlist, nl.shift)
+            nlist, shift = fold_pair_exclusion(nl.nlist, nl.shift, atype, pairs, ntypes, False)
+            rij = edge_vectors(coord, box, nlist, shift)
             # DeePMD-kit's statistics always use the polynomial switch (even with use_exp_switch)
             env, _ = environment_matrix(
                 rij, nlist >= 0, block.rcut, block.rcut_smth, block.protection
