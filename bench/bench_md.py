@@ -85,8 +85,9 @@ run_ase(DP(pth))
 DPA_ASE_SCRIPT = (
     SETUP
     + r"""
-import torch
-torch.set_num_threads(int(sys.argv[3]))
+if sys.argv[5] == "torch":  # only the torch side loads torch
+    import torch
+    torch.set_num_threads(int(sys.argv[3]))
 from dpa.calculator import DPACalculator
 run_ase(DPACalculator(sys.argv[1], backend=sys.argv[5]))
 """

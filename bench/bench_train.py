@@ -103,14 +103,14 @@ DPA_SCRIPT = (
     + r"""
 import sys
 import numpy as np
-import torch
-torch.set_num_threads(int(sys.argv[3]))
 from dpa import io
 from dpa.train.batches import batch_inputs
 from dpa.train.loss import EnerLossConfig, ener_loss
 loss_cfg, start_lr, backend = json.loads(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
 model = io.load(sys.argv[1])
-if backend == "torch":
+if backend == "torch":  # only this side loads torch (its import alone is ~190 MB resident)
+    import torch
+    torch.set_num_threads(int(sys.argv[3]))
     from dpa.backends.torch_train import TorchTrainer as Trainer
     array = torch.as_tensor
 else:
