@@ -503,17 +503,19 @@ class VerletPairs:
     """Pair candidates of one frame within rcut + skin, reused while no atom has moved more than
     skin/2 since they were found (same atoms, same box): consecutive MD steps skip the pair
     search and only recompute distances. The pairs kept are exactly those a fresh search finds,
-    so the lists are identical. A call with other atoms or another box than the call before
-    (a new system, NPT steps) gets a plain search at rcut, so a changing box costs nothing
-    extra. One per stream of frames (a `dpa.Potential` holds one)."""
+    so the lists are identical. Candidates are only gathered when the atoms moved less than
+    skin/2 since the call before; other atoms, another box (NPT) or a far-away frame (frames of
+    a trajectory file one by one) get a plain search at rcut, so they cost nothing extra.
+    One per stream of frames (a `dpa.Potential` holds one)."""
 
     def __init__(self, skin: float = 1.0) -> None:
         if not skin > 0.0:
             raise ConfigError(f"the Verlet skin must be positive; got {skin}")
         self.skin = float(skin)
-        self.searches = 0  # full pair searches so far
+        self.searches = 0  # pair searches so far (plain or with the skin)
         self._key: tuple | None = None
-        self._origin = np.zeros((0, 3))
+        self._last = np.zeros((0, 3))  # positions of the call before
+        self._origin = np.zeros((0, 3))  # positions the candidates were found at
         self._candidates: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._lock = threading.Lock()
 
@@ -522,16 +524,21 @@ class VerletPairs:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """`_frame_pairs(x, box, rcut, method)`; `atoms` (the real atoms' indices) keys the cache."""
         key = (rcut, method, atoms.tobytes(), None if box is None else box.tobytes())
+        limit = (0.5 * self.skin * (1.0 - 1e-9)) ** 2
         with self._lock:
-            if key != self._key:
-                self._key, self._candidates = key, None
+            same, previous = key == self._key, self._last
+            self._key, self._last = key, x.copy()
+            if not (
+                same
+                and self._candidates is not None
+                and _max_displacement2(x, self._origin) <= limit
+            ):
                 self.searches += 1
-                return _frame_pairs(x, box, rcut, method)
-            limit = (0.5 * self.skin * (1.0 - 1e-9)) ** 2
-            if self._candidates is None or _max_displacement2(x, self._origin) > limit:
+                if not (same and _max_displacement2(x, previous) <= limit):
+                    self._candidates = None
+                    return _frame_pairs(x, box, rcut, method)
                 ii, jj, s, _ = _frame_pairs(x, box, rcut + self.skin, method)
                 self._origin, self._candidates = x.copy(), (ii, jj, s)
-                self.searches += 1
             ii, jj, s = self._candidates
         d2 = _pair_d2(x, box, ii, jj, s)
         keep = np.flatnonzero(d2 <= rcut * rcut)

@@ -465,7 +465,7 @@ def test_verlet_pairs_give_fresh_lists_along_a_trajectory(water, mixed, sel):
     assert cache.searches == searches  # same frame again: no search
     build_neighbor_list(x, atype, box * 1.01, 6.0, sel, mixed, pair_cache=cache)
     assert cache.searches == searches + 1  # another box: a plain search
-    x[0, 5] += 0.31  # the same box again, and one atom past skin/2: a search with the skin
+    x[0, 5] += 0.31  # the same box again, and one atom jumped past skin/2: a plain search
     moved = build_neighbor_list(x, atype, box * 1.01, 6.0, sel, mixed, pair_cache=cache)
     assert cache.searches == searches + 2
     fresh = build_neighbor_list(x, atype, box * 1.01, 6.0, sel, mixed)
@@ -474,3 +474,30 @@ def test_verlet_pairs_give_fresh_lists_along_a_trajectory(water, mixed, sel):
     virtual[7] = -1  # other atoms
     build_neighbor_list(x, virtual, box * 1.01, 6.0, sel, mixed, pair_cache=cache)
     assert cache.searches == searches + 3
+
+
+def test_verlet_pairs_search_far_frames_plainly(water, monkeypatch):
+    """Frames far from each other (a trajectory file read frame by frame) get plain searches at
+    rcut; candidates within rcut + skin are only gathered once the atoms move little."""
+    coord, atype, box = water
+    radii = []
+    search = dpa.neighbor._frame_pairs
+
+    def recording(x, box_, rcut, method):
+        radii.append(rcut)
+        return search(x, box_, rcut, method)
+
+    monkeypatch.setattr(dpa.neighbor, "_frame_pairs", recording)
+    rng = np.random.default_rng(5)
+    cache = VerletPairs(skin=1.0)
+    for _ in range(3):  # every atom 0.6-1 Å away from where it was
+        step = rng.normal(size=coord[:1].shape)
+        x = coord[:1] + step / np.linalg.norm(step, axis=-1, keepdims=True) * rng.uniform(0.6, 1.0)
+        cached = build_neighbor_list(x, atype, box, 6.0, [46, 92], False, pair_cache=cache)
+        np.testing.assert_array_equal(
+            cached.nlist, _quiet(build_neighbor_list, x, atype, box, 6.0, [46, 92], False).nlist
+        )
+    assert radii[:6:2] == [6.0, 6.0, 6.0]  # cached calls (even entries) searched at rcut only
+    x = x + 0.01  # a small step: now the skin pays
+    build_neighbor_list(x, atype, box, 6.0, [46, 92], False, pair_cache=cache)
+    assert radii[-1] == 7.0
