@@ -29,13 +29,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_water import (  # noqa: E402
-    DEEPMD_LABEL,
     DEFAULT_REF,
     EXAMPLES,
     ROOT,
     add_huge_pages_option,
     huge_pages_envs,
     run_rounds,
+    side_results,
     spread,
 )
 
@@ -112,11 +112,7 @@ nbrs = neighbor_fn.allocate(position)
 state = init(jax.random.PRNGKey(0), position, kT=0.0, mass=mass, neighbor=nbrs)
 state = dataclasses.replace(state, momentum=jnp.asarray(atoms.get_momenta()))
 def advance(state, nbrs, steps):
-    def body(_, carry):
-        state, nbrs = carry
-        state = apply(state, neighbor=nbrs)
-        return state, nbrs.update(state.position)
-    return jax.lax.fori_loop(0, steps, body, (state, nbrs))
+    return djm.run_steps(apply, state, nbrs, steps)
 warm = jax.jit(advance, static_argnums=2)
 state, nbrs = warm(state, nbrs, WARMUP)
 timed = jax.jit(advance, static_argnums=2).lower(state, nbrs, STEPS).compile()
@@ -183,24 +179,16 @@ def main() -> None:
         f"{'implementation':<20} {'steps/s':>8} {'speed ratio':>17} {'peak MB':>8} {'dE meV/at':>10}"
     )
     for label_ in sides:
-        runs = [r[label_] for r in rounds if r[label_] is not None]
+        runs, pairs = side_results(rounds, label_)
         if not runs:
             print(f"{label_:<20} failed")
             continue
         rate = statistics.median(r["steps_per_s"] for r in runs)
         peak = max(r["peak_mb"] for r in runs)
-        pairs = [r for r in rounds if r[label_] is not None and r.get(DEEPMD_LABEL)]
         ratio, de = "", ""
         if pairs:
-            ref = [r[DEEPMD_LABEL] for r in pairs]
-            speed = [
-                r[label_]["steps_per_s"] / f["steps_per_s"] for r, f in zip(pairs, ref, strict=True)
-            ]
-            ratio = spread(speed)
-            diff = max(
-                abs(r[label_]["energy_per_atom"] - f["energy_per_atom"]) * 1e3
-                for r, f in zip(pairs, ref, strict=True)
-            )
+            ratio = spread([a["steps_per_s"] / b["steps_per_s"] for a, b in pairs])
+            diff = max(abs(a["energy_per_atom"] - b["energy_per_atom"]) * 1e3 for a, b in pairs)
             de = f"{diff:.1e}"
         print(f"{label_:<20} {rate:>8.1f} {ratio:>17} {peak:>8.0f} {de:>10}")
 

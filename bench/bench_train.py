@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_water import (  # noqa: E402
-    DEEPMD_LABEL,
     DEFAULT_REF,
     EXAMPLES,
     ROOT,
     add_huge_pages_option,
     huge_pages_envs,
     run_rounds,
+    side_results,
     spread,
 )
 
@@ -195,16 +195,11 @@ def main() -> None:
         f"{'memory ratio':>17} {'peak MB':>8} {'loss at step 1':>15}"
     )
     for label in sides:
-        runs = [r[label] for r in rounds if r[label] is not None]
+        runs, pairs = side_results(rounds, label)
         if not runs:
             print(f"{label:<18} failed")
             continue
         line = f"{label:<18} {np.median([r['median'] for r in runs]):>8.3f}"
-        pairs = [
-            (r[label], r[DEEPMD_LABEL])
-            for r in rounds
-            if r[label] is not None and r.get(DEEPMD_LABEL)
-        ]
         time_ratio = spread([a["median"] / b["median"] for a, b in pairs]) if pairs else ""
         mem_ratio = (
             spread([a["eval_peak_mb"] / b["eval_peak_mb"] for a, b in pairs]) if pairs else ""

@@ -193,7 +193,7 @@ def main() -> None:
     head = f"{'implementation':<20} {'s/frame':>8} {'time ratio':>17} {'eval MB':>8}"
     print(head + f" {'memory ratio':>17} {'peak MB':>8} {'max|dF|':>9}")
     for label in sides:
-        runs = [r[label] for r in rounds if r[label] is not None]
+        runs, pairs = side_results(rounds, label)
         if not runs:
             print(f"{label:<20} failed")
             continue
@@ -201,23 +201,27 @@ def main() -> None:
         eval_mb = statistics.median(r["eval_peak_mb"] for r in runs)
         peak_mb = max(r["peak_mb"] for r in runs)
         line = f"{label:<20} {seconds:>8.3f}"
-        pairs = [r for r in rounds if r[label] is not None and r.get(DEEPMD_LABEL)]
         if pairs:
-            ref = [r[DEEPMD_LABEL] for r in pairs]
-            t = [r[label]["median"] / f["median"] for r, f in zip(pairs, ref, strict=True)]
-            m = [
-                r[label]["eval_peak_mb"] / f["eval_peak_mb"]
-                for r, f in zip(pairs, ref, strict=True)
-            ]
+            t = [a["median"] / b["median"] for a, b in pairs]
+            m = [a["eval_peak_mb"] / b["eval_peak_mb"] for a, b in pairs]
             df = max(
-                float(np.max(np.abs(np.asarray(r[label]["force"]) - np.asarray(f["force"]))))
-                for r, f in zip(pairs, ref, strict=True)
+                float(np.max(np.abs(np.asarray(a["force"]) - np.asarray(b["force"]))))
+                for a, b in pairs
             )
             line += f" {spread(t):>17} {eval_mb:>8.0f} {spread(m):>17} {peak_mb:>8.0f}"
             line += f" {df:>9.1e}"
         else:
             line += f" {'':>17} {eval_mb:>8.0f} {'':>17} {peak_mb:>8.0f}"
         print(line)
+
+
+def side_results(rounds: list[dict], label: str) -> tuple[list[dict], list[tuple[dict, dict]]]:
+    """The runs of side `label` that finished, and its (run, DeePMD-kit run) pairs per round."""
+    runs = [r[label] for r in rounds if r[label] is not None]
+    pairs = [
+        (r[label], r[DEEPMD_LABEL]) for r in rounds if r[label] is not None and r.get(DEEPMD_LABEL)
+    ]
+    return runs, pairs
 
 
 def spread(values: list[float]) -> str:
