@@ -13,10 +13,8 @@
     state = init(jax.random.PRNGKey(0), positions, kT=300 * djm.KB,
                  mass=djm.atomic_masses(energy.type_map, atype), neighbor=nbrs)
 
-    @jax.jit
-    def step(state, nbrs):
-        state = apply(state, neighbor=nbrs)
-        return state, nbrs.update(state.position)
+    advance = jax.jit(lambda state, nbrs: djm.run_steps(apply, state, nbrs, 100))
+    state, nbrs = advance(state, nbrs)   # 100 NVE steps, the neighbor list updated each step
 
 Rebuild with `neighbor_fn.allocate` when `nbrs.did_buffer_overflow` (jax_md's usual loop).
 
@@ -264,6 +262,19 @@ def neighbor_list(
     )
 
 
+def run_steps(apply_fn: Callable, state: Any, neighbor: Any, steps: int) -> tuple[Any, Any]:
+    """`steps` steps of a jax_md integrator's `apply_fn`, the neighbor list updated after each,
+    as one `lax.fori_loop`: (state, neighbor). Call it inside `jax.jit` with `steps` static,
+    and check `neighbor.did_buffer_overflow` afterwards."""
+
+    def body(_: int, carry: tuple[Any, Any]) -> tuple[Any, Any]:
+        state, neighbor = carry
+        state = apply_fn(state, neighbor=neighbor)
+        return state, neighbor.update(state.position)
+
+    return jax.lax.fori_loop(0, steps, body, (state, neighbor))
+
+
 def atomic_masses(type_map: list[str], atype: Any) -> np.ndarray:
     """Standard atomic masses (amu) of atoms with types `atype` in `type_map` (from ASE)."""
     try:
@@ -308,4 +319,12 @@ def _cell_rows(xp: Any, box: Any) -> Any:
     raise DataError(f"box must be a scalar, (3,) or (3, 3) (jax_md's forms); got {b.shape}")
 
 
-__all__ = ["FS", "KB", "EnergyFunction", "atomic_masses", "energy_fn", "neighbor_list"]
+__all__ = [
+    "FS",
+    "KB",
+    "EnergyFunction",
+    "atomic_masses",
+    "energy_fn",
+    "neighbor_list",
+    "run_steps",
+]

@@ -194,13 +194,7 @@ def test_jax_md_nve_conserves_energy(water, water_model, calc):
     @jax.jit
     def advance(state, nbrs):
         """`chunk` NVE steps, updating the neighbor list after each; energies at the end."""
-
-        def body(_, carry):
-            state, nbrs = carry
-            state = apply(state, neighbor=nbrs)
-            return state, nbrs.update(state.position)
-
-        state, nbrs = jax.lax.fori_loop(0, chunk, body, (state, nbrs))
+        state, nbrs = djm.run_steps(apply, state, nbrs, chunk)
         return state, nbrs, energies(state, nbrs)
 
     state, first = start(jnp.asarray(positions), jnp.asarray(momenta), nbrs)

@@ -62,12 +62,7 @@ def main() -> None:
         return state, energies(state, nbrs)
 
     def advance(state, nbrs, steps):
-        def body(_, carry):
-            state, nbrs = carry
-            state = apply(state, neighbor=nbrs)
-            return state, nbrs.update(state.position)
-
-        state, nbrs = jax.lax.fori_loop(0, steps, body, (state, nbrs))
+        state, nbrs = djm.run_steps(apply, state, nbrs, steps)
         return state, nbrs, energies(state, nbrs)
 
     advance = jax.jit(advance, static_argnums=2)
