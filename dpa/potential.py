@@ -49,16 +49,20 @@ def slot_plan(
     if spec.trimmable:
         # past the last real slot of every row (holes of model-level pair exclusion stay put)
         blocks = [(0, nlist.shape[-1])] if spec.mixed_types else _type_blocks(spec.sel)
-        columns = []
-        for t, (lo, hi) in enumerate(blocks):
-            width = _last_real_slot(nlist[..., lo:hi]) + int(spec.keep_empty_slot)
-            columns.append(np.arange(lo, lo + widen(("width", t), width, hi - lo)))
-        if spec.mixed_types:
-            nlist, shift = nlist[..., : columns[0].size], shift[..., : columns[0].size, :]
-        else:
-            cols = np.concatenate(columns)
-            nlist, shift = nlist[..., cols], shift[..., cols, :]
-            hints.append((TYPE_BLOCKS, tuple(c.size for c in columns)))
+        widths = [
+            widen(
+                ("width", t),
+                _last_real_slot(nlist[..., lo:hi]) + int(spec.keep_empty_slot),
+                hi - lo,
+            )
+            for t, (lo, hi) in enumerate(blocks)
+        ]
+        cols = np.concatenate(
+            [np.arange(lo, lo + w) for (lo, _), w in zip(blocks, widths, strict=True)]
+        )
+        nlist, shift = nlist[..., cols], shift[..., cols, :]
+        if not spec.mixed_types:
+            hints.append((TYPE_BLOCKS, tuple(widths)))
     if spec.count_radii:
         real = nlist >= 0
         frames = np.arange(coord.shape[0])[:, None, None]

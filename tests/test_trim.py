@@ -30,23 +30,30 @@ def _with_random_stats(name: str) -> dict:
     return desc
 
 
+def _full_and_cut(name: str, module):
+    """The fixture's descriptor (random statistics) on its water frame: spec, full-width list,
+    `slot_plan`'s cut list and hints, and the descriptor from each list."""
+    desc = _with_random_stats(name)
+    spec = neighbor_spec(desc)
+    ref = np.load(FIXTURES / f"{name}.npz")
+    coord, atype, box = ref["water_coord"], ref["water_atype"], ref["water_box"]
+    nl = build_neighbor_list(coord, atype, box, spec.rcut, spec.sel, spec.mixed_types)
+    full = module.forward(
+        desc, Edges(edge_vectors(coord, box, nl.nlist, nl.shift), nl.nlist, atype, atype)
+    )
+    nlist, shift, hints = slot_plan(spec, coord, box, nl.nlist, nl.shift)
+    edges = Edges(edge_vectors(coord, box, nlist, shift), nlist, atype, atype, hints)
+    return spec, nl.nlist, nlist, hints, full, module.forward(desc, edges)
+
+
 @pytest.mark.parametrize(
     "name", ["dpa1_concat_f64", "dpa1_strip_f64", "dpa1_concatsmoothtos_f64", "se_atten_v2_f64"]
 )
 def test_trimmed_list_gives_full_width_numbers(name):
-    desc = _with_random_stats(name)
-    spec = neighbor_spec(desc)
+    spec, full_list, nlist, _, full, cut = _full_and_cut(name, dpa1)
     assert spec.trimmable and spec.keep_empty_slot
-    ref = np.load(FIXTURES / f"{name}.npz")
-    coord, atype, box = ref["water_coord"], ref["water_atype"], ref["water_box"]
-    nl = build_neighbor_list(coord, atype, box, spec.rcut, spec.sel, True)
-    full = dpa1.forward(
-        desc, Edges(edge_vectors(coord, box, nl.nlist, nl.shift), nl.nlist, atype, atype)
-    )
-    nlist, shift, _ = slot_plan(spec, coord, box, nl.nlist, nl.shift)
-    assert nlist.shape[-1] < nl.nlist.shape[-1]  # really cut
+    assert nlist.shape[-1] < full_list.shape[-1]  # really cut
     assert (nlist[..., -1] < 0).all()  # the stand-in slot is empty in every row
-    cut = dpa1.forward(desc, Edges(edge_vectors(coord, box, nlist, shift), nlist, atype, atype))
     np.testing.assert_allclose(cut, full, rtol=0, atol=1e-12 * np.abs(full).max())
 
 
@@ -78,16 +85,8 @@ def test_cut_keeps_real_slots_behind_holes():
 
 @pytest.mark.parametrize("name", ["se_e2_a_twoside_f64", "se_e2_a_tos_f64"])
 def test_se_e2_a_type_blocks_cut_give_full_width_numbers(name):
-    desc = _with_random_stats(name)
-    spec = neighbor_spec(desc)
+    spec, full_list, nlist, hints, full, cut = _full_and_cut(name, se_e2_a)
     assert spec.trimmable and not spec.mixed_types
-    ref = np.load(FIXTURES / f"{name}.npz")
-    coord, atype, box = ref["water_coord"], ref["water_atype"], ref["water_box"]
-    nl = build_neighbor_list(coord, atype, box, spec.rcut, spec.sel, False)
-    full = se_e2_a.forward(
-        desc, Edges(edge_vectors(coord, box, nl.nlist, nl.shift), nl.nlist, atype, atype)
-    )
-    nlist, shift, hints = slot_plan(spec, coord, box, nl.nlist, nl.shift)
     widths = dict(hints)[TYPE_BLOCKS]
     assert all(w < n for w, n in zip(widths, spec.sel, strict=True))  # every block really cut
     ends = np.cumsum(widths)
@@ -95,10 +94,8 @@ def test_se_e2_a_type_blocks_cut_give_full_width_numbers(name):
     starts = np.cumsum([0, *spec.sel[:-1]])
     for start, width, end in zip(starts, widths, ends, strict=True):  # blocks keep their slots
         np.testing.assert_array_equal(
-            nlist[..., end - width : end], nl.nlist[..., start : start + width]
+            nlist[..., end - width : end], full_list[..., start : start + width]
         )
-    edges = Edges(edge_vectors(coord, box, nlist, shift), nlist, atype, atype, hints)
-    cut = se_e2_a.forward(desc, edges)
     np.testing.assert_allclose(cut, full, rtol=0, atol=1e-12 * np.abs(full).max())
 
 

@@ -45,7 +45,7 @@ class Edges:
     def slots_within(self, radius: float) -> int:
         """Upper bound on the number of leading slots that can hold neighbors within `radius`."""
         for r, n in self.slot_counts:
-            if r != TYPE_BLOCKS and r == radius:
+            if r == radius:
                 return min(n, self.nlist.shape[-1])
         return self.nlist.shape[-1]
 
