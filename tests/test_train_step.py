@@ -189,3 +189,62 @@ def test_adam_steps_lower_the_loss():
     # every trainable variable moved but the fitting nets' output biases (no effect on forces)
     still = [old.shape for old, m, f in zip(before, moved, flags, strict=True) if f and not m]
     assert still == [(1,), (1,)]
+
+
+def _energy_force_virial_loss(pred, labels, lr):
+    """Energy, force and virial terms (the virial makes the loss use every output of a step)."""
+    xp = array_namespace(pred["force"])
+    loss = xp.mean((pred["energy"] - labels["energy"]) ** 2) * 0.1
+    loss = loss + xp.mean((pred["force"] - labels["force"]) ** 2)
+    loss = loss + xp.mean(xp.reshape(pred["virial"], (-1,)) ** 2) * 1e-3
+    loss = loss + xp.mean(pred["atom_energy"] ** 2) * 1e-4
+    return loss, {"rmse_f": xp.sqrt(xp.mean((pred["force"] - labels["force"]) ** 2))}
+
+
+@pytest.mark.parametrize("concat_output_tebd", [False, True])
+def test_checkpointed_dpa3_step_equals_the_one_call_step(concat_output_tebd):
+    """The three-phase gradient (head/tail cut of the repflow layers) is the same chain rule as
+    one jitted double backward: same losses and variables after three AdamW updates."""
+    pytest.importorskip("optax")
+    from dpa.backends.jax_train import JaxTrainer
+
+    desc = {**SMALL["dpa3"], "repflow": {**SMALL["dpa3"]["repflow"], "nlayers": 3}}
+    desc["concat_output_tebd"] = concat_output_tebd
+    cfg = {"type_map": ["O", "H"], "descriptor": desc, "fitting_net": {"neuron": [8, 8]}}
+    model = dpa.build_model(cfg, seed=5)
+    system = load_system(WATER)
+    atype = system.remap_types(["O", "H"])
+    batch = batch_inputs(model, system.coord[:2], atype, system.box[:2], rounding=1)
+    labels = {"energy": system.energy[:2], "force": system.force[:2]}
+    runs = []
+    for checkpointing in (False, True):
+        trainer = JaxTrainer(
+            model.tree, optimizer="AdamW", weight_decay=0.01, checkpointing=checkpointing
+        )
+        assert trainer.split == (1 if checkpointing else None)
+        losses = [
+            trainer.step(batch, labels, lr, _energy_force_virial_loss)["loss"]
+            for lr in (1e-2, 5e-3, 2e-3)
+        ]
+        runs.append((losses, split_variables(trainer.tree())[1]))
+    (loss_a, tree_a), (loss_b, tree_b) = runs
+    np.testing.assert_allclose(loss_b, loss_a, rtol=1e-12, atol=0)
+    assert loss_a[2] != loss_a[0]
+    for a, b in zip(tree_a, tree_b, strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-10)
+    moved = sum(
+        not np.array_equal(a, old)
+        for a, old in zip(tree_b, split_variables(model.tree)[1], strict=True)
+    )
+    assert moved > 10
+
+
+def test_checkpointing_needs_a_cut_model_and_the_jax_backend():
+    pytest.importorskip("optax")
+    from dpa.backends.jax_train import JaxTrainer
+    from dpa.errors import ConfigError
+
+    model, *_ = _setup("se_e2_a")
+    assert JaxTrainer(model.tree).split is None  # auto: nothing to cut
+    with pytest.raises(ConfigError, match="gradient_checkpointing needs a DPA-3"):
+        JaxTrainer(model.tree, checkpointing=True)

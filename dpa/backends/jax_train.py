@@ -13,12 +13,13 @@ import numpy as np
 import optax
 
 from ..dpmodel.descriptor.common import Edges
-from ..dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
+from ..dpmodel.model import atomic_energy, edge_vectors, energy_split, forces_and_virials
 from ..errors import ConfigError
 from ..train.params import trainable_flags
 from ..tree import merge_variables, split_variables
 from .allocator import release_free_memory
 from .jax_backend import JaxBackend, energy_and_edge_grad, scatter_add
+from .jax_checkpointed import checkpointed_phases, run_phases
 
 jax.config.update("jax_enable_x64", True)
 
@@ -31,10 +32,23 @@ def _leaves(flags: tuple[bool, ...], params: list, fixed: list) -> list:
     return [next(it_p) if f else next(it_f) for f in flags]
 
 
+def _model_of(static, params, fixed) -> dict:
+    """The model tree with the given trainable and fixed variables."""
+    return merge_variables(static[0], _leaves(static[1], params, fixed))
+
+
+def _outputs(e_atom, grad, rij, batch) -> dict:
+    """energy, force, virial, atom_energy from E_i and dE/dr_ij."""
+    out = forces_and_virials(grad, rij, batch["nlist"], scatter_add)
+    out["energy"] = jnp.sum(e_atom, axis=1)
+    out["atom_energy"] = e_atom
+    return out
+
+
 def _predict(static, params, fixed, batch) -> dict:
     """energy, force, virial, atom_energy of a batch; differentiable in `params`."""
-    skeleton, flags, atype_host, slot_counts = static
-    model = merge_variables(skeleton, _leaves(flags, params, fixed))
+    _, _, atype_host, slot_counts = static
+    model = _model_of(static, params, fixed)
     nlist, atype = batch["nlist"], batch["atype"]
     rij = edge_vectors(batch["coord"], batch.get("box"), nlist, batch["shift"])
 
@@ -42,10 +56,13 @@ def _predict(static, params, fixed, batch) -> dict:
         return atomic_energy(model, Edges(r, nlist, atype, atype_host, slot_counts), None, None)
 
     e_atom, grad = energy_and_edge_grad(atoms, rij)
-    out = forces_and_virials(grad, rij, nlist, scatter_add)
-    out["energy"] = jnp.sum(e_atom, axis=1)
-    out["atom_energy"] = e_atom
-    return out
+    return _outputs(e_atom, grad, rij, batch)
+
+
+def _update(tx, params, grads, opt_state, lr):
+    """The optimizer update at learning rate lr: (params, opt_state)."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return [p - lr * u for p, u in zip(params, updates, strict=True)], opt_state
 
 
 def _step(static, tx, loss_fn, params, fixed, opt_state, batch, labels, lr):
@@ -55,8 +72,7 @@ def _step(static, tx, loss_fn, params, fixed, opt_state, batch, labels, lr):
         return loss_fn(_predict(static, p, fixed, batch), labels, lr)
 
     (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = [p - lr * u for p, u in zip(params, updates, strict=True)]
+    params, opt_state = _update(tx, params, grads, opt_state, lr)
     return params, opt_state, loss, metrics
 
 
@@ -72,7 +88,18 @@ class JaxTrainer:
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         max_norm: float | None = None,
+        checkpointing: bool | None = None,
     ) -> None:
+        """checkpointing: compute each step's gradient in phases (`jax_checkpointed`), which
+        needs a model with a cut (DPA-3); None: wherever the model has one."""
+        split = energy_split(tree)
+        if checkpointing and split is None:
+            raise ConfigError(
+                "training.gradient_checkpointing needs a DPA-3 descriptor (a model that can be "
+                f"cut between layers); this one is {tree['descriptor'].get('type')!r}. Remove "
+                'the key or set it to "auto"'
+            )
+        self.split = split if checkpointing is not False else None
         self.skeleton, leaves = split_variables(tree)
         self.flags = tuple(trainable_flags(tree))
         arrays = [jnp.asarray(np.asarray(a)) for a in leaves]
@@ -156,7 +183,7 @@ class JaxTrainer:
         fn = self._compiled.get(key)
         compiling = fn is None
         if compiling:
-            fn = jax.jit(partial(_step, static, self.tx, loss_fn))
+            fn = self._compile_step(static, loss_fn)
             self._compiled[key] = fn
         labels = {k: jnp.asarray(v) for k, v in labels.items()}
         self.params, self.opt_state, loss, metrics = fn(
@@ -165,3 +192,18 @@ class JaxTrainer:
         if compiling:
             release_free_memory()  # the compiler's freed scratch, otherwise resident all run
         return {k: float(v) for k, v in {"loss": loss, **metrics}.items()}
+
+    def _compile_step(self, static: tuple, loss_fn: LossFn) -> Callable:
+        """(params, fixed, opt_state, batch, labels, lr) -> (params, opt_state, loss, metrics):
+        one jitted call, or the checkpointed phases where the model is cut."""
+        if self.split is None:
+            return jax.jit(partial(_step, static, self.tx, loss_fn))
+        phases = checkpointed_phases(
+            static,
+            self.split,
+            partial(_model_of, static),
+            _outputs,
+            loss_fn,
+            partial(_update, self.tx),
+        )
+        return partial(run_phases, phases)

@@ -127,10 +127,37 @@ def atomic_energy(
     aparam: Array | None = None,
 ) -> Array:
     """Per-atom energies E_i (nf, nat) in float64, including out_bias and exclusions."""
-    xp = xp_of(edges.rij)
     desc = model["descriptor"]
-    fit = model["fitting"]
     descriptor = descriptor_module(desc).forward(desc, edges)
+    return _energy_of_descriptor(model, edges, descriptor, fparam, aparam)
+
+
+def energy_split(model: dict) -> int | None:
+    """The cut of a checkpointed training step (`atomic_energy_head`/`_tail`); None when the
+    descriptor has none (all but DPA-3)."""
+    module = descriptor_module(model["descriptor"])
+    return module.split_layer(model["descriptor"]) if hasattr(module, "split_layer") else None
+
+
+def atomic_energy_head(model: dict, edges: Edges, split: int) -> tuple[Array, ...]:
+    """The descriptor's inner state at the cut `split` (see `energy_split`)."""
+    return descriptor_module(model["descriptor"]).forward_head(model["descriptor"], edges, split)
+
+
+def atomic_energy_tail(model: dict, edges: Edges, state: tuple[Array, ...], split: int) -> Array:
+    """`atomic_energy` from an `atomic_energy_head` state: the rest of the descriptor and the
+    fitting (no fparam/aparam, which training does not feed)."""
+    desc = model["descriptor"]
+    descriptor = descriptor_module(desc).forward_tail(desc, edges, state, split)
+    return _energy_of_descriptor(model, edges, descriptor, None, None)
+
+
+def _energy_of_descriptor(
+    model: dict, edges: Edges, descriptor: Array, fparam: Array | None, aparam: Array | None
+) -> Array:
+    """Fitting, out_bias and atom exclusion on top of the descriptor."""
+    xp = xp_of(edges.rij)
+    fit = model["fitting"]
     if fit.get("numb_fparam", 0) > 0 and fparam is None:
         default = fit.get("default_fparam")
         if default is None:

@@ -55,14 +55,23 @@ def _trainer(backend: str, tree: dict, cfg: TrainInput) -> Any:
         "betas": (opt.adam_beta1, opt.adam_beta2),
         "max_norm": norm,
     }
+    checkpointing = cfg.training.gradient_checkpointing
     if backend == "torch":
         from ..backends.torch_train import TorchTrainer
+
+        if checkpointing is True:
+            raise ConfigError(
+                "training.gradient_checkpointing is implemented for the jax backend; use "
+                "--backend jax or remove the key"
+            )
 
         return TorchTrainer(tree, **kwargs)
     if backend == "jax":
         from ..backends.jax_train import JaxTrainer
 
-        return JaxTrainer(tree, **kwargs)
+        return JaxTrainer(
+            tree, checkpointing=None if checkpointing == "auto" else checkpointing, **kwargs
+        )
     raise ConfigError(f"backend {backend!r} cannot train; use --backend torch or jax")
 
 

@@ -12,7 +12,7 @@ from ..env_mat import environment_matrix, exponential_switch, polynomial_switch
 from ..network import activation, make_layer
 from ..type_embed import make_type_embedding, type_embedding_table
 from .common import Edges, descriptor_dtype, pair_keep_mask
-from .repflow import Graph, RankOne, layer_forward
+from .repflow import Activation, Graph, RankOne, layer_forward
 
 UNIT_EPS = 1e-6  # û = r / (|r| + 1e-6)
 COS_SCALE = 1.0 - 1e-6  # cosines shrunk for acos stability in the reference
@@ -76,8 +76,8 @@ def _edge_graph(desc: dict, edges: Edges, dtype) -> tuple[Graph, Array, Array, A
     return graph, edge_in, alpha, dist
 
 
-def forward(desc: dict, edges: Edges) -> Array:
-    """Descriptor (nf, nat, dim_out) in the descriptor's precision from a distance-sorted graph."""
+def _start(desc: dict, edges: Edges) -> tuple[Graph, Activation, Array, tuple]:
+    """The Graph, the activation, the type embedding of the atoms and the layer-0 state."""
     xp = xp_of(edges.rij)
     dtype = descriptor_dtype(xp, desc)
     args = desc["repflow_args"]
@@ -94,13 +94,52 @@ def forward(desc: dict, edges: Edges) -> Array:
     if not args.get("edge_init_use_dist", False):
         e = act(xp, e)
     a = RankOne(alpha, flow["angle_embd"]["@variables"]["w"][0, :])
-    layers = flow["repflow_layers"]
-    for index, layer in enumerate(layers):
+    return graph, act, tebd, (n, e, a)
+
+
+def _layers(desc: dict, graph: Graph, act: Activation, state: tuple, start: int, stop: int):
+    """Repflow layers [start, stop) applied to the state (n, e, a)."""
+    layers = desc["repflow_variable"]["repflow_layers"]
+    n, e, a = state
+    for index in range(start, stop):
         last = index == len(layers) - 1
-        n, e, a = layer_forward(layer, args, act, n, e, a, graph, last)
-    if desc.get("concat_output_tebd", False):
-        n = xp.concat([n, tebd], axis=-1)
-    return n
+        n, e, a = layer_forward(layers[index], desc["repflow_args"], act, n, e, a, graph, last)
+    return n, e, a
+
+
+def _output(desc: dict, n: Array, tebd: Array) -> Array:
+    xp = xp_of(n)
+    return xp.concat([n, tebd], axis=-1) if desc.get("concat_output_tebd", False) else n
+
+
+def forward(desc: dict, edges: Edges) -> Array:
+    """Descriptor (nf, nat, dim_out) in the descriptor's precision from a distance-sorted graph."""
+    graph, act, tebd, state = _start(desc, edges)
+    n, _, _ = _layers(desc, graph, act, state, 0, len(desc["repflow_variable"]["repflow_layers"]))
+    return _output(desc, n, tebd)
+
+
+def split_layer(desc: dict) -> int | None:
+    """Where a checkpointed training step cuts the repflow stack (`forward_head`/`forward_tail`):
+    after half of the layers; None for a single layer."""
+    count = len(desc["repflow_variable"]["repflow_layers"])
+    return count // 2 if count >= 2 else None
+
+
+def forward_head(desc: dict, edges: Edges, stop: int) -> tuple[Array, Array, Array]:
+    """The state (n, e, a) after the embeddings and layers [0, stop), stop ≥ 1 (a is dense)."""
+    graph, act, _, state = _start(desc, edges)
+    return _layers(desc, graph, act, state, 0, stop)
+
+
+def forward_tail(desc: dict, edges: Edges, state: tuple[Array, Array, Array], start: int) -> Array:
+    """The descriptor from a `forward_head(desc, edges, start)` state: layers [start, …) and the
+    output; forward_tail(forward_head(·, k), k) is `forward`."""
+    graph, act, tebd, _ = _start(desc, edges)
+    n, _, _ = _layers(
+        desc, graph, act, state, start, len(desc["repflow_variable"]["repflow_layers"])
+    )
+    return _output(desc, n, tebd)
 
 
 # --------------------------------------------------------------------------- build
