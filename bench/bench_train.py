@@ -113,11 +113,12 @@ if backend == "torch":  # only this side loads torch (its import alone is ~190 M
     torch.set_num_threads(int(sys.argv[3]))
     from dpa.backends.torch_train import TorchTrainer as Trainer
     array = torch.as_tensor
-else:
+    trainer = Trainer(model.tree)
+else:  # "jax": training's default; "jax-one-call": gradient_checkpointing off
     import jax.numpy as jnp
     from dpa.backends.jax_train import JaxTrainer as Trainer
     array = jnp.asarray
-trainer = Trainer(model.tree)
+    trainer = Trainer(model.tree, checkpointing=False if backend == "jax-one-call" else None)
 cfg = EnerLossConfig.from_params(loss_cfg, start_lr)
 frame = np.load(sys.argv[2])
 nat = frame["atype"].shape[0]
@@ -142,7 +143,12 @@ def main() -> None:
     parser.add_argument("--deepmd-python", type=Path, default=DEFAULT_REF / "bin" / "python")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per process")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--backends", default="torch,jax")
+    parser.add_argument(
+        "--backends",
+        default="torch,jax",
+        help="comma-separated dpa sides: torch, jax (as `dpa train`: DPA-3 with its "
+        "checkpointed step) and jax-one-call (gradient_checkpointing false)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all sides")
     add_huge_pages_option(parser)
     args = parser.parse_args()
