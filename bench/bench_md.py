@@ -14,7 +14,7 @@ the final total energy per atom to DeePMD-kit's: all sides integrate the same tr
 The model is the example's architecture with random weights (seed 1), or --model-file.
 DeePMD-kit runs in its own environment (../shared/tools/deepmd_reference_env.sh). dpa's sides
 run with glibc's huge-page malloc, as examples/md_water and `dpa test` restart themselves with it
-(`dpa.backends.allocator.reexec_with_tuned_malloc`); --deepmd-huge-pages gives DeePMD-kit the same.
+(`dpa.backends.allocator.reexec_with_huge_pages`); --deepmd-huge-pages gives DeePMD-kit the same.
 """
 
 from __future__ import annotations

@@ -122,10 +122,10 @@ def add_huge_pages_option(parser) -> None:
 def huge_pages_envs(dpa_sides: dict, args) -> dict:
     """Process environments for `run_rounds`: dpa's sides with glibc's huge-page malloc (as the
     dpa CLI and MD scripts restart themselves), DeePMD-kit's too with --deepmd-huge-pages."""
-    from dpa.backends.allocator import tuned_malloc_environment
+    from dpa.backends.allocator import huge_pages_environment
 
     labels = [*dpa_sides, DEEPMD_LABEL] if args.deepmd_huge_pages else list(dpa_sides)
-    return {label: tuned_malloc_environment() for label in labels}
+    return {label: huge_pages_environment() for label in labels}
 
 
 def run_rounds(

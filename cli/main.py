@@ -108,9 +108,9 @@ cli.add_command(train_command)
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (`dpa = "dpa_cli.main:main"`)."""
     if argv is None and {"train", "test"} & set(sys.argv[1:]):
-        from dpa.backends.allocator import reexec_with_tuned_malloc
+        from dpa.backends.allocator import reexec_with_huge_pages
 
-        reexec_with_tuned_malloc()  # before torch/jax exist: evaluations fault far less
+        reexec_with_huge_pages()  # before torch/jax exist: evaluations fault far less
     cli.main(args=argv, prog_name="dpa")
 
 

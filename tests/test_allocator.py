@@ -8,9 +8,7 @@ import sys
 
 import pytest
 
-from dpa.backends.allocator import MALLOC_TUNABLES, _huge_pages_useful, tuned_malloc_environment
-
-TUNED = ":".join(MALLOC_TUNABLES)
+from dpa.backends.allocator import HUGE_PAGES_TUNABLE, _huge_pages_useful, huge_pages_environment
 
 SCRIPT = """
 import resource, sys
@@ -45,9 +43,9 @@ def test_reallocated_buffers_do_not_fault_again():
 
 HUGE_SCRIPT = """
 import ctypes, os, resource, sys
-from dpa.backends.allocator import reexec_with_tuned_malloc
+from dpa.backends.allocator import reexec_with_huge_pages
 if sys.argv[1] == "restart":
-    reexec_with_tuned_malloc()
+    reexec_with_huge_pages()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
@@ -80,17 +78,13 @@ def test_restart_with_huge_pages_faults_far_less():
     default, tunables_before = _huge_run("plain")
     restarted, tunables_after = _huge_run("restart")
     assert tunables_before == "None"
-    assert tunables_after == TUNED
+    assert tunables_after == HUGE_PAGES_TUNABLE
     assert restarted * 20 < default, (restarted, default)  # ~128000 faults become a few hundred
 
 
-def test_tuned_malloc_environment_keeps_the_users_tunables():
-    env = tuned_malloc_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "X": "1"})
-    added = ":".join(t for t in MALLOC_TUNABLES if not t.startswith("glibc.malloc.arena_max"))
-    assert env == {"GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{added}", "X": "1"}
-    assert tuned_malloc_environment({})["GLIBC_TUNABLES"] == TUNED
+def test_huge_pages_environment_keeps_other_tunables():
+    env = huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "X": "1"})
+    assert env == {"GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{HUGE_PAGES_TUNABLE}", "X": "1"}
+    assert huge_pages_environment({})["GLIBC_TUNABLES"] == HUGE_PAGES_TUNABLE
     kept = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}
-    tunables = tuned_malloc_environment(kept)["GLIBC_TUNABLES"].split(":")
-    assert tunables[0] == "glibc.malloc.hugetlb=0"  # the user's own choice wins
-    assert "glibc.malloc.hugetlb=1" not in tunables
-    assert tuned_malloc_environment({"GLIBC_TUNABLES": TUNED}) == {"GLIBC_TUNABLES": TUNED}
+    assert huge_pages_environment(kept) == kept  # the user's own choice wins

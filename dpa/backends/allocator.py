@@ -6,9 +6,8 @@ again. Three tools, each a no-op outside glibc:
 
 - `keep_large_buffers`: raise the mmap and trim thresholds (in process) so blocks up to 32 MB
   are reused; eager torch training calls it.
-- `reexec_with_tuned_malloc`: restart once with glibc tunables that keep freed memory in one
-  heap backed by 2 MB pages, so XLA's per-step temporaries (GBs) are reused instead of being
-  mapped and faulted in again; the CLI and the MD scripts call it at start-up.
+- `reexec_with_huge_pages`: restart once with `glibc.malloc.hugetlb=1`, so larger blocks (XLA's
+  per-step temporaries) fault in 2 MB pages; the CLI and the MD scripts call it at start-up.
 - `release_free_memory`: malloc_trim, after a jax compilation left its scratch in the heap.
 """
 
@@ -66,33 +65,22 @@ def release_free_memory() -> bool:
 
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
-# All threads allocate from the main heap (never from mmap), whose free memory is not trimmed:
-# blocks of any size are reused (malloc_trim still gives free pages back, as after compiling).
-RETAIN_TUNABLES = (
-    "glibc.malloc.arena_max=1",
-    "glibc.malloc.mmap_max=0",
-    "glibc.malloc.trim_threshold=1099511627776",
-)
-MALLOC_TUNABLES = (HUGE_PAGES_TUNABLE, *RETAIN_TUNABLES)
 _THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
-def tuned_malloc_environment(env: dict[str, str] | None = None) -> dict[str, str]:
-    """`env` (default os.environ) with glibc told to back its heap by huge pages and keep it.
+def huge_pages_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default os.environ) with glibc told to back its mmap-ed blocks by huge pages.
 
-    XLA allocates a step's temporaries (GBs for DPA-3) as blocks per execution and torch its
-    largest activations above glibc's 32 MB mmap limit: by default each is a fresh mapping that
-    faults in every 4 KB page again each step (about 1e6 faults, a third of a DPA-3 jax step).
-    With transparent huge pages in `madvise` mode, `glibc.malloc.hugetlb=1` makes that 512 times
-    fewer faults; keeping freed blocks in the heap (`RETAIN_TUNABLES`) removes them, and with
-    them the kernel's page compaction when several compiled calls per step (the checkpointed
-    DPA-3 step) free and map GBs in turn. Tunables the user already set are left alone."""
+    XLA allocates a step's temporaries (GBs for DPA-3) as one block per execution and torch its
+    largest activations above glibc's 32 MB mmap limit: both fault in every 4 KB page again each
+    step (about 1e6 faults, a third of a DPA-3 jax step). With transparent huge pages in
+    `madvise` mode, `glibc.malloc.hugetlb=1` makes that 512 times fewer faults."""
     env = dict(os.environ if env is None else env)
     tunables = env.get("GLIBC_TUNABLES", "")
-    given = {item.split("=")[0] for item in tunables.split(":") if item}
-    added = [t for t in MALLOC_TUNABLES if t.split("=")[0] not in given]
-    if added:
-        env["GLIBC_TUNABLES"] = ":".join([*([tunables] if tunables else []), *added])
+    if "glibc.malloc.hugetlb" not in tunables:
+        env["GLIBC_TUNABLES"] = (
+            f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE
+        )
     return env
 
 
@@ -107,14 +95,14 @@ def _huge_pages_useful() -> bool:
     return platform.libc_ver()[0] == "glibc" and "[never]" not in mode
 
 
-def reexec_with_tuned_malloc() -> None:
-    """Restart this process (same command line) with `tuned_malloc_environment`, once.
+def reexec_with_huge_pages() -> None:
+    """Restart this process (same command line) with huge-page backed malloc, once.
 
     glibc reads its tunables only at start-up, so the setting needs a fresh process; the CLI
     calls this before it imports any framework. DPA_HUGE_PAGES=0 turns it off."""
     if not _huge_pages_useful():
         return
-    env = tuned_malloc_environment()
+    env = huge_pages_environment()
     if env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES"):
         return  # already set: this is the restarted process (or the user set it)
     sys.stdout.flush()

@@ -26,9 +26,9 @@ def main() -> None:
     p.add_argument("--backend", choices=("torch", "jax"), default=None, help="default: by suffix")
     p.add_argument("--compile", action="store_true", help="torch: torch.compile the model")
     args = p.parse_args()
-    from dpa.backends.allocator import reexec_with_tuned_malloc
+    from dpa.backends.allocator import reexec_with_huge_pages
 
-    reexec_with_tuned_malloc()  # huge-page malloc: ~20% faster steps (fewer page faults)
+    reexec_with_huge_pages()  # huge-page malloc: ~20% faster steps (fewer page faults)
 
     from ase import units
     from ase.md.verlet import VelocityVerlet

@@ -27,9 +27,9 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--skin", type=float, default=1.0, help="neighbor-list skin in Å")
     args = p.parse_args()
-    from dpa.backends.allocator import reexec_with_tuned_malloc
+    from dpa.backends.allocator import reexec_with_huge_pages
 
-    reexec_with_tuned_malloc()  # huge-page malloc: ~20% faster steps (fewer page faults)
+    reexec_with_huge_pages()  # huge-page malloc: ~20% faster steps (fewer page faults)
 
     import jax
     import jax.numpy as jnp
