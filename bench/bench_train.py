@@ -114,11 +114,11 @@ if backend == "torch":  # only this side loads torch (its import alone is ~190 M
     from dpa.backends.torch_train import TorchTrainer as Trainer
     array = torch.as_tensor
     trainer = Trainer(model.tree)
-else:  # "jax": training's default; "jax-one-call": gradient_checkpointing off
+else:  # "jax": training's default; "jax-checkpointed": training.gradient_checkpointing true
     import jax.numpy as jnp
     from dpa.backends.jax_train import JaxTrainer as Trainer
     array = jnp.asarray
-    trainer = Trainer(model.tree, checkpointing=False if backend == "jax-one-call" else None)
+    trainer = Trainer(model.tree, checkpointing=backend == "jax-checkpointed")
 cfg = EnerLossConfig.from_params(loss_cfg, start_lr)
 frame = np.load(sys.argv[2])
 nat = frame["atype"].shape[0]
@@ -146,8 +146,8 @@ def main() -> None:
     parser.add_argument(
         "--backends",
         default="torch,jax",
-        help="comma-separated dpa sides: torch, jax (as `dpa train`: DPA-3 with its "
-        "checkpointed step) and jax-one-call (gradient_checkpointing false)",
+        help="comma-separated dpa sides: torch, jax and jax-checkpointed (DPA-3 with "
+        "training.gradient_checkpointing true)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all sides")
     add_huge_pages_option(parser)

@@ -245,6 +245,6 @@ def test_checkpointing_needs_a_cut_model_and_the_jax_backend():
     from dpa.errors import ConfigError
 
     model, *_ = _setup("se_e2_a")
-    assert JaxTrainer(model.tree).split is None  # auto: nothing to cut
+    assert JaxTrainer(model.tree).split is None
     with pytest.raises(ConfigError, match="gradient_checkpointing needs a DPA-3"):
         JaxTrainer(model.tree, checkpointing=True)

@@ -88,10 +88,10 @@ class JaxTrainer:
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         max_norm: float | None = None,
-        checkpointing: bool | None = None,
+        checkpointing: bool = False,
     ) -> None:
-        """checkpointing: compute each step's gradient in phases (`jax_checkpointed`), which
-        needs a model with a cut (DPA-3); None: wherever the model has one."""
+        """checkpointing: compute each step's gradient in phases (`jax_checkpointed`), for less
+        memory and more time; it needs a model with a cut (DPA-3)."""
         split = energy_split(tree)
         if checkpointing and split is None:
             raise ConfigError(
@@ -99,7 +99,7 @@ class JaxTrainer:
                 f"cut between layers); this one is {tree['descriptor'].get('type')!r}. Remove "
                 'the key or set it to "auto"'
             )
-        self.split = split if checkpointing is not False else None
+        self.split = split if checkpointing else None
         self.skeleton, leaves = split_variables(tree)
         self.flags = tuple(trainable_flags(tree))
         arrays = [jnp.asarray(np.asarray(a)) for a in leaves]

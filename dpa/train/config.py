@@ -376,11 +376,11 @@ class TrainingConfig(_Section):
         description="batches used for data statistics (dpa extension; overrides "
         "model.data_stat_nbatch)",
     )
-    gradient_checkpointing: bool | Literal["auto"] = Field(
-        "auto",
+    gradient_checkpointing: bool = Field(
+        False,
         description="dpa extension, jax backend, DPA-3: compute each step's gradient in three "
-        "compiled phases with the repflow layers cut in two, recomputing the forward pass; about "
-        "0.7x the step's peak memory for about 1.6x its time. 'auto': on for DPA-3 under jax",
+        "compiled phases with the repflow layers cut in two, recomputing the forward pass; "
+        "about 0.75x the step's peak memory for about 2x its time",
     )
     disp_training: bool = Field(True, description="log progress while training")
     time_training: bool = Field(True, description="log the time per step")

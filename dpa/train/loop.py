@@ -59,7 +59,7 @@ def _trainer(backend: str, tree: dict, cfg: TrainInput) -> Any:
     if backend == "torch":
         from ..backends.torch_train import TorchTrainer
 
-        if checkpointing is True:
+        if checkpointing:
             raise ConfigError(
                 "training.gradient_checkpointing is implemented for the jax backend; use "
                 "--backend jax or remove the key"
@@ -69,9 +69,7 @@ def _trainer(backend: str, tree: dict, cfg: TrainInput) -> Any:
     if backend == "jax":
         from ..backends.jax_train import JaxTrainer
 
-        return JaxTrainer(
-            tree, checkpointing=None if checkpointing == "auto" else checkpointing, **kwargs
-        )
+        return JaxTrainer(tree, checkpointing=checkpointing, **kwargs)
     raise ConfigError(f"backend {backend!r} cannot train; use --backend torch or jax")
 
 
