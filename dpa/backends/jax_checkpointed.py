@@ -106,8 +106,9 @@ def checkpointed_phases(
 def run_phases(phases: Phases, params, fixed, opt_state, batch, labels, lr) -> tuple:
     """One update through the phases: (params, opt_state, loss, metrics).
 
-    Each phase, and the next step, waits for the phase before: a call dispatched early allocates its temporaries at
-    once, and the phases' buffers would then be resident together (6.6 GB instead of 3.2)."""
+    Each phase, and the next step, waits for the phase before: a call dispatched early
+    allocates its temporaries at once, and the phases' buffers would then be resident together
+    (6.6 GB instead of 3.2)."""
     first, second, third = phases
     loss, metrics, x, state, g_bar, eps, v, grad_head_force = jax.block_until_ready(
         first(params, fixed, batch, labels, lr)
