@@ -201,14 +201,17 @@ def _energy_force_virial_loss(pred, labels, lr):
     return loss, {"rmse_f": xp.sqrt(xp.mean((pred["force"] - labels["force"]) ** 2))}
 
 
-@pytest.mark.parametrize("concat_output_tebd", [False, True])
-def test_checkpointed_dpa3_step_equals_the_one_call_step(concat_output_tebd):
+@pytest.mark.parametrize(
+    ("concat_output_tebd", "update_angle"), [(False, True), (True, True), (False, False)]
+)
+def test_checkpointed_dpa3_step_equals_the_one_call_step(concat_output_tebd, update_angle):
     """The three-phase gradient (head/tail cut of the repflow layers) is the same chain rule as
     one jitted double backward: same losses and variables after three AdamW updates."""
     pytest.importorskip("optax")
     from dpa.backends.jax_train import JaxTrainer
 
-    desc = {**SMALL["dpa3"], "repflow": {**SMALL["dpa3"]["repflow"], "nlayers": 3}}
+    repflow = {**SMALL["dpa3"]["repflow"], "nlayers": 3, "update_angle": update_angle}
+    desc = {**SMALL["dpa3"], "repflow": repflow}
     desc["concat_output_tebd"] = concat_output_tebd
     cfg = {"type_map": ["O", "H"], "descriptor": desc, "fitting_net": {"neuron": [8, 8]}}
     model = dpa.build_model(cfg, seed=5)

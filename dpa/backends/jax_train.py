@@ -97,7 +97,7 @@ class JaxTrainer:
             raise ConfigError(
                 "training.gradient_checkpointing needs a DPA-3 descriptor (a model that can be "
                 f"cut between layers); this one is {tree['descriptor'].get('type')!r}. Remove "
-                'the key or set it to "auto"'
+                "the key or set it to false"
             )
         self.split = split if checkpointing else None
         self.skeleton, leaves = split_variables(tree)

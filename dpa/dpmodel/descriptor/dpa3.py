@@ -12,7 +12,7 @@ from ..env_mat import environment_matrix, exponential_switch, polynomial_switch
 from ..network import activation, make_layer
 from ..type_embed import make_type_embedding, type_embedding_table
 from .common import Edges, descriptor_dtype, pair_keep_mask
-from .repflow import Activation, Graph, RankOne, layer_forward
+from .repflow import Activation, Graph, RankOne, angle_dense, layer_forward
 
 UNIT_EPS = 1e-6  # û = r / (|r| + 1e-6)
 COS_SCALE = 1.0 - 1e-6  # cosines shrunk for acos stability in the reference
@@ -127,9 +127,11 @@ def split_layer(desc: dict) -> int | None:
 
 
 def forward_head(desc: dict, edges: Edges, stop: int) -> tuple[Array, Array, Array]:
-    """The state (n, e, a) after the embeddings and layers [0, stop), stop ≥ 1 (a is dense)."""
+    """The state (n, e, a) after the embeddings and layers [0, stop), as arrays (a is still the
+    factored layer-0 tensor when the layers do not update angles)."""
     graph, act, _, state = _start(desc, edges)
-    return _layers(desc, graph, act, state, 0, stop)
+    n, e, a = _layers(desc, graph, act, state, 0, stop)
+    return n, e, angle_dense(a)
 
 
 def forward_tail(desc: dict, edges: Edges, state: tuple[Array, Array, Array], start: int) -> Array:

@@ -69,7 +69,7 @@ def _angle_matmul(a: Array | RankOne, w: Array) -> Array:
     return a.matmul(w) if isinstance(a, RankOne) else a @ w
 
 
-def _angle_dense(a: Array | RankOne) -> Array:
+def angle_dense(a: Array | RankOne) -> Array:
     """The angle tensor as an array."""
     return a.dense() if isinstance(a, RankOne) else a
 
@@ -232,7 +232,7 @@ def layer_forward(
         e1 = e + e_res[0] * v_self
         nc, ec = compress(layer, args, n, e1, graph)
         w_self = act(xp, angle_linear(layer["angle_self_linear"], a, nc, ec, args["a_dim"]))
-        a1 = _angle_dense(a) + a_res[0] * w_self
+        a1 = angle_dense(a) + a_res[0] * w_self
         v_ang = edge_angle_message(layer, args, act, a1, nc, ec, e1, graph)
         e2 = e1 + e_res[1] * v_ang
         n1 = update(style, [n, *node_terms(layer, args, act, n, nu, e2, graph)], n_res)
@@ -247,5 +247,5 @@ def layer_forward(
     v_ang = edge_angle_message(layer, args, act, a, nc, ec, e, graph)
     e1 = update(style, [e, v_self, v_ang], e_res)
     w_self = act(xp, angle_linear(layer["angle_self_linear"], a, nc, ec, args["a_dim"]))
-    a1 = update(style, [_angle_dense(a), w_self], a_res)
+    a1 = update(style, [angle_dense(a), w_self], a_res)
     return n1, e1, a1
