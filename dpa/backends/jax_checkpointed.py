@@ -5,7 +5,7 @@ derivative for every layer at once (3.8 GB of XLA temporaries for DPA-3 water). 
 cut after half of its layers into a head A (x, θ) -> s and a tail B (s, x, θ) -> E_i, with x the
 edge vectors and d = ∂E/∂x = d_A + d_B, and each phase is its own compiled call, so one phase's
 buffers are freed before the next one starts. On the water example, at most 2.3 GB of
-temporaries (the step's peak memory 3.2 GB instead of 4.3 GB) for about 2x the time: the phases
+temporaries (the step's peak memory 3.1 GB instead of 4.3 GB) for about 2x the time: the phases
 recompute forward passes, and their fresh GB-sized buffers fault in each step. Opt-in
 (`training.gradient_checkpointing`).
 
@@ -108,7 +108,7 @@ def run_phases(phases: Phases, params, fixed, opt_state, batch, labels, lr) -> t
 
     Each phase, and the next step, waits for the phase before: a call dispatched early
     allocates its temporaries at once, and the phases' buffers would then be resident together
-    (6.6 GB instead of 3.2)."""
+    (6.6 GB instead of 3.1)."""
     first, second, third = phases
     loss, metrics, x, state, g_bar, eps, v, grad_head_force = jax.block_until_ready(
         first(params, fixed, batch, labels, lr)
