@@ -189,6 +189,10 @@ def main() -> None:
         f"dpa {b}": (sys.executable, DPA_SCRIPT, *extra, b) for b in args.backends.split(",")
     }
     envs = huge_pages_envs(dpa_sides, args)
+    if "dpa jax-checkpointed" in envs:  # as `dpa train` sets up glibc for the checkpointed step
+        from dpa.backends.allocator import huge_pages_environment
+
+        envs["dpa jax-checkpointed"] = huge_pages_environment(retain_heap=True)
     sides, rounds = run_rounds(dpa_sides, (DEEPMD_SCRIPT, *extra), path, frame, args, envs)
 
     print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import click
 
@@ -15,6 +16,7 @@ class Options:
 
     backend: str | None = None
     verbosity: int = 0
+    console: ClassVar[bool] = False  # run as the `dpa` console script (may restart itself)
 
     @property
     def quiet(self) -> bool:

@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         from dpa.backends.allocator import reexec_with_huge_pages
 
         reexec_with_huge_pages()  # before torch/jax exist: evaluations fault far less
+    if argv is None:
+        Options.console = True  # commands may restart the process (train: retained heap)
     cli.main(args=argv, prog_name="dpa")
 
 

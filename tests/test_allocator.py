@@ -8,7 +8,12 @@ import sys
 
 import pytest
 
-from dpa.backends.allocator import HUGE_PAGES_TUNABLE, _huge_pages_useful, huge_pages_environment
+from dpa.backends.allocator import (
+    HUGE_PAGES_TUNABLE,
+    RETAINED_HEAP_TUNABLES,
+    _huge_pages_useful,
+    huge_pages_environment,
+)
 
 SCRIPT = """
 import resource, sys
@@ -88,3 +93,30 @@ def test_huge_pages_environment_keeps_other_tunables():
     assert huge_pages_environment({})["GLIBC_TUNABLES"] == HUGE_PAGES_TUNABLE
     kept = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}
     assert huge_pages_environment(kept) == kept  # the user's own choice wins
+
+
+def test_retained_heap_environment_adds_only_what_the_user_did_not_set():
+    env = huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}, retain_heap=True)
+    tunables = env["GLIBC_TUNABLES"].split(":")
+    assert tunables[0] == "glibc.malloc.arena_max=4"
+    assert "glibc.malloc.arena_max=1" not in tunables
+    assert set(tunables[1:]) == {HUGE_PAGES_TUNABLE, *RETAINED_HEAP_TUNABLES[1:]}
+    again = huge_pages_environment(env, retain_heap=True)
+    assert again == env  # the restarted process does not restart again
+
+
+@pytest.mark.skipif(not _huge_pages_useful(), reason="needs glibc")
+def test_retained_heap_reuses_freed_blocks_of_any_size():
+    """A 100 MB block freed and allocated again (one compiled call's temporaries after another's)
+    faults in once; by default it is a fresh mapping each time."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "DPA_HUGE_PAGES")}
+    counts = []
+    for retain in (False, True):
+        tuned = huge_pages_environment(env, retain_heap=True) if retain else env
+        out = subprocess.run(
+            [sys.executable, "-c", HUGE_SCRIPT, "plain"], capture_output=True, text=True, env=tuned
+        )
+        assert out.returncode == 0, out.stderr
+        counts.append(int(out.stdout.split()[0]))
+    default, retained = counts
+    assert retained * 50 < default, (retained, default)

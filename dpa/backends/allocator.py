@@ -8,6 +8,8 @@ again. Three tools, each a no-op outside glibc:
   are reused; eager torch training calls it.
 - `reexec_with_huge_pages`: restart once with `glibc.malloc.hugetlb=1`, so larger blocks (XLA's
   per-step temporaries) fault in 2 MB pages; the CLI and the MD scripts call it at start-up.
+  With `retain_heap=True` (`dpa train` with jax and `training.gradient_checkpointing`) freed
+  blocks of any size also stay in the process (`RETAINED_HEAP_TUNABLES`).
 - `release_free_memory`: malloc_trim, after a jax compilation left its scratch in the heap.
 """
 
@@ -65,22 +67,36 @@ def release_free_memory() -> bool:
 
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+# Every thread allocates from the main heap, never from fresh mappings, and the heap is not
+# trimmed: a block freed by one compiled call is reused by the next without page faults.
+# (malloc_trim still returns free pages, as after compiling.)
+RETAINED_HEAP_TUNABLES = (
+    "glibc.malloc.arena_max=1",
+    "glibc.malloc.mmap_max=0",
+    "glibc.malloc.trim_threshold=1099511627776",
+)
 _THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
-def huge_pages_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+def huge_pages_environment(
+    env: dict[str, str] | None = None, retain_heap: bool = False
+) -> dict[str, str]:
     """`env` (default os.environ) with glibc told to back its mmap-ed blocks by huge pages.
 
     XLA allocates a step's temporaries (GBs for DPA-3) as one block per execution and torch its
     largest activations above glibc's 32 MB mmap limit: both fault in every 4 KB page again each
     step (about 1e6 faults, a third of a DPA-3 jax step). With transparent huge pages in
-    `madvise` mode, `glibc.malloc.hugetlb=1` makes that 512 times fewer faults."""
+    `madvise` mode, `glibc.malloc.hugetlb=1` makes that 512 times fewer faults. retain_heap:
+    also `RETAINED_HEAP_TUNABLES`, for steps of several compiled calls that free and allocate
+    GBs in turn (the checkpointed DPA-3 step: 1.5 s of kernel time per step otherwise). Tunables
+    the user set are kept."""
     env = dict(os.environ if env is None else env)
     tunables = env.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" not in tunables:
-        env["GLIBC_TUNABLES"] = (
-            f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE
-        )
+    given = {item.split("=")[0] for item in tunables.split(":") if item}
+    wanted = (HUGE_PAGES_TUNABLE, *(RETAINED_HEAP_TUNABLES if retain_heap else ()))
+    added = [t for t in wanted if t.split("=")[0] not in given]
+    if added:
+        env["GLIBC_TUNABLES"] = ":".join([*([tunables] if tunables else []), *added])
     return env
 
 
@@ -95,14 +111,15 @@ def _huge_pages_useful() -> bool:
     return platform.libc_ver()[0] == "glibc" and "[never]" not in mode
 
 
-def reexec_with_huge_pages() -> None:
-    """Restart this process (same command line) with huge-page backed malloc, once.
+def reexec_with_huge_pages(retain_heap: bool = False) -> None:
+    """Restart this process (same command line) with huge-page backed malloc, once (see
+    `huge_pages_environment`; a second call with retain_heap restarts once more).
 
     glibc reads its tunables only at start-up, so the setting needs a fresh process; the CLI
     calls this before it imports any framework. DPA_HUGE_PAGES=0 turns it off."""
     if not _huge_pages_useful():
         return
-    env = huge_pages_environment()
+    env = huge_pages_environment(retain_heap=retain_heap)
     if env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES"):
         return  # already set: this is the restarted process (or the user set it)
     sys.stdout.flush()

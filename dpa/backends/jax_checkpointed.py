@@ -5,8 +5,10 @@ derivative for every layer at once (3.8 GB of XLA temporaries for DPA-3 water). 
 cut after half of its layers into a head A (x, θ) -> s and a tail B (s, x, θ) -> E_i, with x the
 edge vectors and d = ∂E/∂x = d_A + d_B, and each phase is its own compiled call, so one phase's
 buffers are freed before the next one starts. On the water example, at most 2.3 GB of
-temporaries (the step's peak memory 3.1 GB instead of 4.3 GB) for about 2x the time: the phases
-recompute forward passes, and their fresh GB-sized buffers fault in each step. Opt-in
+temporaries (the step's peak memory 3.1 GB instead of 4.3 GB) for about 1.65x the time (the
+phases recompute forward passes) when freed memory stays in the process, as `dpa train` sets up
+glibc for it (`allocator.RETAINED_HEAP_TUNABLES`); with glibc's defaults each phase's fresh
+GB-sized blocks fault in again every step, and it takes about 2x. Opt-in
 (`training.gradient_checkpointing`).
 
 1. E_i, g = ∂E/∂s, d, the loss ℓ(E_i, d) and its cotangents ε = ∂ℓ/∂E_i, v = ∂ℓ/∂d; then the
@@ -22,6 +24,7 @@ to rounding (tested).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +106,18 @@ def checkpointed_phases(
     return jax.jit(first), jax.jit(second), jax.jit(third)
 
 
+_PAUSE_S = 0.001
+
+
+def _finished(outputs):
+    """Wait for a phase's outputs, then briefly more: XLA frees the phase's temporaries just after
+    the outputs are ready, and a phase dispatched before that gets another block (with the
+    retained heap of `dpa train`, the peak then grew from 3.1 to 4.7 GB)."""
+    outputs = jax.block_until_ready(outputs)
+    time.sleep(_PAUSE_S)
+    return outputs
+
+
 def run_phases(phases: Phases, params, fixed, opt_state, batch, labels, lr) -> tuple:
     """One update through the phases: (params, opt_state, loss, metrics).
 
@@ -110,14 +125,12 @@ def run_phases(phases: Phases, params, fixed, opt_state, batch, labels, lr) -> t
     allocates its temporaries at once, and the phases' buffers would then be resident together
     (6.6 GB instead of 3.1)."""
     first, second, third = phases
-    loss, metrics, x, state, g_bar, eps, v, grad_head_force = jax.block_until_ready(
+    loss, metrics, x, state, g_bar, eps, v, grad_head_force = _finished(
         first(params, fixed, batch, labels, lr)
     )
-    grad_tail, state_bar = jax.block_until_ready(
-        second(params, fixed, batch, x, state, g_bar, eps, v)
-    )
+    grad_tail, state_bar = _finished(second(params, fixed, batch, x, state, g_bar, eps, v))
     del state, g_bar
-    params, opt_state = jax.block_until_ready(
+    params, opt_state = _finished(
         third(params, fixed, batch, x, state_bar, grad_head_force, grad_tail, opt_state, lr)
     )
     return params, opt_state, loss, metrics
