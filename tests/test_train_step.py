@@ -242,7 +242,7 @@ def test_checkpointed_dpa3_step_equals_the_one_call_step(concat_output_tebd, upd
     assert moved > 10
 
 
-def test_checkpointing_needs_a_cut_model_and_the_jax_backend():
+def test_checkpointing_needs_a_model_with_a_cut():
     pytest.importorskip("optax")
     from dpa.backends.jax_train import JaxTrainer
     from dpa.errors import ConfigError
