@@ -413,3 +413,15 @@ def test_cli_doc_train_input():
     assert result.stdout == doc_train_input()
     help_text = CliRunner().invoke(cli, ["--help"]).stdout
     assert "doc-train-input" in help_text
+
+
+def test_gradient_checkpointing_is_a_jax_option():
+    from dpa.train.loop import _trainer
+
+    config = full_input(example="water_dpa3")
+    assert parse_train_input(config).training.gradient_checkpointing is False
+    config["training"]["gradient_checkpointing"] = True
+    parsed = parse_train_input(config)
+    assert parsed.training.gradient_checkpointing is True
+    with pytest.raises(ConfigError, match="gradient_checkpointing is implemented for the jax"):
+        _trainer("torch", {}, parsed)
