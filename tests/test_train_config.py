@@ -425,3 +425,17 @@ def test_gradient_checkpointing_is_a_jax_option():
     assert parsed.training.gradient_checkpointing is True
     with pytest.raises(ConfigError, match="gradient_checkpointing is implemented for the jax"):
         _trainer("torch", {}, parsed)
+
+
+def test_cli_restarts_for_checkpointing_only_when_the_input_asks(tmp_path):
+    """`dpa train` reads the key before jax starts (to restart with the retained heap)."""
+    from dpa_cli.train import _checkpointing
+
+    config = full_input(example="water_dpa3")
+    path = tmp_path / "input.json"
+    path.write_text(json.dumps(config))
+    assert not _checkpointing(str(path))
+    config["training"]["gradient_checkpointing"] = True
+    path.write_text(json.dumps(config))
+    assert _checkpointing(str(path))
+    assert not _checkpointing(str(tmp_path / "missing.json"))  # the run reports that one
