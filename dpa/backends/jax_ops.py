@@ -65,15 +65,26 @@ _silu = _activation(jax.nn.silu, _silu_derivatives)
 def _silut(threshold: float | None):
     slope, offset = silut_constants(threshold)
 
+    def exp_terms(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(below, e, r): one exponential serves both pieces, e = exp(-x) below the threshold
+        (sigmoid(x) = r = 1/(1 + e)) and e = exp(-2y), y = slope (x - T), above it
+        (tanh(y) = (1 - e) r); XLA evaluates both branches of a select, so this halves the
+        transcendentals on the angle-sized tensors."""
+        below = x < threshold
+        e = jnp.exp(jnp.where(below, -x, (-2.0 * slope) * (x - threshold)))
+        return below, e, 1.0 / (1.0 + e)
+
     def value(x: jax.Array) -> jax.Array:
-        tail = jnp.tanh(slope * (x - threshold)) + offset
-        return jnp.where(x < threshold, jax.nn.silu(x), tail)
+        below, e, r = exp_terms(x)
+        return jnp.where(below, x * r, (1.0 - e) * r + offset)
 
     def derivatives(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        t = jnp.tanh(slope * (x - threshold))
+        below, e, r = exp_terms(x)
+        one_minus = 1.0 - r
+        d1 = r * (1.0 + x * one_minus)
+        d2 = r * one_minus * (2.0 + x * (1.0 - 2.0 * r))
+        t = (1.0 - e) * r
         sech2 = 1.0 - t * t
-        d1, d2 = _silu_derivatives(x)
-        below = x < threshold
         return jnp.where(below, d1, slope * sech2), jnp.where(
             below, d2, -2.0 * slope**2 * t * sech2
         )
