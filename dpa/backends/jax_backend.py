@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from functools import partial
 
-import jax
-import numpy as np
+from .xla_cpu import prefer_wide_vectors
+
+prefer_wide_vectors()  # before JAX's CPU backend starts (its first computation)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
