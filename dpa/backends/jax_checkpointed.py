@@ -5,7 +5,7 @@ derivative for every layer at once (3.8 GB of XLA temporaries for DPA-3 water). 
 cut after half of its layers into a head A (x, θ) -> s and a tail B (s, x, θ) -> E_i, with x the
 edge vectors and d = ∂E/∂x = d_A + d_B, and each phase is its own compiled call, so one phase's
 buffers are freed before the next one starts. On the water example, at most 2.3 GB of
-temporaries (the step's peak memory 3.1 GB instead of 4.3 GB) for about 1.5x the time (the
+temporaries (the step's peak memory 3.1 GB instead of 4.3 GB) for about 1.4x the time (the
 phases recompute forward passes) when freed memory stays in the process, as `dpa train` sets up
 glibc for it (`allocator.RETAINED_HEAP_TUNABLES`); with glibc's defaults each phase's fresh
 GB-sized blocks fault in again every step, and it takes about 2x. Opt-in

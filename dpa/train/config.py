@@ -380,7 +380,7 @@ class TrainingConfig(_Section):
         False,
         description="dpa extension, jax backend, DPA-3: compute each step's gradient in three "
         "compiled phases with the repflow layers cut in two, recomputing the forward pass; "
-        "about 0.7x the step's peak memory for about 1.5x its time",
+        "about 0.7x the step's peak memory for about 1.4x its time",
     )
     disp_training: bool = Field(True, description="log progress while training")
     time_training: bool = Field(True, description="log the time per step")
