@@ -21,11 +21,16 @@ NAMESPACE = "jax.numpy"
 Derivatives = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 
 
-def _silu_derivatives(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(f', f'') of f = x·sigmoid(x): s (1 + x (1 - s)) and s (1 - s) (2 + x (1 - 2 s))."""
-    s = jax.nn.sigmoid(x)
+def _silu_slopes(x: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(f', f'') of f = x·sigmoid(x) given s = sigmoid(x): s (1 + x (1 - s)) and
+    s (1 - s) (2 + x (1 - 2 s))."""
     one_minus = 1.0 - s
     return s * (1.0 + x * one_minus), s * one_minus * (2.0 + x * (1.0 - 2.0 * s))
+
+
+def _silu_derivatives(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(f', f'') of f = x·sigmoid(x)."""
+    return _silu_slopes(x, jax.nn.sigmoid(x))
 
 
 def _tied(x: jax.Array, grad: jax.Array) -> jax.Array:
@@ -80,9 +85,7 @@ def _silut(threshold: float | None):
 
     def derivatives(x: jax.Array) -> tuple[jax.Array, jax.Array]:
         below, e, r = exp_terms(x)
-        one_minus = 1.0 - r
-        d1 = r * (1.0 + x * one_minus)
-        d2 = r * one_minus * (2.0 + x * (1.0 - 2.0 * r))
+        d1, d2 = _silu_slopes(x, r)
         t = (1.0 - e) * r
         sech2 = 1.0 - t * t
         return jnp.where(below, d1, slope * sech2), jnp.where(
