@@ -16,7 +16,15 @@ from pathlib import Path
 
 from . import io
 from ._version import __version__
-from .errors import BackendError, ConfigError, DataError, DPAError, ModelFileError
+from .errors import (
+    BackendError,
+    ConfigError,
+    DataError,
+    DPAError,
+    EvaluationError,
+    ModelFileError,
+    OutputError,
+)
 from .model import Model, build_model
 from .potential import Potential
 
@@ -63,8 +71,10 @@ __all__ = [
     "ConfigError",
     "DPAError",
     "DataError",
+    "EvaluationError",
     "Model",
     "ModelFileError",
+    "OutputError",
     "Potential",
     "__version__",
     "build_model",

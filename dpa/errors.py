@@ -24,3 +24,12 @@ class ModelFileError(DPAError, OSError):
 
 class BackendError(DPAError, RuntimeError):
     """A backend is unknown, not installed, or cannot do what was asked."""
+
+
+class OutputError(DPAError, OSError):
+    """A file or folder cannot be written: permission denied, disk full, a directory in the way,
+    or an output folder already in use by another run."""
+
+
+class EvaluationError(DPAError, FloatingPointError):
+    """An evaluation produced non-finite results from finite input (a broken model, usually)."""
