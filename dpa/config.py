@@ -6,19 +6,61 @@ keys starting with '_' (comments in DeePMD-kit inputs) are ignored.
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 
 Precision = Literal["default", "float64", "float32", "double", "single"]
 
 
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a JSON true/false (bool itself, Any, or inside a union)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_takes_bool(arg) for arg in typing.get_args(annotation))
+
+
 class _Section(BaseModel):
-    """A config section: no unknown keys, aliases accepted."""
+    """A config section: no unknown keys, aliases accepted, and no true/false where a number or
+    a list is expected (pydantic's lax mode would read `"numb_steps": true` as 1)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                annotation = _field_annotations(cls).get(key)
+                if isinstance(value, bool) and annotation is not None:
+                    if not _takes_bool(annotation):
+                        raise PydanticCustomError(
+                            "bool_not_allowed",
+                            "true/false is not a valid value; give a value of the key's type",
+                            {"key": key},
+                        )
+        return data
+
+
+def _field_annotations(section: type[BaseModel]) -> dict[str, Any]:
+    """Every accepted spelling of a section's keys (names and aliases) -> the field's type."""
+    found = {}
+    for name, field in section.model_fields.items():
+        alias = field.validation_alias
+        spellings = [name, *(alias.choices if isinstance(alias, AliasChoices) else [alias])]
+        found.update({s: field.annotation for s in spellings if isinstance(s, str)})
+    return found
 
 
 class _DescriptorCommon(_Section):
@@ -269,6 +311,8 @@ def _format_error(err: ValidationError, section: str) -> str:
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(e["loc"])
             lines.append(f"unknown key {key!r}" + (f"; allowed keys: {allowed}" if allowed else ""))
+        elif e["type"] == "bool_not_allowed":
+            lines.append(f"{key}.{e['ctx']['key']}: {e['msg']} (got {e['input'][e['ctx']['key']]})")
         elif e["type"] == "union_tag_invalid":
             lines.append(
                 f"{key}: unsupported descriptor type {e['input'].get('type')!r}; "

@@ -20,7 +20,6 @@ from typing import Any, Literal
 from pydantic import (
     AliasChoices,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -29,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, PydanticUndefined
 
 from ..config import _format_error, _strip_comments, parse_model_config
+from ..config import _Section as _ModelSection
 from ..errors import ConfigError
 
 __all__ = [
@@ -48,10 +48,8 @@ __all__ = [
 ]
 
 
-class _Section(BaseModel):
-    """A config section: no unknown keys, aliases accepted."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class _Section(_ModelSection):
+    """A config section: no unknown keys, aliases accepted, no true/false for numbers."""
 
 
 def _aliases(*names: str) -> AliasChoices:

@@ -14,11 +14,12 @@ from typing import Any
 
 from .. import io
 from ..atomic import atomic_path
-from ..errors import ConfigError, DPAError
+from ..errors import ConfigError, DPAError, OutputError
 from ..model import Model, build_model
 from .auto_sel import has_auto_sel, resolve_auto_sel
 from .batches import Batch, DataSource, Prefetcher, make_batch
 from .checkpoint import (
+    POINTER,
     checkpoint_model,
     read_training_state,
     resolve_checkpoint,
@@ -34,6 +35,7 @@ from .loss import (
     lcurve_line,
     weighted_average,
 )
+from .outdir import LOCK_NAME, inside_output, locked_output_folder
 from .schedule import ExpDecay
 from .stat import compute_env_statistics, fit_energy_bias, set_energy_bias
 
@@ -182,10 +184,11 @@ def train(
     """Train as `input_path` says; returns the path of the final model."""
     raw = read_train_input(input_path)
     source = None  # the model file training starts from (--restart or --init-model)
+    state_path = None
     if restart is not None or init_model is not None:
-        path = resolve_checkpoint(restart) if restart is not None else Path(init_model)
-        source = io.load(path)
-        _check_type_map(source, raw, path)
+        state_path = resolve_checkpoint(restart) if restart is not None else Path(init_model)
+        source = io.load(state_path)
+        _check_type_map(source, raw, state_path)
         script = source.data.get("model_def_script")  # its architecture, resolved sel included
         if isinstance(script, dict) and isinstance(raw.get("model"), dict):
             raw = {**raw, "model": script}
@@ -194,8 +197,60 @@ def train(
         atypes = [s.remap_types(raw["model"]["type_map"]) for s in systems]
         raw = {**raw, "model": resolve_auto_sel(raw["model"], systems, atypes)}
     cfg = parse_train_input(raw, source=str(input_path))
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    with locked_output_folder(outdir) as out:
+        return _train_in(
+            out, cfg, Path(input_path), backend, source, state_path, init_model, systems
+        )
+
+
+def _output_paths(out: Path, cfg: TrainInput, input_path: Path, suffix: str) -> tuple[Path, Path]:
+    """(learning-curve file, checkpoint prefix) inside `out`, refusing names that leave it or
+    land on the input, the final model, the checkpoint pointer or the lock."""
+    final = out / f"model{suffix}"
+    reserved = {
+        input_path: "the training input",
+        final: "the final model",
+        out / POINTER: "the checkpoint pointer",
+        out / LOCK_NAME: "the run's lock file",
+    }
+    tcfg = cfg.training
+    lcurve = inside_output(out, tcfg.disp_file, "disp_file", reserved)
+    if lcurve.is_dir() or (lcurve.is_file() and not _is_lcurve(lcurve)):
+        raise ConfigError(
+            f"training.disp_file = {tcfg.disp_file!r}: {lcurve} exists and is not a learning "
+            "curve; choose another name"
+        )
+    prefix = inside_output(out, tcfg.save_ckpt, "save_ckpt", reserved)
+    for folder in (lcurve.parent, prefix.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"{folder}: cannot create ({err.strerror or err})") from None
+    return lcurve, prefix
+
+
+def _is_lcurve(path: Path) -> bool:
+    """Whether the file starts like a learning curve (so a fresh run may overwrite it)."""
+    with open(path, "rb") as f:
+        return f.read(1) == b"#"
+
+
+def _train_in(
+    out: Path,
+    cfg: TrainInput,
+    input_path: Path,
+    backend: str,
+    source: Model | None,
+    path: Path | None,
+    init_model: str | None,
+    systems: list | None,
+) -> Path:
+    """The run itself, in the locked output folder `out` (see `train`): `source` is the model
+    file read from `path` (a checkpoint to continue, or with `init_model` a start), `systems`
+    the training systems already loaded for auto sel."""
+    restart = source is not None and init_model is None
+    suffix = SUFFIX.get(backend, "")
+    lcurve, ckpt_prefix = _output_paths(out, cfg, input_path, suffix)
     for key in cfg.ignored_keys():
         log.warning("%s is accepted for compatibility but ignored by dpa", key)
     tcfg = cfg.training
@@ -204,7 +259,7 @@ def train(
     if source is None:
         model = build_model(cfg.raw["model"], seed=seed)
     else:
-        if restart is not None:
+        if restart:
             state = read_training_state(source, path)
         model = Model({k: v for k, v in source.data.items() if k != "training"})
     train_src = DataSource(tcfg.training_data, model.type_map, seed, "training_data", systems)
@@ -227,14 +282,12 @@ def train(
         start = int(state["step"])
     rounding = trainer.slot_rounding
     prefetch = Prefetcher(train_src, model, rounding)
-    lcurve = out / tcfg.disp_file
     keys = sorted(_metric_keys(loss_cfg))
     if state is not None and lcurve.is_file():
         _trim_lcurve(lcurve, start)
     else:
         with atomic_path(lcurve) as tmp:
             tmp.write_text(lcurve_header(keys, valid_src is not None))
-    suffix = SUFFIX[backend]
     progress = _Progress(start, numb_steps)
     last_good: Path | None = None
     try:
@@ -261,8 +314,7 @@ def train(
                     valid = _validate(trainer, vb, losses, lr)
                 trn = {k: shown.get(k, math.nan) for k in keys}
                 val = None if valid is None else {k: valid.get(k, math.nan) for k in keys}
-                with open(lcurve, "a") as f:
-                    f.write(lcurve_line(done, val, trn, lr))
+                _append(lcurve, lcurve_line(done, val, trn, lr))
                 progress.report(done, trn, lr)
             if done % tcfg.save_freq == 0 or done == numb_steps:
                 samplers = {"training": prefetch.resume_state()}
@@ -271,13 +323,24 @@ def train(
                 training = training_state(done, trainer.optimizer_state(), samplers, backend)
                 ckpt_model = checkpoint_model(model, trainer.tree(), training)
                 last_good = write_checkpoint(
-                    out, tcfg.save_ckpt, done, suffix, ckpt_model, tcfg.max_ckpt_keep
+                    out, ckpt_prefix, done, suffix, ckpt_model, tcfg.max_ckpt_keep
                 )
     finally:
         prefetch.close()
     final = out / f"model{suffix}"
     io.save(Model({**model.data, "model": trainer.tree()}), final)
     return final
+
+
+def _append(path: Path, text: str) -> None:
+    """Append a line to the learning curve; a failed write is an OutputError naming the file."""
+    try:
+        with open(path, "a") as f:
+            f.write(text)
+    except OSError as err:
+        raise OutputError(
+            f"{path}: cannot append to the learning curve ({err.strerror or err})"
+        ) from None
 
 
 def _metric_keys(cfg: EnerLossConfig) -> list[str]:
