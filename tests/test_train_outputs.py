@@ -115,7 +115,8 @@ def test_a_learning_curve_in_a_subfolder_works(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "section, key", [("training", "numb_steps"), ("training", "disp_freq"), ("loss", "start_pref_f")]
+    "section, key",
+    [("training", "numb_steps"), ("training", "disp_freq"), ("loss", "start_pref_f")],
 )
 def test_true_is_not_a_number(tmp_path, section, key):
     cfg = json.loads(_input(tmp_path).read_text())
