@@ -217,13 +217,14 @@ def _face_distances(box: np.ndarray) -> np.ndarray:
 def _n_images(box: np.ndarray, rcut: float) -> np.ndarray:
     """Images needed per axis and direction, ceil(rcut / d_k), max over frames; (3,) int."""
     d = _face_distances(box.reshape(-1, 3, 3))
-    nb = np.ceil(rcut / d).max(axis=0).astype(np.int64)
+    nb = np.ceil(rcut / d).max(axis=0)  # compared as floats: a huge rcut overflows int64
     if (nb > _MAX_IMAGES).any():
         raise DataError(
-            f"the cell is too small for rcut={rcut:g}: it needs {nb.tolist()} periodic images per "
-            f"axis (at most {_MAX_IMAGES} supported); check the box units"
+            f"the cell is too small for rcut={rcut:g}: it needs {[f'{n:.3g}' for n in nb]} "
+            f"periodic images per axis (at most {_MAX_IMAGES} supported); check the box units "
+            "and the model's rcut"
         )
-    return nb
+    return nb.astype(np.int64)
 
 
 def _cube(nb: Sequence[int]) -> np.ndarray:

@@ -7,6 +7,7 @@ on CPU, which pays off in MD and long test runs.
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -42,6 +43,10 @@ class _Prepared:
         self.tree = tree
         self.compile = compile
         self.compiled: dict = {}
+        # torch.compile's tracer is not thread-safe: threads tracing one function at once make
+        # its guards fail and recompile up to the limit (dozens of warnings); compiled calls of
+        # one model run one at a time
+        self.lock = threading.Lock()
         self.message_passing = neighbor_spec(tree["descriptor"]).message_passing
 
     def energy_function(self, atype_host: np.ndarray, slot_counts: tuple = ()):
@@ -92,7 +97,8 @@ class TorchBackend(Backend):
         if not prepared.compile:
             return self._evaluate(prepared, *args)
         try:
-            return self._evaluate(prepared, *args)
+            with prepared.lock:
+                return self._evaluate(prepared, *args)
         except DPAError:
             raise
         except Exception as err:  # an inductor failure must not cost the user the run

@@ -96,6 +96,12 @@ def _read_type_map(root: Path, ntypes: int) -> tuple[list[str], bool]:
     if not type_map_file.is_file():
         return [f"type_{i}" for i in range(ntypes)], False
     type_map = type_map_file.read_text().split()
+    for i, name in enumerate(type_map):
+        if name in type_map[:i]:
+            raise DataError(
+                f"{type_map_file}: lists {name!r} twice (types {type_map.index(name)} and {i}); "
+                "name each element once and renumber type.raw to match"
+            )
     if ntypes > len(type_map):
         raise DataError(
             f"{type_map_file}: lists {len(type_map)} elements but type.raw uses type "
@@ -139,6 +145,10 @@ def _load_rows(
         raise DataError(f"{file}: cannot read it as a .npy array ({err})") from None
     if arr.dtype.kind not in "fiu":
         raise DataError(f"{file}: holds {arr.dtype} values, expected floating point numbers")
+    if arr.size == 0:
+        raise DataError(
+            f"{file}: holds no frames (shape {arr.shape}); add frames or remove {set_dir.name}"
+        )
     arr = arr.astype(np.float64, copy=False)
     if arr.ndim == 1 and width != 1 and arr.size == width:
         arr = arr.reshape(1, width)  # a single frame stored flat

@@ -58,6 +58,12 @@ class System:
         nat = self.atype.shape[0]
         if nat == 0:
             raise DataError(f"{self.path}: the system has no atoms")
+        twice = sorted({t for i, t in enumerate(self.type_map) if t in self.type_map[:i]})
+        if twice and self.has_type_map:
+            raise DataError(
+                f"{self.path}: its type map {self.type_map} lists {', '.join(twice)} more than "
+                "once; name each element once (atoms of one element would be split over types)"
+            )
         if self.atype.min() < 0 or self.atype.max() >= len(self.type_map):
             bad = int(self.atype[(self.atype < 0) | (self.atype >= len(self.type_map))][0])
             raise DataError(
