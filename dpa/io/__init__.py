@@ -1,7 +1,10 @@
 """Model files: the suffix picks the format (.dp neutral HDF5, .pth torch, .jax npz-zip,
 .savedmodel TensorFlow SavedModel directory, written through jax2tf).
 
-Writes go to a temporary name in the target folder and are renamed when complete.
+A file is built in memory, written in one go to a temporary name in the target folder, flushed
+to disk and renamed onto the target (`dpa.atomic`); a failed write raises `ModelWriteError` (an
+`OutputError`) naming the path, the cause and the fix. `.dp`, `.pth` and `.jax` files carry a
+checksum of their arrays (`checksum`), checked on read.
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..atomic import atomic_path
-from ..errors import DPAError, ModelFileError
+from ..errors import DPAError, ModelFileError, OutputError
 from ..model import Model
+
+
+class ModelWriteError(OutputError, ModelFileError):
+    """A model file cannot be written (an OutputError; also a ModelFileError, as save raised)."""
 
 
 def _formats() -> dict[str, tuple[Callable, Callable]]:
@@ -61,7 +68,7 @@ def load(path: str | os.PathLike) -> Model:
 
 
 def save(model: Model, path: str | os.PathLike) -> None:
-    """Write `model` atomically (temporary file, then rename)."""
+    """Write `model` atomically (built in memory, temporary file, fsync, rename)."""
     path = Path(path)
     _, writer = _format_of(path)
     if path.suffix in _DIRECTORY_FORMATS:
@@ -70,8 +77,8 @@ def save(model: Model, path: str | os.PathLike) -> None:
     try:
         with atomic_path(path) as tmp:
             writer(tmp, model.data)
-    except FileNotFoundError as err:
-        raise ModelFileError(f"{path}: {err}") from None
+    except OutputError as err:
+        raise ModelWriteError(str(err)) from err
 
 
 def convert(source: str | os.PathLike, target: str | os.PathLike) -> Model:

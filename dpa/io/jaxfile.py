@@ -1,40 +1,61 @@
-"""`.jax`: a zip (NumPy .npz) holding the tree as JSON plus one array per variable; no pickle."""
+"""`.jax`: a zip (NumPy .npz) holding the tree as JSON plus one array per variable; no pickle.
+
+The JSON header carries the tree's checksum ("sha256", see `checksum`), checked on read; the file
+is built in memory and written in one go.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ..tree import split_variables
+from ..tree import merge_variables, split_variables
+from . import checksum
 from .dp import _jsonable
 
 FORMAT = "dpa.jax"
 
 
-def write(path: Path, data: dict) -> None:
-    """Store the skeleton (variables replaced by their index) and the arrays."""
+def encode(data: dict) -> bytes:
+    """The complete `.jax` file: the skeleton (variables replaced by their index) and the arrays."""
     skeleton, leaves = split_variables(data)
-    header = json.dumps({"format": FORMAT, "version": 1, "tree": _jsonable(skeleton)})
+    header = json.dumps(
+        {
+            "format": FORMAT,
+            "version": 1,
+            checksum.ALGORITHM: checksum.digest(data),
+            "tree": _jsonable(skeleton),
+        }
+    )
     arrays = {f"v{i:05d}": np.asarray(a) for i, a in enumerate(leaves)}
-    with open(path, "wb") as f:
-        np.savez(f, __header__=np.frombuffer(header.encode(), dtype=np.uint8), **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, __header__=np.frombuffer(header.encode(), dtype=np.uint8), **arrays)
+    return buffer.getvalue()
 
 
-def read(path: Path) -> dict:
-    """Load with allow_pickle=False."""
-    import zipfile
+def write(path: str | os.PathLike, data: dict) -> None:
+    """Write `data` to `path` in one go (`dpa.io.save` makes it atomic)."""
+    Path(path).write_bytes(encode(data))
 
-    from ..tree import merge_variables
 
+def read(path: str | os.PathLike) -> dict:
+    """Load with allow_pickle=False and check the checksum."""
     if not zipfile.is_zipfile(path):
         raise ValueError("not a dpa .jax model (expected a zip archive)")
     with np.load(path, allow_pickle=False) as z:
         header = json.loads(bytes(z["__header__"]).decode())
         if header.get("format") != FORMAT:
             raise ValueError("not a dpa .jax model")
-        skeleton = header["tree"]
         n = len([k for k in z.files if k.startswith("v")])
-        leaves = [z[f"v{i:05d}"] for i in range(n)]
-    return merge_variables(skeleton, leaves)
+        try:
+            leaves = [z[f"v{i:05d}"] for i in range(n)]
+        except zipfile.BadZipFile as err:  # a zip entry failing its CRC-32: a damaged byte
+            raise checksum.corrupt(path, str(err)) from err
+    data = merge_variables(header["tree"], leaves)
+    checksum.verify(data, header.get(checksum.ALGORITHM), path)
+    return data

@@ -1,14 +1,18 @@
 """`.pth`: `torch.save` of the model tree with tensors as variables; read with weights_only=True,
-so opening a file never runs code from it."""
+so opening a file never runs code from it. The payload carries the tree's checksum ("sha256",
+see `checksum`), checked on read; the file is built in memory and written in one go."""
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackendError
 from ..tree import map_variables
+from . import checksum
 
 FORMAT = "dpa.pth"
 
@@ -23,15 +27,23 @@ def _torch():
     return torch
 
 
-def write(path: Path, data: dict) -> None:
-    """Save the tree with each NumPy variable as a CPU tensor (dtype kept)."""
+def encode(data: dict) -> bytes:
+    """The complete `.pth` file: the tree with each NumPy variable as a CPU tensor (dtype kept)."""
     torch = _torch()
     tree = map_variables(data, lambda a: torch.from_numpy(np.array(a, copy=True)))
-    torch.save({"format": FORMAT, "version": 1, "data": tree}, path)
+    payload = {"format": FORMAT, "version": 1, checksum.ALGORITHM: checksum.digest(data)}
+    buffer = io.BytesIO()
+    torch.save({**payload, "data": tree}, buffer)
+    return buffer.getvalue()
 
 
-def read(path: Path) -> dict:
-    """Load with weights_only=True and turn tensors back into NumPy arrays."""
+def write(path: str | os.PathLike, data: dict) -> None:
+    """Write `data` to `path` in one go (`dpa.io.save` makes it atomic)."""
+    Path(path).write_bytes(encode(data))
+
+
+def read(path: str | os.PathLike) -> dict:
+    """Load with weights_only=True, turn tensors back into NumPy arrays, check the checksum."""
     torch = _torch()
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -39,4 +51,6 @@ def read(path: Path) -> dict:
             "not a dpa .pth model (DeePMD-kit .pth files are TorchScript: convert them with "
             "`dp convert-backend model.pth model.dp` first)"
         )
-    return map_variables(payload["data"], lambda t: t.detach().cpu().numpy())
+    data = map_variables(payload["data"], lambda t: t.detach().cpu().numpy())
+    checksum.verify(data, payload.get(checksum.ALGORITHM), path)
+    return data
