@@ -8,13 +8,14 @@ File names as `dp test -d PREFIX` gives them: PREFIX's own suffix, if any, is re
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from dpa.atomic import atomic_path
+from dpa.atomic import atomic_write_text
 from dpa.data.evaluation import SystemResult
 from dpa.errors import DPAError
 
@@ -94,10 +95,9 @@ def write_details(prefix: str | os.PathLike, results: Sequence[SystemResult]) ->
 
 
 def _write_atomic(path: str, blocks: list[tuple[str, np.ndarray]], header: str) -> None:
-    """Write header+rows blocks to a temporary file next to `path`, then rename it onto `path`."""
-    try:
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fp:
-            for name, rows in blocks:
-                np.savetxt(fp, rows, header=f"{name}: {header}")
-    except OSError as err:
-        raise DPAError(f"{path}: cannot write detail file ({err.strerror or err})") from None
+    """Render the header+rows blocks in memory, then write them atomically in one go; a failed
+    write raises OutputError naming `path`, the cause and the fix."""
+    buffer = io.StringIO()
+    for name, rows in blocks:
+        np.savetxt(buffer, rows, header=f"{name}: {header}")
+    atomic_write_text(path, buffer.getvalue())

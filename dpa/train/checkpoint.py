@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import io
-from ..atomic import atomic_path
+from ..atomic import atomic_write_text
 from ..errors import DPAError
 from ..model import Model
 
@@ -45,8 +45,7 @@ def write_checkpoint(outdir: Path, prefix: str, step: int, suffix: str, model: M
     path = outdir / f"{prefix}-{step}{suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
     io.save(model, path)
-    with atomic_path(outdir / POINTER) as tmp:
-        tmp.write_text(os.path.relpath(path, outdir) + "\n")
+    atomic_write_text(outdir / POINTER, os.path.relpath(path, outdir) + "\n")
     pattern = re.compile(re.escape(Path(prefix).name) + r"-(\d+)" + re.escape(suffix) + "$")
     found = sorted(
         (int(m.group(1)), p)
