@@ -1,16 +1,20 @@
 """TensorFlow: evaluates a model exported as a SavedModel (`dpa convert m.dp m.savedmodel`).
 
-`dpa.load_model("m.savedmodel")` runs the SavedModel itself: dpa builds the neighbor list in
-NumPy (O(N) cell list, so large systems work) and calls the SavedModel's `evaluate_nlist`
-signature; forces and virials come from the gradients inside the exported graph. Any other model
-given to this backend (another file, a `Model`, or a SavedModel's model changed after loading,
-e.g. to another precision) is exported in memory first (jax2tf, a few seconds): what its
-SavedModel would compute. The atom virial is not part of the export.
+A SavedModel is a program, so dpa runs a file's graph only when asked for this backend
+(`dpa.load_model("m.savedmodel", backend="tensorflow")`, `--backend tensorflow`, DPA_BACKEND),
+and logs a warning that this trusts the file. Before TensorFlow loads it, the file is checked
+without running anything (`dpa.io.savedmodel_graph`): only the ops, objects and signatures dpa's
+exporter writes, and variables equal to the model embedded in assets/dpa_model.dp; metadata comes
+from assets/dpa_metadata.json. dpa builds the neighbor list in NumPy (O(N) cell list, so large
+systems work) and calls the `evaluate_nlist` signature; forces and virials come from the gradients
+inside the exported graph. Any other model given to this backend (another file, a `Model`, or a
+SavedModel's model changed after loading, e.g. to another precision) is exported in memory first
+(jax2tf, a few seconds): what its SavedModel would compute. The atom virial is not exported.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -24,9 +28,12 @@ import tensorflow as tf  # noqa: E402
 
 from ..errors import BackendError, DataError, ModelFileError  # noqa: E402
 from ..io.dp import _jsonable  # noqa: E402
-from ..io.savedmodel import check_metadata, read_metadata  # noqa: E402
+from ..io.savedmodel import METADATA_ASSET, MODEL_ASSET, read_metadata  # noqa: E402
+from ..io.savedmodel_graph import check_savedmodel, check_variables, identical  # noqa: E402
 from ..tree import split_variables  # noqa: E402
 from .base import Backend  # noqa: E402
+
+log = logging.getLogger("dpa")
 
 
 class _Prepared:
@@ -38,17 +45,22 @@ class _Prepared:
         self.meta = meta or {}
 
 
-def _holds(loaded: Any, meta: dict, tree: dict) -> bool:
-    """Whether the SavedModel computes `tree`: same structure and options, variables of the same
-    dtypes and shapes (a tree changed after loading, e.g. by `with_precision`, is not)."""
+def _same_tree(tree: dict, other: dict) -> bool:
+    """Whether two model trees are equal: structure, options and every array, exactly."""
     skeleton, leaves = split_variables(tree)
-    params = list(getattr(loaded, "params", []))
-    if meta.get("model_tree") != _jsonable(skeleton) or len(params) != len(leaves):
+    other_skeleton, other_leaves = split_variables(other)
+    if _jsonable(skeleton) != _jsonable(other_skeleton) or len(leaves) != len(other_leaves):
         return False
     return all(
-        p.dtype.as_numpy_dtype == np.asarray(a).dtype and tuple(p.shape) == np.shape(a)
-        for p, a in zip(params, leaves, strict=True)
+        identical(np.asarray(a), np.asarray(b)) for a, b in zip(leaves, other_leaves, strict=True)
     )
+
+
+def _embedded_tree(path: Path) -> dict:
+    """The model tree embedded in the SavedModel (assets/dpa_model.dp), read without TensorFlow."""
+    from ..io import savedmodel
+
+    return savedmodel.read(path)["model"]
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -69,9 +81,29 @@ def _too_old_hint(meta: dict) -> str:
     )
 
 
-def _load(path: Path, tree: dict) -> _Prepared | None:
-    """The SavedModel at `path` ready to run, or None when it does not hold `tree`."""
-    meta = read_metadata(path)  # format and version checks from the assets, before TF loads it
+def _verify(path: Path, tree: dict) -> dict:
+    """The file's metadata, after checking without running anything that its graph holds only
+    what dpa's exporter writes and that its variables are exactly `tree`'s arrays."""
+    meta = read_metadata(path)  # format and version checks from the assets
+    skeleton, leaves = split_variables(tree)
+    if meta.get("model_tree") != _jsonable(skeleton):
+        raise ModelFileError(
+            f"{path}: assets/{METADATA_ASSET} describes another model than assets/"
+            f"{MODEL_ASSET}; export the model again with `dpa convert model.dp model.savedmodel`"
+        )
+    check_savedmodel(path)
+    check_variables(path, [np.asarray(a) for a in leaves])
+    return meta
+
+
+def _load(path: Path, tree: dict) -> _Prepared:
+    """The SavedModel at `path`, checked, loaded and ready to run (it holds `tree`)."""
+    meta = _verify(path, tree)
+    log.warning(
+        "%s: running the SavedModel's TensorFlow graph (backend 'tensorflow') trusts the file: "
+        "it is a program; load it without backend='tensorflow' to evaluate its embedded model",
+        path,
+    )
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as err:  # a damaged SavedModel, or one too new for this TensorFlow
@@ -79,12 +111,8 @@ def _load(path: Path, tree: dict) -> _Prepared | None:
             f"{path}: TensorFlow cannot load this SavedModel ({err}){_too_old_hint(meta)}"
         ) from err
     signatures = getattr(loaded, "signatures", {})
-    if "get_metadata" not in signatures or "evaluate_nlist" not in signatures:
+    if "evaluate_nlist" not in signatures:
         raise ModelFileError(f"{path}: not a SavedModel exported by dpa (signatures missing)")
-    meta = json.loads(signatures["get_metadata"]()["json"].numpy().decode())
-    check_metadata(meta, str(path))
-    if not _holds(loaded, meta, tree):
-        return None
     return _Prepared(signatures["evaluate_nlist"], loaded, meta)
 
 
@@ -108,10 +136,10 @@ class TensorFlowBackend(Backend):
         return gpus[0].name if gpus else "cpu"
 
     def prepare(self, tree: dict) -> _Prepared:
-        if self._savedmodel is not None:
-            prepared = _load(self._savedmodel, tree)
-            if prepared is not None:
-                return prepared
+        """The bound SavedModel when `tree` is its embedded model, else an in-memory export."""
+        path = self._savedmodel
+        if path is not None and _same_tree(tree, _embedded_tree(path)):
+            return _load(path, tree)
         from ..export.savedmodel import build_module
 
         module = build_module({"model": tree})
