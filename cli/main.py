@@ -19,7 +19,7 @@ from dpa_cli.train import train_command
 
 __all__ = ["cli", "main"]
 
-BACKENDS = ("numpy", "torch", "jax")
+BACKENDS = ("numpy", "torch", "jax", "tensorflow")
 
 
 def _one_line(err: BaseException) -> str:
@@ -75,7 +75,8 @@ def _setup_logging(verbosity: int) -> None:
     envvar="DPA_BACKEND",
     show_envvar=True,
     default=None,
-    help="Backend to evaluate with (default: chosen by the model file's suffix).",
+    help="Backend to evaluate with (default: chosen by the model file's suffix; tensorflow runs "
+    "a .savedmodel's own graph, which trusts the file).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Print more, and full tracebacks on errors.")
 @click.option("-q", "--quiet", is_flag=True, help="Print results only.")

@@ -28,7 +28,8 @@ from .errors import (
 from .model import Model, build_model
 from .potential import Potential
 
-_SUFFIX_BACKEND = {".pth": "torch", ".jax": "jax", ".savedmodel": "tensorflow"}
+# a .savedmodel is not here: its graph is a program, run only on request (backend="tensorflow")
+_SUFFIX_BACKEND = {".pth": "torch", ".jax": "jax"}
 
 
 def load_model(
@@ -40,9 +41,12 @@ def load_model(
     """Load a model file (.dp, .pth, .jax, .savedmodel) or a `Model` onto a backend.
 
     backend: "numpy", "torch", "jax", "tensorflow", or None (DPA_BACKEND, else by suffix:
-    .pth -> torch, .jax -> jax, .savedmodel -> tensorflow, .dp -> torch if installed, else jax,
-    else numpy). The tensorflow backend runs a .savedmodel's exported graph; a .savedmodel also
-    holds the full model, so any other backend evaluates it too.
+    .pth -> torch, .jax -> jax, .dp and .savedmodel -> torch if installed, else jax, else
+    numpy). A .savedmodel is evaluated through the full model embedded in it (assets/
+    dpa_model.dp), never through its TensorFlow graph, unless backend="tensorflow" (or
+    DPA_BACKEND=tensorflow) asks for the graph: a SavedModel is a program, so that trusts the
+    file; dpa then refuses graphs holding ops its exporter never writes, or variables that
+    differ from the embedded model, and logs a warning.
     compile: torch only; torch.compile the model (slow first call per shape, faster after).
     precision: None (as trained), "float64" or "float32": evaluate in that precision without
     retraining (`Model.with_precision`); outputs stay float64 NumPy arrays.
