@@ -290,30 +290,30 @@ def _assert_close(got: dict, ref: dict, what: str) -> float:
 def test_load_model_runs_the_savedmodel(
     plain_tf_process, references, exported, systems, monkeypatch
 ):
-    """dpa.load_model("m.savedmodel") evaluates the SavedModel itself through the tensorflow
-    backend (neighbor list from dpa, trimmed DPA-1 list padded back, no box -> zeros;
-    evaluate_nlist signature); a model changed after loading (another precision) would be
-    exported afresh; other backends evaluate the model embedded in the file. First in the file
-    and asking for the plain-TF process, so it runs while that process does."""
+    """dpa.load_model("m.savedmodel", backend="tensorflow") evaluates the SavedModel itself
+    (neighbor list from dpa, trimmed DPA-1 list padded back, no box -> zeros; evaluate_nlist
+    signature); a model changed after loading (another precision) would be exported afresh; by
+    default the model embedded in the file is evaluated (torch here), never the graph. First in
+    the file and asking for the plain-TF process, so it runs while that process does."""
     from dpa.backends import tensorflow_backend
     from dpa.export import savedmodel as export
 
     path = exported["dpa1"]["savedmodel"]
     with monkeypatch.context() as patch:  # the file is run, not re-exported
         patch.setattr(export, "build_module", lambda *a, **k: pytest.fail("re-exported"))
-        pot = dpa.load_model(path)
+        pot = dpa.load_model(path, backend="tensorflow")
     assert pot.backend == "tensorflow" and pot.type_map == TYPE_MAP
     for name in ("skewed", "molecule"):
         s = systems[name]
         _assert_close(pot.evaluate(s.coord, s.atype, s.box), references["dpa1", name], name)
     with pytest.raises(dpa.BackendError, match="atom virial"):
         pot.evaluate(s.coord, s.atype, s.box, atomic=True)
-    loaded = pot._prepared.keep
-    meta = sm_format.read_metadata(path)
-    assert tensorflow_backend._holds(loaded, meta, pot.model.tree)
-    assert not tensorflow_backend._holds(loaded, meta, pot.model.with_precision("float32").tree)
-    torch_pot = dpa.load_model(path, backend="torch")
-    got = torch_pot.evaluate(s.coord, s.atype, s.box)
+    embedded = tensorflow_backend._embedded_tree(path)
+    assert tensorflow_backend._same_tree(pot.model.tree, embedded)
+    assert not tensorflow_backend._same_tree(pot.model.with_precision("float32").tree, embedded)
+    default_pot = dpa.load_model(path)
+    assert default_pot.backend == "torch"
+    got = default_pot.evaluate(s.coord, s.atype, s.box)
     _assert_close(got, references["dpa1", "molecule"], "torch on the embedded model")
 
 
