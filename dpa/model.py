@@ -14,6 +14,7 @@ from .config import parse_model_config
 from .dpmodel import fitting
 from .dpmodel.model import NeighborSpec, descriptor_module, is_mixed_types, neighbor_spec
 from .errors import ConfigError, ModelFileError
+from .model_check import check_model_tree
 from .tree import map_variables, variables
 
 #: Precisions a model can be evaluated in (`Model.with_precision`, `load_model(precision=...)`).
@@ -30,19 +31,7 @@ class Model:
                 "not a dpa/DeePMD-kit model tree: expected a dict with a 'model' entry whose "
                 "'@class' is 'Model'"
             )
-        missing = [k for k in ("type_map", "descriptor", "fitting", "@variables") if k not in model]
-        if missing:
-            raise ModelFileError(f"the model tree lacks {missing}; the file is incomplete")
-        if model.get("type", "standard") != "standard":
-            raise ModelFileError(
-                f"model type {model.get('type')!r} is not supported (only standard energy models)"
-            )
-        if model.get("fitting", {}).get("type", "ener") != "ener":
-            raise ModelFileError(
-                f"fitting type {model['fitting'].get('type')!r} is not supported (only 'ener')"
-            )
-        descriptor_module(model["descriptor"])  # raises on unknown descriptor types
-        _check_variables(model)
+        check_model_tree(model)  # shapes, dtypes, finiteness, bounds: fail here, not later
         self.data = data
 
     @property
@@ -113,7 +102,10 @@ class Model:
                 if isinstance(script.get(part), dict):
                     script[part] = _set_precision(script[part], precision)
             data["model_def_script"] = script
-        return Model(data)
+        try:
+            return Model(data)
+        except ModelFileError as err:  # a weight beyond float32's range becomes inf
+            raise ConfigError(f"this model cannot be evaluated in {precision}: {err}") from None
 
     def save(self, path: str | Path) -> None:
         """Write the model; the format follows the suffix (.dp, .pth, .jax)."""
@@ -140,7 +132,10 @@ def check_precision(precision: str) -> str:
 def _cast_float(array: Any, dtype: np.dtype) -> Any:
     """A floating-point array as `dtype`; other leaves (integer tables) unchanged."""
     a = np.asarray(array)
-    return a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else array
+    if not np.issubdtype(a.dtype, np.floating):
+        return array
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: the load check names it
+        return a.astype(dtype)
 
 
 def _set_precision(node: Any, precision: str) -> Any:
@@ -153,28 +148,6 @@ def _set_precision(node: Any, precision: str) -> Any:
     if isinstance(node, list | tuple):
         return [_set_precision(v, precision) for v in node]
     return node
-
-
-def _check_variables(model: dict) -> None:
-    """The arrays every evaluation needs are present (a truncated file fails here, not later)."""
-    stats = {
-        "dpa2": ["repinit_variable", "repformers_variable"],
-        "dpa3": ["repflow_variable"],
-    }.get(model["descriptor"].get("type"), [""])
-    needed = {
-        "@variables": ["out_bias"],
-        **{
-            f"descriptor.{block}.@variables".replace("..", "."): ["davg", "dstd"] for block in stats
-        },
-        "fitting.@variables": ["bias_atom_e"],
-    }
-    for where, names in needed.items():
-        node = model
-        for key in where.split("."):
-            node = node.get(key) or {}
-        absent = [n for n in names if node.get(n) is None]
-        if absent:
-            raise ModelFileError(f"the model tree lacks {where}.{absent}; the file is incomplete")
 
 
 def build_model(config: dict[str, Any], seed: int = 0) -> Model:
