@@ -9,7 +9,7 @@ import numpy as np
 from .backends.base import Backend
 from .dpmodel.descriptor.common import TYPE_BLOCKS
 from .dpmodel.model import NeighborSpec
-from .errors import BackendError, DataError
+from .errors import BackendError, DataError, EvaluationError
 from .model import Model
 from .neighbor import VerletPairs, build_neighbor_list, fold_pair_exclusion
 
@@ -161,6 +161,40 @@ def _as_param(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray | Non
     return np.ascontiguousarray(a)
 
 
+# outputs checked for finiteness, per-atom ones first: they name the atom
+CHECKED_OUTPUTS = ("atom_energy", "energy", "force", "atom_virial", "virial")
+PER_ATOM_OUTPUTS = ("atom_energy", "force", "atom_virial")
+
+
+def non_finite_message(key: str, frame: int, atom: int | None, model: str) -> str:
+    """What a non-finite output from finite input means and what to do about it."""
+    where = f"frame {frame}" + ("" if atom is None else f", atom {atom}")
+    return (
+        f"{model} gave a non-finite {key} for {where} from finite input; the model is the likely "
+        "cause (weights that overflow or are corrupt): re-export it from its source or retrain "
+        "it, and if it runs in float32, try float64"
+    )
+
+
+def check_outputs(results: dict[str, np.ndarray], model: Model) -> None:
+    """EvaluationError naming the key, frame and atom of the first non-finite output (the
+    inputs were checked finite, so the model is to blame); the error carries them as
+    attributes `key`, `frame`, `atom`, `model`."""
+    for key in CHECKED_OUTPUTS:
+        values = results.get(key)
+        if values is None:
+            continue
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            continue
+        index = np.argwhere(bad)[0]
+        frame, atom = int(index[0]), int(index[1]) if key in PER_ATOM_OUTPUTS else None
+        name = f"the {model.descriptor_type} model ({model.num_params:,} parameters)"
+        error = EvaluationError(non_finite_message(key, frame, atom, name))
+        error.key, error.frame, error.atom, error.model = key, frame, atom, name
+        raise error
+
+
 class Results(dict):
     """Evaluation outputs; asking a backend without autograd for derivatives is a clear error."""
 
@@ -302,6 +336,7 @@ class Potential:
             }
         )
         results.backend = self.backend
+        check_outputs(results, self.model)
         return results
 
     def _frame_params(

@@ -11,7 +11,7 @@ import numpy as np
 
 from dpa.data.metrics import ErrorStat, error_stat
 from dpa.data.system import System
-from dpa.errors import DataError
+from dpa.errors import EvaluationError
 from dpa.neighbor import NeighborOverflowWarning
 
 __all__ = ["SystemResult", "evaluate_system", "predict"]
@@ -52,7 +52,10 @@ def predict(
         box = None if system.box is None else system.box[start:stop]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NeighborOverflowWarning)
-            out = pot.evaluate(system.coord[start:stop], atype, box, atomic=False)
+            try:
+                out = pot.evaluate(system.coord[start:stop], atype, box, atomic=False)
+            except EvaluationError as err:
+                raise _in_system(err, system, start) from None
         for w in caught:
             if issubclass(w.category, NeighborOverflowWarning):
                 overflows.append(f"frames {start}-{stop - 1}: {w.message}")
@@ -71,11 +74,23 @@ def predict(
     for key in ("energy", "force", "virial"):
         if key in pred and not np.all(np.isfinite(pred[key])):
             frame = int(np.argwhere(~np.isfinite(pred[key]))[0][0])
-            raise DataError(
-                f"{system.name}: the model predicts a non-finite {key} at frame {frame}; "
-                "check the coordinates and box of that frame"
+            raise EvaluationError(
+                f"{system.name}: the model predicts a non-finite {key} at frame {frame}; the "
+                "model may be broken (weights that overflow or are corrupt: re-export or retrain "
+                "it), or the coordinates and box of that frame are unphysical"
             )
     return pred
+
+
+def _in_system(err: EvaluationError, system: System, start: int) -> EvaluationError:
+    """`err` of a chunk starting at frame `start`, reworded with the system and its frame."""
+    frame = getattr(err, "frame", None)
+    if frame is None:
+        return EvaluationError(f"{system.name}, frames from {start}: {err}")
+    from dpa.potential import non_finite_message
+
+    text = non_finite_message(err.key, start + frame, err.atom, err.model)
+    return EvaluationError(f"{system.name}: {text}")
 
 
 def compare(system: System, pred: dict[str, np.ndarray]) -> dict[str, ErrorStat]:
