@@ -164,6 +164,8 @@ def _create_temporary(target: Path) -> Path:
 
 def _copy_owner_and_mode(fd: int, existing: os.stat_result) -> None:
     """Give the open file the owner (best effort) and permission bits of `existing`."""
+    if not hasattr(os, "fchown"):  # no POSIX owners or modes (Windows)
+        return
     if (existing.st_uid, existing.st_gid) != (os.getuid(), os.getgid()):
         try:
             os.fchown(fd, existing.st_uid, existing.st_gid)
