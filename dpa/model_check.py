@@ -579,26 +579,39 @@ def _repformers(desc: Node, ntypes: int, d1: int) -> None:
         _repformer_layer(layer, d1, d2)
 
 
+REPFORMER_FLAGS = (
+    "update_chnnl_2",
+    "update_g1_has_conv",
+    "update_g1_has_drrd",
+    "update_g1_has_grrg",
+    "update_g1_has_attn",
+    "update_g2_has_g1g1",
+    "update_g2_has_attn",
+    "update_h2",
+    "g1_out_conv",
+    "g1_out_mlp",
+)
+
+
 def _repformer_layer(layer: Node, d1: int, d2: int) -> None:
     """One repformer layer: the weights its update terms read, and its residual vectors."""
     for key, dim in (("g1_dim", d1), ("g2_dim", d2)):
         if _int(layer[key], 1) != dim:
             fail(layer[key], f"is {layer[key].value}; expected {dim}, the block's {key}")
-    flags = {
-        k: bool(layer[k].value)
-        for k in (
-            "update_chnnl_2",
-            "update_g1_has_conv",
-            "update_g1_has_drrd",
-            "update_g1_has_grrg",
-            "update_g1_has_attn",
-            "update_g2_has_g1g1",
-            "update_g2_has_attn",
-            "update_h2",
-            "g1_out_conv",
-            "g1_out_mlp",
-        )
-    }
+    flags = {k: bool(layer[k].value) for k in REPFORMER_FLAGS}
+    style = _choice(layer["update_style"], ("res_avg", "res_incr", "res_residual"))
+    n_f = _repformer_f_terms(layer, flags, d1, d2)
+    n_g = _repformer_g_terms(layer, flags, d1, d2) if flags["update_chnnl_2"] else 0
+    if style == "res_residual":
+        var = layer["@variables"]
+        _residuals(var.get("g1_residual", []), n_f, d1, "g1 update terms")
+        if flags["update_chnnl_2"]:
+            _residuals(var.get("g2_residual", []), n_g, d2, "g2 update terms")
+            _residuals(var.get("h2_residual", []), int(flags["update_h2"]), 1, "h2 update terms")
+
+
+def _repformer_f_terms(layer: Node, flags: dict[str, bool], d1: int, d2: int) -> int:
+    """The g1 update weights of a repformer layer; returns the number of g1 update terms."""
     axis = _int(layer["axis_neuron"], 1)
     for flag, dim, name in (
         ("update_g1_has_grrg", d2, "g2_dim"),
@@ -606,37 +619,26 @@ def _repformer_layer(layer: Node, d1: int, d2: int) -> None:
     ):
         if flags[flag] and axis > dim:
             fail(layer["axis_neuron"], f"is {axis}; expected at most {name} = {dim} ({flag})")
-    style = _choice(layer["update_style"], ("res_avg", "res_incr", "res_residual"))
-    n_g = _repformer_g_terms(layer, flags, d1, d2) if flags["update_chnnl_2"] else 0
-    in1 = 0 if flags["g1_out_mlp"] else d1
+    terms, in1 = 1, 0  # linear1 is always a term
     if flags["g1_out_mlp"]:
         _layer(layer["g1_self_mlp"], d1, d1, "g1_dim to g1_dim")
+        terms += 1
+    else:
+        in1 += d1
     if flags["update_g1_has_conv"]:
-        out_conv = flags["g1_out_conv"]
-        shape = (d2, d1) if out_conv else (d1, d2)
-        _layer(
-            layer["proj_g1g2"],
-            *shape,
-            "g1_out_conv: (g2_dim, g1_dim)" if out_conv else "(g1_dim, g2_dim)",
-        )
-        in1 += 0 if out_conv else d2
+        if flags["g1_out_conv"]:
+            _layer(layer["proj_g1g2"], d2, d1, "g1_out_conv: (g2_dim, g1_dim)")
+            terms += 1
+        else:
+            _layer(layer["proj_g1g2"], d1, d2, "conv into linear1: (g1_dim, g2_dim)")
+            in1 += d2
     in1 += axis * d2 if flags["update_g1_has_grrg"] else 0
     in1 += axis * d1 if flags["update_g1_has_drrd"] else 0
     _layer(layer["linear1"], in1, d1, "the concatenated g1 update inputs to g1_dim")
     if flags["update_g1_has_attn"]:
         _local_attention(layer["loc_attn"], d1)
-    if style == "res_residual":
-        n_f = (
-            int(flags["g1_out_mlp"])
-            + int(flags["update_g1_has_conv"] and flags["g1_out_conv"])
-            + 1
-            + int(flags["update_g1_has_attn"])
-        )
-        var = layer["@variables"]
-        _residuals(var.get("g1_residual", []), n_f, d1, "g1 update terms")
-        if flags["update_chnnl_2"]:
-            _residuals(var.get("g2_residual", []), n_g, d2, "g2 update terms")
-            _residuals(var.get("h2_residual", []), int(flags["update_h2"]), 1, "h2 update terms")
+        terms += 1
+    return terms
 
 
 def _repformer_g_terms(layer: Node, flags: dict[str, bool], d1: int, d2: int) -> int:
