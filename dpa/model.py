@@ -14,7 +14,7 @@ from .config import parse_model_config
 from .dpmodel import fitting
 from .dpmodel.model import NeighborSpec, descriptor_module, is_mixed_types, neighbor_spec
 from .errors import ConfigError, ModelFileError
-from .model_check import check_model_tree
+from .model_check import MAX_SEL, MAX_WIDTH, check_model_tree
 from .tree import map_variables, variables
 
 #: Precisions a model can be evaluated in (`Model.with_precision`, `load_model(precision=...)`).
@@ -157,6 +157,8 @@ def build_model(config: dict[str, Any], seed: int = 0) -> Model:
     type_map = cfg["type_map"]
     ntypes = len(type_map)
     desc_cfg = cfg["descriptor"]
+    _check_sizes(desc_cfg, "model.descriptor")
+    _check_sizes(cfg["fitting_net"], "model.fitting_net")
     module = descriptor_module(desc_cfg)
     desc = module.build(desc_cfg, type_map, rng)
     fit_cfg = {**cfg["fitting_net"], "exclude_types": cfg["atom_exclude_types"]}
@@ -185,4 +187,36 @@ def build_model(config: dict[str, Any], seed: int = 0) -> Model:
         "model_def_script": copy.deepcopy(config),
         "@variables": {},
     }
-    return Model(data)
+    try:
+        return Model(data)
+    except ModelFileError as err:  # the config made it: say so, not "the file is corrupt"
+        raise ConfigError(f"the model config gives an invalid model: {err}") from None
+
+
+def _check_sizes(section: Any, where: str) -> None:
+    """ConfigError for a neighbor count or layer width too large to allocate (before `build`
+    allocates it): sel entries up to MAX_SEL in all, each width up to MAX_WIDTH."""
+    if isinstance(section, dict):
+        for key, value in section.items():
+            _check_sizes(value, f"{where}.{key}")
+        return
+    leaf = where.rsplit(".", 1)[-1]
+    values = section if isinstance(section, list) else [section]
+    if leaf not in _SEL_KEYS + _WIDTH_KEYS or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in values
+    ):
+        return
+    total, limit = (
+        (sum(values), MAX_SEL) if leaf in _SEL_KEYS else (max(values, default=0), MAX_WIDTH)
+    )
+    if total > limit:
+        raise ConfigError(f"{where} = {section} is too large (at most {limit})")
+
+
+_SEL_KEYS = ("sel", "nsel", "three_body_sel", "e_sel", "a_sel")
+_WIDTH_KEYS = (
+    "neuron", "three_body_neuron", "tebd_dim", "n_dim", "e_dim", "a_dim", "g1_dim", "g2_dim",
+    "attn", "attn_layer", "attn1_hidden", "attn2_hidden", "attn1_nhead", "attn2_nhead",
+    "axis_neuron", "nlayers", "numb_fparam", "numb_aparam", "dim_case_embd",
+    "n_multi_edge_message",
+)  # fmt: skip

@@ -173,6 +173,13 @@ def test_absurd_sel_is_a_quick_clear_error(tmp_path):
     assert time.perf_counter() - start < 5.0
 
 
+def test_absurd_sizes_in_a_config_are_config_errors():
+    with pytest.raises(ConfigError, match=r"model\.descriptor\.sel = \[1000000000000, 8, 8\]"):
+        build({**SE_E2_A, "sel": [10**12, 8, 8]})
+    with pytest.raises(ConfigError, match=r"model\.fitting_net\.neuron = \[1000000000\]"):
+        build(neuron=[10**9])
+
+
 def edit(path: str, value) -> callable:
     """A function setting the tree entry at dotted `path` (ints index lists) to `value`."""
 
