@@ -31,5 +31,9 @@ class OutputError(DPAError, OSError):
     or an output folder already in use by another run."""
 
 
+class ModelWriteError(OutputError, ModelFileError):
+    """A model file cannot be written (an OutputError, and a ModelFileError as before)."""
+
+
 class EvaluationError(DPAError, FloatingPointError):
     """An evaluation produced non-finite results from finite input (a broken model, usually)."""

@@ -445,3 +445,17 @@ def test_deepmd_file_without_checksum_loads_and_resaves_identically(tmp_path):
         for name in a:
             assert a[name].dtype == b[name].dtype
             assert a[name][()].tobytes() == b[name][()].tobytes()
+
+
+def test_savedmodel_write_errors_are_output_errors(model, tmp_path, monkeypatch):
+    """A SavedModel directory that cannot be created (here: a full disk) is one OutputError."""
+    import tempfile
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_space)
+    target = tmp_path / "m.savedmodel"
+    with pytest.raises(OutputError, match=r"m.savedmodel: no space left on the device holding"):
+        dpa.io.save(model, target)
+    assert not target.exists()

@@ -13,13 +13,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..atomic import atomic_path
-from ..errors import DPAError, ModelFileError, OutputError
+from ..atomic import atomic_path, output_error
+from ..errors import DPAError, ModelFileError, ModelWriteError, OutputError
 from ..model import Model
 
-
-class ModelWriteError(OutputError, ModelFileError):
-    """A model file cannot be written (an OutputError; also a ModelFileError, as save raised)."""
+__all__ = ["ModelWriteError", "convert", "load", "save"]
 
 
 def _formats() -> dict[str, tuple[Callable, Callable]]:
@@ -72,7 +70,12 @@ def save(model: Model, path: str | os.PathLike) -> None:
     path = Path(path)
     _, writer = _format_of(path)
     if path.suffix in _DIRECTORY_FORMATS:
-        writer(path, model.data)
+        try:
+            writer(path, model.data)
+        except DPAError:
+            raise
+        except OSError as err:  # the directory's own atomic write (temporary folder, rename)
+            raise ModelWriteError(str(output_error(path, err))) from err
         return
     try:
         with atomic_path(path) as tmp:
