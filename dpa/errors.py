@@ -36,4 +36,27 @@ class ModelWriteError(OutputError, ModelFileError):
 
 
 class EvaluationError(DPAError, FloatingPointError):
-    """An evaluation produced non-finite results from finite input (a broken model, usually)."""
+    """An evaluation produced non-finite results from finite input (a broken model, usually).
+
+    Made by `non_finite`, it carries `key`, `frame`, `atom` (None for per-frame outputs) and
+    `model` (its description), so a caller evaluating in chunks can renumber the frame."""
+
+    key: str | None = None
+    frame: int | None = None
+    atom: int | None = None
+    model: str | None = None
+
+    @classmethod
+    def non_finite(
+        cls, key: str, frame: int, atom: int | None, model: str, where: str = ""
+    ) -> EvaluationError:
+        """The error for a non-finite `key` at `frame` (and `atom`); `where` prefixes the
+        message (e.g. the data system)."""
+        place = f"frame {frame}" + ("" if atom is None else f", atom {atom}")
+        error = cls(
+            f"{where}{model} gave a non-finite {key} for {place} from finite input; the model is "
+            "the likely cause (weights that overflow or are corrupt): re-export it from its "
+            "source or retrain it, and if it runs in float32, try float64"
+        )
+        error.key, error.frame, error.atom, error.model = key, frame, atom, model
+        return error

@@ -166,20 +166,9 @@ CHECKED_OUTPUTS = ("atom_energy", "energy", "force", "atom_virial", "virial")
 PER_ATOM_OUTPUTS = ("atom_energy", "force", "atom_virial")
 
 
-def non_finite_message(key: str, frame: int, atom: int | None, model: str) -> str:
-    """What a non-finite output from finite input means and what to do about it."""
-    where = f"frame {frame}" + ("" if atom is None else f", atom {atom}")
-    return (
-        f"{model} gave a non-finite {key} for {where} from finite input; the model is the likely "
-        "cause (weights that overflow or are corrupt): re-export it from its source or retrain "
-        "it, and if it runs in float32, try float64"
-    )
-
-
 def check_outputs(results: dict[str, np.ndarray], model: Model) -> None:
     """EvaluationError naming the key, frame and atom of the first non-finite output (the
-    inputs were checked finite, so the model is to blame); the error carries them as
-    attributes `key`, `frame`, `atom`, `model`."""
+    inputs were checked finite, so the model is to blame)."""
     for key in CHECKED_OUTPUTS:
         values = results.get(key)
         if values is None:
@@ -190,9 +179,7 @@ def check_outputs(results: dict[str, np.ndarray], model: Model) -> None:
         index = np.argwhere(bad)[0]
         frame, atom = int(index[0]), int(index[1]) if key in PER_ATOM_OUTPUTS else None
         name = f"the {model.descriptor_type} model ({model.num_params:,} parameters)"
-        error = EvaluationError(non_finite_message(key, frame, atom, name))
-        error.key, error.frame, error.atom, error.model = key, frame, atom, name
-        raise error
+        raise EvaluationError.non_finite(key, frame, atom, name)
 
 
 class Results(dict):

@@ -84,13 +84,11 @@ def predict(
 
 def _in_system(err: EvaluationError, system: System, start: int) -> EvaluationError:
     """`err` of a chunk starting at frame `start`, reworded with the system and its frame."""
-    frame = getattr(err, "frame", None)
-    if frame is None:
+    if err.frame is None or err.key is None or err.model is None:
         return EvaluationError(f"{system.name}, frames from {start}: {err}")
-    from dpa.potential import non_finite_message
-
-    text = non_finite_message(err.key, start + frame, err.atom, err.model)
-    return EvaluationError(f"{system.name}: {text}")
+    return EvaluationError.non_finite(
+        err.key, start + err.frame, err.atom, err.model, where=f"{system.name}: "
+    )
 
 
 def compare(system: System, pred: dict[str, np.ndarray]) -> dict[str, ErrorStat]:
