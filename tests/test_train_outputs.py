@@ -82,7 +82,7 @@ def test_cli_reports_a_busy_folder_on_one_line(tmp_path):
     "key, name, message",
     [
         ("disp_file", "../lcurve.out", "outside the output folder"),
-        ("disp_file", "/tmp/lcurve.out", "relative to the output folder"),
+        ("disp_file", "ABSOLUTE", "relative to the output folder"),
         ("save_ckpt", "../../model.ckpt", "outside the output folder"),
         ("disp_file", "input.json", "would overwrite the training input"),
         ("disp_file", "model.pth", "would overwrite the final model"),
@@ -90,6 +90,8 @@ def test_cli_reports_a_busy_folder_on_one_line(tmp_path):
     ],
 )
 def test_output_names_stay_inside_the_folder(tmp_path, key, name, message):
+    if name == "ABSOLUTE":  # an absolute path elsewhere than the output folder
+        name = str(tmp_path.parent / "elsewhere" / "lcurve.out")
     inp = _input(tmp_path, **{key: name})
     before = inp.read_text()
     with pytest.raises(ConfigError, match=f"training.{key}.*{message}"):
