@@ -65,13 +65,19 @@ def _update(tx, params, grads, opt_state, lr):
     return [p - lr * u for p, u in zip(params, updates, strict=True)], opt_state
 
 
-def _step(static, tx, loss_fn, params, fixed, opt_state, batch, labels, lr):
-    """One update: (params, opt_state, loss, metrics)."""
+def _gradients(static, loss_fn, params, fixed, batch, labels, lr):
+    """(loss, metrics, gradient of the loss in `params`) of a batch."""
 
     def loss_of(p):
         return loss_fn(_predict(static, p, fixed, batch), labels, lr)
 
     (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    return loss, metrics, grads
+
+
+def _step(static, tx, loss_fn, params, fixed, opt_state, batch, labels, lr):
+    """One update: (params, opt_state, loss, metrics)."""
+    loss, metrics, grads = _gradients(static, loss_fn, params, fixed, batch, labels, lr)
     params, opt_state = _update(tx, params, grads, opt_state, lr)
     return params, opt_state, loss, metrics
 
@@ -170,16 +176,38 @@ class JaxTrainer:
         labels = {k: jnp.asarray(v) for k, v in labels.items()}
         return {k: float(v) for k, v in loss_fn(self.predict(batch), labels, lr)[1].items()}
 
-    def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
-        """One optimizer update at learning rate `lr`; the loss's metrics as floats."""
+    def gradients(
+        self, batch: dict, labels: dict, lr: float, loss_fn: LossFn
+    ) -> tuple[dict[str, float], dict]:
+        """The loss's metrics (with "loss") and its gradient as a model tree (trainable leaves;
+        None at statistics and buffers), without updating: what `step` would apply."""
         static = self._static(batch)
-        key = (
+        key = ("gradients", *self._cache_key(static, batch, labels, loss_fn))
+        fn = self._compiled.get(key)
+        if fn is None:
+            fn = self._compiled[key] = jax.jit(partial(_gradients, static, loss_fn))
+        labels = {k: jnp.asarray(v) for k, v in labels.items()}
+        loss, metrics, grads = fn(self.params, self.fixed, self._arrays(batch), labels, lr)
+        it = iter(np.asarray(g) for g in grads)
+        leaves = [next(it) if f else None for f in self.flags]
+        values = {k: float(v) for k, v in {"loss": loss, **metrics}.items()}
+        return values, merge_variables(self.skeleton, leaves)
+
+    @staticmethod
+    def _cache_key(static: tuple, batch: dict, labels: dict, loss_fn: LossFn) -> tuple:
+        """What a compiled step depends on besides the arrays' values."""
+        return (
             static[2].tobytes(),
             static[3],
             tuple((k, np.shape(v)) for k, v in sorted(batch.items()) if k != "slot_counts"),
             tuple(sorted(labels)),
             loss_fn,
         )
+
+    def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
+        """One optimizer update at learning rate `lr`; the loss's metrics as floats."""
+        static = self._static(batch)
+        key = self._cache_key(static, batch, labels, loss_fn)
         fn = self._compiled.get(key)
         compiling = fn is None
         if compiling:

@@ -39,7 +39,7 @@ class TorchTrainer:
         if self.device.type == "cpu":
             keep_large_buffers()  # eager torch frees and reallocates activations every step
         self.skeleton, leaves = split_variables(tree)
-        flags = trainable_flags(tree)
+        self.flags = flags = trainable_flags(tree)
         self.leaves = [torch.tensor(np.asarray(a), device=self.device) for a in leaves]
         self.trainable = [t for t, f in zip(self.leaves, flags, strict=True) if f]
         for t in self.trainable:
@@ -119,6 +119,21 @@ class TorchTrainer:
         pred = {k: v.detach() for k, v in self.predict(batch, create_graph=False).items()}
         labels = {k: torch.as_tensor(v, device=self.device) for k, v in labels.items()}
         return {k: float(v) for k, v in loss_fn(pred, labels, lr)[1].items()}
+
+    def gradients(
+        self, batch: dict, labels: dict, lr: float, loss_fn: LossFn
+    ) -> tuple[dict[str, float], dict]:
+        """The loss's metrics (with "loss") and its gradient as a model tree (trainable leaves;
+        None at statistics and buffers), without updating: what `step` would apply."""
+        pred = self.predict(batch)
+        labels = {k: torch.as_tensor(v, device=self.device) for k, v in labels.items()}
+        loss, metrics = loss_fn(pred, labels, lr)
+        grads = torch.autograd.grad(loss, self.trainable, allow_unused=True)
+        it = iter(g.detach().cpu().numpy() if g is not None else np.zeros(tuple(t.shape))
+                  for g, t in zip(grads, self.trainable, strict=True))  # fmt: skip
+        leaves = [next(it) if f else None for f in self.flags]
+        values = {k: float(v.detach()) for k, v in {"loss": loss, **metrics}.items()}
+        return values, merge_variables(self.skeleton, leaves)
 
     def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
         """One optimizer update at learning rate `lr`; the loss's metrics as floats."""
