@@ -287,6 +287,15 @@ class ModelConfig(_Section):
     data_stat_nbatch: int = 10
     data_stat_protect: float = 1e-2
     data_bias_nsample: int = 10
+    # keys DeePMD-kit's argcheck writes into every model_def_script (so its .dp/.pth files carry
+    # them); at these values they change nothing: the table potential and ZBL bridging are off,
+    # branch aliases only name multi-task heads, `info` records the observed types
+    srtab_add_bias: bool = True
+    model_branch_alias: list[str] = []
+    info: dict[str, Any] = {}
+    bridging_method: Literal["None"] = "None"
+    bridging_r_inner: float = 0.5
+    bridging_r_outer: float = 0.8
 
 
 def _strip_comments(value: Any) -> Any:

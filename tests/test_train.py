@@ -202,6 +202,24 @@ def test_init_model_keeps_its_statistics_and_checks_the_type_map(tmp_path):
         train(tmp_path / "swapped.json", "torch", tmp_path / "c", init_model=str(first))
 
 
+def test_init_model_from_a_deepmd_kit_file(tmp_path):
+    """A `.dp` written by DeePMD-kit carries its argcheck's model keys (srtab_add_bias, info,
+    bridging_*, model_branch_alias); training starts from it and keeps its statistics."""
+    source = Path(__file__).resolve().parent / "fixtures" / "train_step" / "dpa1_attn.dp"
+    assert "srtab_add_bias" in dpa.io.load(source).data["model_def_script"]
+    data = {"training_data": {"systems": [WATER], "batch_size": 1}}
+    inp = write_small_input(tmp_path, ["O", "H", "C"], data, 2, disp_freq=1, save_freq=2)
+    final = train(inp, "torch", tmp_path / "o", init_model=str(source))
+    before, after = dpa.io.load(source).tree, dpa.io.load(final).tree
+    np.testing.assert_array_equal(
+        after["descriptor"]["@variables"]["davg"], before["descriptor"]["@variables"]["davg"]
+    )
+    assert not np.array_equal(
+        after["fitting"]["nets"]["networks"][0]["layers"][0]["@variables"]["w"],
+        before["fitting"]["nets"]["networks"][0]["layers"][0]["@variables"]["w"],
+    )
+
+
 def test_cli_prints_progress_lines_without_a_terminal(tmp_path):
     """Piped output (CI, nohup) gets plain progress lines with ETA, no -v needed."""
     inp = _input(tmp_path, steps=4, disp_freq=2)
