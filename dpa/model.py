@@ -12,6 +12,7 @@ import numpy as np
 from ._version import __version__
 from .config import parse_model_config
 from .dpmodel import fitting
+from .dpmodel.deepmd_init import draw_like_deepmd
 from .dpmodel.model import NeighborSpec, descriptor_module, is_mixed_types, neighbor_spec
 from .errors import ConfigError, ModelFileError
 from .model_check import MAX_SEL, MAX_WIDTH, check_model_tree
@@ -163,6 +164,12 @@ def build_model(config: dict[str, Any], seed: int = 0) -> Model:
     desc = module.build(desc_cfg, type_map, rng)
     fit_cfg = {**cfg["fitting_net"], "exclude_types": cfg["atom_exclude_types"]}
     fit = fitting.build(fit_cfg, type_map, module.dim_out(desc), is_mixed_types(desc), rng)
+    # DeePMD-kit's own draws where its module tree is mapped: the same input, the same start
+    draw_like_deepmd(
+        {"descriptor": desc, "fitting": fit},
+        _seed_or(desc_cfg.get("seed"), seed),
+        _seed_or(cfg["fitting_net"].get("seed"), seed),
+    )
     tree = {
         "type_map": list(type_map),
         "atom_exclude_types": list(cfg["atom_exclude_types"]),
@@ -191,6 +198,11 @@ def build_model(config: dict[str, Any], seed: int = 0) -> Model:
         return Model(data)
     except ModelFileError as err:  # the config made it: say so, not "the file is corrupt"
         raise ConfigError(f"the model config gives an invalid model: {err}") from None
+
+
+def _seed_or(section_seed: Any, seed: int) -> int:
+    """A section's own `seed` (as DeePMD-kit uses it), else the run's seed."""
+    return int(section_seed) if section_seed is not None else int(seed)
 
 
 def _check_sizes(section: Any, where: str) -> None:

@@ -1,0 +1,90 @@
+"""The normal draws of PyTorch's CPU generator, reproduced with NumPy, and the seed mixing of
+DeePMD-kit: what `dpa.dpmodel.deepmd_init` needs to start from DeePMD-kit's initial weights
+without importing torch.
+
+PyTorch's CPU generator is an MT19937 seeded with the low 32 bits of the seed (the reference
+initialization `init_genrand`); a uniform double takes two 32-bit outputs (the first as the high
+word) and keeps 53 bits. `Tensor.normal_` on a contiguous tensor of 16 or more elements draws all
+uniforms first and turns each block of 16 into normals by Box-Muller (u1 = 1 - x[j],
+u2 = x[j + 8], for j < 8), redrawing 16 fresh uniforms for a last partial block; smaller tensors
+draw element by element with a polar pair whose sine half is cached in the generator. Values
+agree with torch to an ulp or two (NumPy's log/sin/cos, not the C library's).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+_MASK64 = (1 << 64) - 1
+# the hash constants of NumPy's SeedSequence, as DeePMD-kit's `mix_entropy` uses them
+_INIT_A = 0x43B0D7E5
+_MIX_MULT_L = 0xCA01F9DD
+_MIX_MULT_R = 0x4973F715
+_XSHIFT = 16
+
+
+def _hashmix(value: int) -> int:
+    value = ((value ^ _INIT_A) * _INIT_A) & _MASK64
+    return value ^ (value >> _XSHIFT)
+
+
+def _mix(x: int, y: int) -> int:
+    value = (_MIX_MULT_L * x - _MIX_MULT_R * y) & _MASK64
+    return value ^ (value >> _XSHIFT)
+
+
+def mix_seed(path: Sequence[int]) -> int:
+    """DeePMD-kit's integer seed of a child-seed list `[idx, ..., root]` (its `mix_entropy`)."""
+    mixed = _hashmix(int(path[0]))
+    for value in path[1:]:
+        mixed = _mix(mixed, _hashmix(int(value)))
+    return mixed
+
+
+class TorchCpuNormal:
+    """Normal draws equal (to round-off) to those of a `torch.Generator().manual_seed(seed)`."""
+
+    def __init__(self, seed: int) -> None:
+        self._bits = np.random.MT19937(0)
+        self._bits._legacy_seeding(int(seed) & 0xFFFFFFFF)
+        self._cached: float | None = None  # the sine half of the last small-tensor pair
+
+    def _uniform(self, n: int) -> np.ndarray:
+        raw = self._bits.random_raw(2 * n).astype(np.uint64)
+        words = (raw[0::2] << np.uint64(32)) | raw[1::2]
+        return (words & np.uint64((1 << 53) - 1)).astype(np.float64) * 2.0**-53
+
+    @staticmethod
+    def _box_muller_16(block: np.ndarray, mean: float, std: float) -> np.ndarray:
+        radius = np.sqrt(-2.0 * np.log(1.0 - block[:8]))
+        theta = 2.0 * math.pi * block[8:]
+        return np.concatenate(
+            [radius * np.cos(theta) * std + mean, radius * np.sin(theta) * std + mean]
+        )
+
+    def normal(self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0) -> np.ndarray:
+        """An array of `shape` filled as `torch.empty(shape).normal_(mean, std, generator)`."""
+        n = math.prod(shape)
+        if n >= 16:
+            uniform = self._uniform(n)
+            out = np.empty(n)
+            for i in range(0, n - 15, 16):
+                out[i : i + 16] = self._box_muller_16(uniform[i : i + 16], mean, std)
+            if n % 16:
+                out[n - 16 :] = self._box_muller_16(self._uniform(16), mean, std)
+            return out.reshape(shape)
+        out = np.empty(n)
+        for i in range(n):
+            if self._cached is not None:
+                value, self._cached = self._cached, None
+            else:
+                u1, u2 = self._uniform(2)
+                radius = math.sqrt(-2.0 * math.log1p(-u2))
+                theta = 2.0 * math.pi * u1
+                self._cached = radius * math.sin(theta)
+                value = radius * math.cos(theta)
+            out[i] = value * std + mean
+        return out.reshape(shape)
