@@ -15,7 +15,7 @@ import optax
 from ..dpmodel.descriptor.common import Edges
 from ..dpmodel.model import atomic_energy, edge_vectors, energy_split, forces_and_virials
 from ..errors import ConfigError
-from ..train.params import trainable_flags
+from ..train.params import gradient_tree, trainable_flags
 from ..tree import merge_variables, split_variables
 from .allocator import release_free_memory
 from .jax_backend import JaxBackend, energy_and_edge_grad, scatter_add
@@ -188,10 +188,8 @@ class JaxTrainer:
             fn = self._compiled[key] = jax.jit(partial(_gradients, static, loss_fn))
         labels = {k: jnp.asarray(v) for k, v in labels.items()}
         loss, metrics, grads = fn(self.params, self.fixed, self._arrays(batch), labels, lr)
-        it = iter(np.asarray(g) for g in grads)
-        leaves = [next(it) if f else None for f in self.flags]
         values = {k: float(v) for k, v in {"loss": loss, **metrics}.items()}
-        return values, merge_variables(self.skeleton, leaves)
+        return values, gradient_tree(self.skeleton, self.flags, [np.asarray(g) for g in grads])
 
     @staticmethod
     def _cache_key(static: tuple, batch: dict, labels: dict, loss_fn: LossFn) -> tuple:

@@ -12,7 +12,7 @@ import torch
 from ..dpmodel.descriptor.common import Edges
 from ..dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
 from ..errors import ConfigError
-from ..train.params import trainable_flags
+from ..train.params import gradient_tree, trainable_flags
 from ..tree import merge_variables, split_variables
 from .allocator import keep_large_buffers
 from .torch_backend import scatter_add
@@ -125,24 +125,23 @@ class TorchTrainer:
     ) -> tuple[dict[str, float], dict]:
         """The loss's metrics (with "loss") and its gradient as a model tree (trainable leaves;
         None at statistics and buffers), without updating: what `step` would apply."""
-        pred = self.predict(batch)
-        labels = {k: torch.as_tensor(v, device=self.device) for k, v in labels.items()}
-        loss, metrics = loss_fn(pred, labels, lr)
+        loss, metrics = self._loss(batch, labels, lr, loss_fn)
         grads = torch.autograd.grad(loss, self.trainable, allow_unused=True)
-        it = iter(g.detach().cpu().numpy() if g is not None else np.zeros(tuple(t.shape))
-                  for g, t in zip(grads, self.trainable, strict=True))  # fmt: skip
-        leaves = [next(it) if f else None for f in self.flags]
-        values = {k: float(v.detach()) for k, v in {"loss": loss, **metrics}.items()}
-        return values, merge_variables(self.skeleton, leaves)
+        arrays = [g.detach().cpu().numpy() if g is not None else np.zeros(tuple(t.shape))
+                  for g, t in zip(grads, self.trainable, strict=True)]  # fmt: skip
+        return _floats(loss, metrics), gradient_tree(self.skeleton, self.flags, arrays)
+
+    def _loss(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> tuple[Any, dict]:
+        """(loss, metrics) of a batch with the graph kept for a gradient."""
+        labels = {k: torch.as_tensor(v, device=self.device) for k, v in labels.items()}
+        return loss_fn(self.predict(batch), labels, lr)
 
     def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
         """One optimizer update at learning rate `lr`; the loss's metrics as floats."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        pred = self.predict(batch)
-        labels = {k: torch.as_tensor(v, device=self.device) for k, v in labels.items()}
-        loss, metrics = loss_fn(pred, labels, lr)
+        loss, metrics = self._loss(batch, labels, lr, loss_fn)
         loss.backward()
         for t in self.trainable:  # unused by this loss: a zero gradient (AdamW still decays it)
             if t.grad is None:
@@ -150,4 +149,9 @@ class TorchTrainer:
         if self.max_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.max_norm)
         self.optimizer.step()
-        return {k: float(v.detach()) for k, v in {"loss": loss, **metrics}.items()}
+        return _floats(loss, metrics)
+
+
+def _floats(loss: torch.Tensor, metrics: dict) -> dict[str, float]:
+    """The loss and its metrics as Python floats."""
+    return {k: float(v.detach()) for k, v in {"loss": loss, **metrics}.items()}

@@ -3,7 +3,10 @@ statistics and output buffers, and except networks marked `"trainable": false`."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from ..tree import merge_variables
 
 # statistics and buffers fixed before training (env-mat stats, energy bias, input normalization)
 BUFFERS = frozenset(
@@ -40,3 +43,10 @@ def trainable_flags(tree: Any) -> list[bool]:
 
     walk(tree, True, False, "")
     return flags
+
+
+def gradient_tree(skeleton: Any, flags: Sequence[bool], grads: Sequence[Any]) -> Any:
+    """A model tree (the `split_variables` skeleton) holding `grads`, one per trainable leaf in
+    traversal order, and None at the fixed leaves (statistics, buffers)."""
+    it = iter(grads)
+    return merge_variables(skeleton, [next(it) if f else None for f in flags])
