@@ -5,8 +5,8 @@ DeePMD-kit seeds every layer with its own generator: a child-seed list `[idx, ..
 following the module tree, mixed into one integer; a layer draws its matrix
 (N(0, 1/sqrt(n_in + n_out))), then its bias (N(0, 1)), then its timestep vector (N(0.1, 0.001))
 from it. This module walks a freshly built model tree and redraws its layers that way, for the
-descriptors whose module tree is mapped here (se_e2_a, DPA-1 / se_atten) and the fitting net;
-other descriptors keep dpa's own draws (same distributions, other numbers).
+descriptors whose module tree is mapped here (se_e2_a, DPA-1 / se_atten, DPA-3) and the fitting
+net; other descriptors keep dpa's own draws (same distributions, other numbers).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .torch_rng import TorchCpuNormal, mix_seed
 
 __all__ = ["MAPPED_DESCRIPTORS", "draw_like_deepmd"]
 
-MAPPED_DESCRIPTORS = ("se_e2_a", "se_a", "dpa1", "se_atten", "se_atten_v2")
+MAPPED_DESCRIPTORS = ("se_e2_a", "se_a", "dpa1", "se_atten", "se_atten_v2", "dpa3")
 
 
 def _draw_layer(layer: dict, path: list[int]) -> None:
@@ -57,6 +57,58 @@ def _draw_dpa1(desc: dict, seed: int) -> None:
     _draw_network(desc["type_embedding"]["embedding"], [2, seed])
 
 
+def _draw_residual(var: dict, key: int, path: list[int], args: dict) -> None:
+    """A residual scale vector: N(0, update_residual) from its own generator in "norm" mode,
+    the constant (already set, no draw) in "const" mode."""
+    if args["update_residual_init"] == "norm":
+        old = np.asarray(var[key])
+        gen = TorchCpuNormal(mix_seed(path))
+        var[key] = gen.normal(old.shape, 0.0, float(args["update_residual"])).astype(old.dtype)
+
+
+# repflow layer members and their child index in DeePMD-kit's RepFlowLayer
+_REPFLOW_LINEARS = {
+    "node_self_mlp": 0,
+    "node_sym_linear": 2,
+    "node_edge_linear": 4,
+    "edge_self_linear": 6,
+    "a_compress_n_linear": 8,
+    "a_compress_e_linear": 9,
+    "edge_angle_linear1": 10,
+    "edge_angle_linear2": 11,
+    "angle_self_linear": 13,
+}
+
+
+def _draw_dpa3(desc: dict, seed: int) -> None:
+    """Type embedding [2, S]; repflows [1, S]: edge_embd [0, ...], angle_embd [1, ...], layer ii
+    [ii, 1, ...] with its linears and residuals at the indices DeePMD-kit gives them."""
+    flow = desc["repflow_variable"]
+    args = desc["repflow_args"]
+    block = [1, seed]
+    _draw_layer(flow["edge_embd"], [0, *block])
+    _draw_layer(flow["angle_embd"], [1, *block])
+    for ii, layer in enumerate(flow["repflow_layers"]):
+        at = [ii, 1, *block]
+        for name, index in _REPFLOW_LINEARS.items():
+            if name in layer:
+                _draw_layer(layer[name], [index, *at])
+        residuals = layer.get("@variables")
+        if residuals is None:
+            continue
+        n_res, e_res, a_res = (residuals[k] for k in ("n_residual", "e_residual", "a_residual"))
+        _draw_residual(n_res, 0, [1, *at], args)
+        _draw_residual(n_res, 1, [3, *at], args)
+        for head in range(len(n_res) - 2):
+            _draw_residual(n_res, 2 + head, [head, 5, *at], args)
+        _draw_residual(e_res, 0, [7, *at], args)
+        if len(e_res) > 1:
+            _draw_residual(e_res, 1, [12, *at], args)
+        if a_res:
+            _draw_residual(a_res, 0, [14, *at], args)
+    _draw_network(desc["type_embedding"]["embedding"], [2, seed])
+
+
 def _draw_se_e2_a(desc: dict, seed: int) -> None:
     """Network (t_0, ..., t_{d-1}) is stored at sum t_i N^i but seeded with its position in
     DeePMD-kit's construction order, itertools.product over the types (t_0 slowest)."""
@@ -79,6 +131,8 @@ def draw_like_deepmd(tree: dict, descriptor_seed: int, fitting_seed: int) -> boo
         return False
     if kind in ("se_e2_a", "se_a"):
         _draw_se_e2_a(desc, descriptor_seed)
+    elif kind == "dpa3":
+        _draw_dpa3(desc, descriptor_seed)
     else:
         _draw_dpa1(desc, descriptor_seed)
     for ii, net in enumerate(tree["fitting"]["nets"]["networks"]):
