@@ -65,6 +65,11 @@ def _update(tx, params, grads, opt_state, lr):
     return [p - lr * u for p, u in zip(params, updates, strict=True)], opt_state
 
 
+def _metrics(static, loss_fn, params, fixed, batch, labels, lr):
+    """The loss's metrics of a batch (validation): forward and forces only."""
+    return loss_fn(_predict(static, params, fixed, batch), labels, lr)[1]
+
+
 def _gradients(static, loss_fn, params, fixed, batch, labels, lr):
     """(loss, metrics, gradient of the loss in `params`) of a batch."""
 
@@ -172,20 +177,27 @@ class JaxTrainer:
         return _predict(self._static(batch), self.params, self.fixed, self._arrays(batch))
 
     def metrics(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
-        """The loss's metrics on a batch without updating (validation)."""
+        """The loss's metrics on a batch without updating (validation); compiled once per batch
+        shape, as the step (op-by-op it took seconds per call and hundreds of small compiles)."""
+        fn = self._jitted("metrics", _metrics, batch, labels, loss_fn)
         labels = {k: jnp.asarray(v) for k, v in labels.items()}
-        return {k: float(v) for k, v in loss_fn(self.predict(batch), labels, lr)[1].items()}
+        metrics = fn(self.params, self.fixed, self._arrays(batch), labels, lr)
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _jitted(self, kind: str, fn: Callable, batch: dict, labels: dict, loss_fn: LossFn):
+        """`fn(static, loss_fn, ...)` jitted for this batch's shapes, compiled once per key."""
+        static = self._static(batch)
+        key = (kind, *self._cache_key(static, batch, labels, loss_fn))
+        if key not in self._compiled:
+            self._compiled[key] = jax.jit(partial(fn, static, loss_fn))
+        return self._compiled[key]
 
     def gradients(
         self, batch: dict, labels: dict, lr: float, loss_fn: LossFn
     ) -> tuple[dict[str, float], dict]:
         """The loss's metrics (with "loss") and its gradient as a model tree (trainable leaves;
         None at statistics and buffers), without updating: what `step` would apply."""
-        static = self._static(batch)
-        key = ("gradients", *self._cache_key(static, batch, labels, loss_fn))
-        fn = self._compiled.get(key)
-        if fn is None:
-            fn = self._compiled[key] = jax.jit(partial(_gradients, static, loss_fn))
+        fn = self._jitted("gradients", _gradients, batch, labels, loss_fn)
         labels = {k: jnp.asarray(v) for k, v in labels.items()}
         loss, metrics, grads = fn(self.params, self.fixed, self._arrays(batch), labels, lr)
         values = {k: float(v) for k, v in {"loss": loss, **metrics}.items()}
