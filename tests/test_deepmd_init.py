@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import dpa
-from dpa.dpmodel.torch_rng import TorchCpuNormal, mix_seed
+from dpa.dpmodel.torch_rng import TorchCpuGenerator, mix_seed
 from dpa.model import build_model
 from dpa.train.params import trainable_flags
 from dpa.tree import split_variables
@@ -50,7 +50,7 @@ def test_normal_draws_equal_torch() -> None:
     for path in ([0, 1, 1, 7], [3, 0, 0, 1, 7], [5, 123456789]):
         seed = mix_seed(path)
         gen = torch.Generator().manual_seed(seed)
-        mine = TorchCpuNormal(seed)
+        mine = TorchCpuGenerator(seed)
         # sizes >= 16 (blocks of 16, a partial last block) and < 16 (cached polar pairs)
         for shape, mean, std in (((17, 16), 0.0, 0.17), ((5,), 0.1, 0.001), ((1,), 0.0, 1.0),
                                  ((96, 64), 0.0, 0.08), ((3,), 0.0, 1.0), ((16,), 0.0, 1.0)):  # fmt: skip
@@ -58,3 +58,15 @@ def test_normal_draws_equal_torch() -> None:
             np.testing.assert_allclose(
                 mine.normal(shape, mean, std), want.numpy(), rtol=1e-14, atol=1e-16
             )
+
+
+def test_uniform_draws_equal_torch() -> None:
+    torch = pytest.importorskip("torch")
+    seed = mix_seed([3, 21])
+    gen = torch.Generator().manual_seed(seed)
+    mine = TorchCpuGenerator(seed)
+    for shape, low, high in (((36, 8), -0.38, 0.38), ((7,), 0.0, 1.0), ((4, 16), -2.0, 5.0)):
+        want = torch.empty(shape, dtype=torch.float64).uniform_(low, high, generator=gen)
+        np.testing.assert_allclose(
+            mine.uniform(shape, low, high), want.numpy(), rtol=1e-15, atol=1e-16
+        )

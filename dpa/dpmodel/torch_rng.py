@@ -1,10 +1,10 @@
-"""The normal draws of PyTorch's CPU generator, reproduced with NumPy, and the seed mixing of
-DeePMD-kit: what `dpa.dpmodel.deepmd_init` needs to start from DeePMD-kit's initial weights
+"""The normal and uniform draws of PyTorch's CPU generator, reproduced with NumPy, and the seed
+mixing of DeePMD-kit: what `dpa.dpmodel.deepmd_init` needs to start from DeePMD-kit's initial weights
 without importing torch.
 
 PyTorch's CPU generator is an MT19937 seeded with the low 32 bits of the seed (the reference
 initialization `init_genrand`); a uniform double takes two 32-bit outputs (the first as the high
-word) and keeps 53 bits. `Tensor.normal_` on a contiguous tensor of 16 or more elements draws all
+word) and keeps 53 bits; `Tensor.uniform_` uses one per element, in order. `Tensor.normal_` on a contiguous tensor of 16 or more elements draws all
 uniforms first and turns each block of 16 into normals by Box-Muller (u1 = 1 - x[j],
 u2 = x[j + 8], for j < 8), redrawing 16 fresh uniforms for a last partial block; smaller tensors
 draw element by element with a polar pair whose sine half is cached in the generator. Values
@@ -44,8 +44,9 @@ def mix_seed(path: Sequence[int]) -> int:
     return mixed
 
 
-class TorchCpuNormal:
-    """Normal draws equal (to round-off) to those of a `torch.Generator().manual_seed(seed)`."""
+class TorchCpuGenerator:
+    """Normal and uniform draws equal (to round-off) to those of
+    `torch.Generator().manual_seed(seed)`."""
 
     def __init__(self, seed: int) -> None:
         self._bits = np.random.MT19937(0)
@@ -64,6 +65,11 @@ class TorchCpuNormal:
         return np.concatenate(
             [radius * np.cos(theta) * std + mean, radius * np.sin(theta) * std + mean]
         )
+
+    def uniform(self, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+        """An array of `shape` filled as `torch.empty(shape).uniform_(low, high, generator)`:
+        one 53-bit uniform per element, in order."""
+        return (self._uniform(math.prod(shape)) * (high - low) + low).reshape(shape)
 
     def normal(self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0) -> np.ndarray:
         """An array of `shape` filled as `torch.empty(shape).normal_(mean, std, generator)`."""
