@@ -94,20 +94,21 @@ DESCRIPTORS = {
         },
         "add_tebd_to_repinit_out": False,
     },
-    # a small DPA-3 (3 repflow layers)
+    # a small DPA-3 (2 repflow layers; DeePMD-kit takes ~0.5 s per step on one thread, 12x that
+    # with 3 layers of 64/32/16 channels and e_sel 120 / a_sel 30)
     "dpa3": {
         "type": "dpa3",
         "repflow": {
-            "n_dim": 64,
-            "e_dim": 32,
-            "a_dim": 16,
-            "nlayers": 3,
-            "e_rcut": 6.0,
+            "n_dim": 32,
+            "e_dim": 16,
+            "a_dim": 8,
+            "nlayers": 2,
+            "e_rcut": 5.0,
             "e_rcut_smth": 0.5,
-            "e_sel": 120,
-            "a_rcut": 4.0,
-            "a_rcut_smth": 3.5,
-            "a_sel": 30,
+            "e_sel": 80,
+            "a_rcut": 3.5,
+            "a_rcut_smth": 3.0,
+            "a_sel": 16,
             "axis_neuron": 4,
             "update_angle": True,
             "update_style": "res_residual",

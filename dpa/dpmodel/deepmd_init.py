@@ -178,8 +178,8 @@ def _draw_dpa2(desc: dict, seed: int) -> None:
         if residuals is None:
             continue
         for key, indices in _repformer_residual_seeds(layer).items():
-            for k, index in zip(range(len(residuals[key])), indices, strict=False):
-                _draw_residual(residuals[key], k, [index, *at], args)
+            for k in range(len(residuals[key])):
+                _draw_residual(residuals[key], k, [indices[k], *at], args)
     _draw_network(desc["type_embedding"]["embedding"], [2, seed])
     if desc["g1_shape_tranform"].get("@variables") is not None:
         _draw_glorot(desc["g1_shape_tranform"], [3, seed])
