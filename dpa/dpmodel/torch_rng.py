@@ -1,14 +1,15 @@
 """The normal and uniform draws of PyTorch's CPU generator, reproduced with NumPy, and the seed
-mixing of DeePMD-kit: what `dpa.dpmodel.deepmd_init` needs to start from DeePMD-kit's initial weights
-without importing torch.
+mixing of DeePMD-kit: what `dpa.dpmodel.deepmd_init` needs to start from DeePMD-kit's initial
+weights without importing torch.
 
 PyTorch's CPU generator is an MT19937 seeded with the low 32 bits of the seed (the reference
 initialization `init_genrand`); a uniform double takes two 32-bit outputs (the first as the high
-word) and keeps 53 bits; `Tensor.uniform_` uses one per element, in order. `Tensor.normal_` on a contiguous tensor of 16 or more elements draws all
-uniforms first and turns each block of 16 into normals by Box-Muller (u1 = 1 - x[j],
-u2 = x[j + 8], for j < 8), redrawing 16 fresh uniforms for a last partial block; smaller tensors
-draw element by element with a polar pair whose sine half is cached in the generator. Values
-agree with torch to an ulp or two (NumPy's log/sin/cos, not the C library's).
+word) and keeps 53 bits; `Tensor.uniform_` uses one per element, in order. `Tensor.normal_` on a
+contiguous tensor of 16 or more elements draws all uniforms first and turns each block of 16 into
+normals by Box-Muller (u1 = 1 - x[j], u2 = x[j + 8], for j < 8), redrawing 16 fresh uniforms for
+a last partial block; smaller tensors draw element by element with a polar pair whose sine half
+is cached in the generator. Values agree with torch to an ulp or two (NumPy's log/sin/cos, not
+the C library's).
 """
 
 from __future__ import annotations
