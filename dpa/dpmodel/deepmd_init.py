@@ -17,7 +17,7 @@ import numpy as np
 
 from .torch_rng import TorchCpuGenerator, mix_seed
 
-__all__ = ["MAPPED_DESCRIPTORS", "draw_like_deepmd"]
+__all__ = ["MAPPED_DESCRIPTORS", "draw_like_deepmd", "skip_seedless_network_draws"]
 
 MAPPED_DESCRIPTORS = ("se_e2_a", "se_a", "dpa1", "se_atten", "se_atten_v2", "dpa2", "dpa3")
 
@@ -219,3 +219,35 @@ def draw_like_deepmd(tree: dict, descriptor_seed: int, fitting_seed: int) -> boo
         if net is not None:
             _draw_network(net, [ii, fitting_seed])
     return True
+
+
+_NETWORK_CLASSES = ("EmbeddingNetwork", "FittingNetwork")
+
+
+def skip_seedless_network_draws(node: object, gen: TorchCpuGenerator) -> None:
+    """Advance `gen` (torch's global generator) as building `node`'s model in DeePMD-kit does.
+
+    DeePMD-kit's PyTorch embedding and fitting networks build each hidden layer twice: once
+    seeded, then again from the serialized layer with no generator, so every such layer draws its
+    matrix, bias and timestep vector once more from the global generator (values discarded; a
+    fitting network's output layer is built once). The batch order of `dp --pt train` depends on
+    how far that moves the generator.
+    """
+    if isinstance(node, dict):
+        if node.get("@class") in _NETWORK_CLASSES:
+            layers = node["layers"]
+            if node["@class"] == "FittingNetwork":
+                layers = layers[:-1]
+            for layer in layers:
+                for key in ("w", "b", "idt"):
+                    value = layer["@variables"].get(key)
+                    if value is not None:
+                        value = np.asarray(value)
+                        gen.skip_normal(value.size, float32=value.dtype == np.float32)
+            return
+        for key, value in node.items():
+            if key != "@variables":
+                skip_seedless_network_draws(value, gen)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            skip_seedless_network_draws(value, gen)

@@ -1,6 +1,6 @@
-"""The normal and uniform draws of PyTorch's CPU generator, reproduced with NumPy, and the seed
-mixing of DeePMD-kit: what `dpa.dpmodel.deepmd_init` needs to start from DeePMD-kit's initial
-weights without importing torch.
+"""The draws of PyTorch's CPU generator, reproduced with NumPy, and the seed mixing of DeePMD-kit:
+what `dpa.dpmodel.deepmd_init` needs to start from DeePMD-kit's initial weights, and
+`dpa.data.deepmd_order` to walk DeePMD-kit's batch order, without importing torch.
 
 PyTorch's CPU generator is an MT19937 seeded with the low 32 bits of the seed (the reference
 initialization `init_genrand`); a uniform double takes two 32-bit outputs (the first as the high
@@ -9,7 +9,9 @@ contiguous tensor of 16 or more elements draws all uniforms first and turns each
 normals by Box-Muller (u1 = 1 - x[j], u2 = x[j + 8], for j < 8), redrawing 16 fresh uniforms for
 a last partial block; smaller tensors draw element by element with a polar pair whose sine half
 is cached in the generator. Values agree with torch to an ulp or two (NumPy's log/sin/cos, not
-the C library's).
+the C library's). An int64 `random_()` is a 64-bit draw modulo 2**63; `randperm(n)` swaps
+position i with i + (one 32-bit output mod (n - i)); `multinomial` with replacement takes one
+uniform double per sample and the first category whose normalized cumulative weight reaches it.
 """
 
 from __future__ import annotations
@@ -54,10 +56,41 @@ class TorchCpuGenerator:
         self._bits._legacy_seeding(int(seed) & 0xFFFFFFFF)
         self._cached: float | None = None  # the sine half of the last small-tensor pair
 
-    def _uniform(self, n: int) -> np.ndarray:
+    def _random64(self, n: int) -> np.ndarray:
         raw = self._bits.random_raw(2 * n).astype(np.uint64)
-        words = (raw[0::2] << np.uint64(32)) | raw[1::2]
-        return (words & np.uint64((1 << 53) - 1)).astype(np.float64) * 2.0**-53
+        return (raw[0::2] << np.uint64(32)) | raw[1::2]
+
+    def _uniform(self, n: int) -> np.ndarray:
+        return (self._random64(n) & np.uint64((1 << 53) - 1)).astype(np.float64) * 2.0**-53
+
+    def random_int64(self) -> int:
+        """`torch.empty((), dtype=torch.int64).random_(generator)`: a value in [0, 2**63)."""
+        return int(self._random64(1)[0]) % (1 << 63)
+
+    def randperm(self, n: int) -> np.ndarray:
+        """`torch.randperm(n, generator)` (CPU): a Fisher-Yates walk from the front."""
+        perm = np.arange(n, dtype=np.int64)
+        if n > 1:
+            words = self._bits.random_raw(n - 1).astype(np.int64)
+            for i, z in enumerate(words % np.arange(n, 1, -1, dtype=np.int64)):
+                j = i + int(z)
+                perm[i], perm[j] = perm[j], perm[i]
+        return perm
+
+    def multinomial(self, weights: np.ndarray, n: int) -> np.ndarray:
+        """`torch.multinomial(weights, n, replacement=True, generator)` for float64 weights."""
+        cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))
+        cumulative /= cumulative[-1]
+        return np.searchsorted(cumulative, self._uniform(n), side="left").astype(np.int64)
+
+    def skip_normal(self, n: int, float32: bool = False) -> None:
+        """Advance as `normal_` on a contiguous tensor of n elements would (float64 or float32;
+        a float32 tensor of 16 or more draws one 32-bit word per element)."""
+        if n >= 16:
+            per = 1 if float32 else 2
+            self._bits.random_raw(per * (n + (16 if n % 16 else 0)))
+        else:
+            self.normal((n,))
 
     @staticmethod
     def _box_muller_16(block: np.ndarray, mean: float, std: float) -> np.ndarray:

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from ..data.batching import BatchSampler, unit_sampling
+from ..data.deepmd_order import DeepmdOrder, LoaderLayout, deepmd_workers
 from ..data.system import System, load_systems, system_units
+from ..dpmodel.deepmd_init import skip_seedless_network_draws
 from ..errors import DataError
 from ..model import Model
 from ..potential import model_neighbor_list, slot_plan
@@ -62,7 +64,7 @@ class DataSource:
             section.auto_prob,
             section.sys_probs,
         )
-        self.sampler = BatchSampler(
+        self.sampler: BatchSampler | DeepmdOrder = BatchSampler(
             nframes,
             natoms,
             batch_size,
@@ -71,12 +73,51 @@ class DataSource:
             rng=np.random.default_rng(seed),
         )
 
+    def layout(self) -> LoaderLayout | None:
+        """The systems as DeePMD-kit's loader sees them; None when an input path was read as
+        several systems (mixed-type groups, extxyz compositions), which it samples as one."""
+        if len(system_units(self.systems)) != len(self.systems):
+            return None
+        nframes = [s.nframes for s in self.systems]
+        return LoaderLayout(nframes, self.sampler.batch_sizes, list(self.sampler.probs))
+
     def state(self) -> str:
         """The sampler state as JSON (checkpoints restore it, so a restart draws the same)."""
         return json.dumps(self.sampler.state(), default=_plain)
 
     def set_state(self, text: str) -> None:
         self.sampler.set_state(json.loads(text))
+
+
+def follow_deepmd_order(
+    train: DataSource,
+    valid: DataSource | None,
+    seed: int,
+    model_tree: dict,
+    stat_nbatch: int | None,
+    disp_freq: int,
+    numb_btch: int,
+) -> int | None:
+    """Make `train` draw the batches `dp --pt train` draws for this input (see
+    `dpa.data.deepmd_order`); its loader worker count, or None (order unchanged) when a data
+    section has a path read as several systems. `stat_nbatch` is None when no statistics are
+    computed; `model_tree` only needs the run's architecture."""
+    train_layout = train.layout()
+    valid_layout = None if valid is None else valid.layout()
+    if train_layout is None or (valid is not None and valid_layout is None):
+        return None
+    workers = deepmd_workers()
+    train.sampler = DeepmdOrder(
+        train_layout,
+        valid_layout,
+        seed,
+        workers,
+        lambda gen: skip_seedless_network_draws(model_tree, gen),
+        stat_nbatch,
+        disp_freq,
+        numb_btch,
+    )
+    return workers
 
 
 def _plain(value: Any) -> Any:

@@ -356,6 +356,13 @@ class TrainingConfig(_Section):
         "numb_steps",
     )
     seed: int | None = Field(None, description="random seed of the batch sampling")
+    batch_order: Literal["deepmd", "dpa"] = Field(
+        "deepmd",
+        description="dpa extension: 'deepmd' trains on the batches, in the order, that "
+        "`dp --pt train` (DeePMD-kit 3.2) draws for the same input and seed; like DeePMD-kit's, "
+        "that order depends on its loader's worker count ($NUM_WORKERS, else min(4, CPUs)). "
+        "'dpa' walks shuffled per-system epochs that do not depend on the machine",
+    )
     disp_file: str = Field("lcurve.out", description="learning-curve file")
     disp_freq: int = Field(1000, gt=0, description="write the learning curve every this many steps")
     save_freq: int = Field(1000, gt=0, description="write a checkpoint every this many steps")

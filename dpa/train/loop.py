@@ -4,6 +4,7 @@ brings only its trainer: `TorchTrainer`, `JaxTrainer`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ from ..atomic import atomic_path
 from ..errors import ConfigError, DPAError, OutputError
 from ..model import Model, build_model
 from .auto_sel import has_auto_sel, resolve_auto_sel
-from .batches import Batch, DataSource, Prefetcher, make_batch
+from .batches import Batch, DataSource, Prefetcher, follow_deepmd_order, make_batch
 from .checkpoint import (
     POINTER,
     checkpoint_model,
@@ -141,14 +142,30 @@ def _check_type_map(model: Model, raw: dict, path: Path) -> None:
         )
 
 
+def _stat_nbatch(cfg: TrainInput) -> int:
+    return int(cfg.training.data_stat_nbatch or cfg.raw["model"].get("data_stat_nbatch", 10))
+
+
 def _with_statistics(model: Model, cfg: TrainInput, source: DataSource) -> Model:
-    """davg/dstd and the energy bias from the first data_stat_nbatch batches of every system."""
-    nbatch = cfg.training.data_stat_nbatch or cfg.raw["model"].get("data_stat_nbatch", 10)
+    """davg/dstd and the energy bias from data_stat_nbatch batches of every system: the ones
+    DeePMD-kit packs when following its batch order, else each system's first batches."""
+    nbatch: int | None = _stat_nbatch(cfg)
     sizes = source.sampler.batch_sizes
-    tree = compute_env_statistics(model.tree, source.systems, nbatch, sizes)
-    if any(s.energy is not None for s in source.systems):
-        tree = set_energy_bias(tree, fit_energy_bias(tree, source.systems, nbatch, sizes))
+    systems = source.systems
+    picks = getattr(source.sampler, "stat_frames", None)
+    if picks is not None:
+        systems, nbatch = [s.frames(f) for s, f in zip(systems, picks, strict=True)], None
+    tree = compute_env_statistics(model.tree, systems, nbatch, sizes)
+    if any(s.energy is not None for s in systems):
+        tree = set_energy_bias(tree, fit_energy_bias(tree, systems, nbatch, sizes))
     return Model({**model.data, "model": tree})
+
+
+def _use_deepmd_order(cfg: TrainInput, state: dict[str, Any] | None) -> bool:
+    """The input's batch_order, or for a restart the order its checkpoint was drawing."""
+    if state is not None:
+        return json.loads(state["samplers"]["training"]).get("order") == "deepmd"
+    return cfg.training.batch_order == "deepmd"
 
 
 def _validate(trainer, batches: list[Batch], losses: _Losses, lr: float) -> dict[str, float]:
@@ -266,6 +283,22 @@ def _train_in(
     valid_src = None
     if tcfg.validation_data is not None:
         valid_src = DataSource(tcfg.validation_data, model.type_map, seed + 1, "validation_data")
+    if _use_deepmd_order(cfg, state):
+        fresh = state is None and init_model is None
+        numb_btch = 1 if valid_src is None else tcfg.validation_data.numb_btch
+        workers = follow_deepmd_order(
+            train_src,
+            valid_src,
+            seed,
+            model.tree,
+            _stat_nbatch(cfg) if fresh else None,
+            tcfg.disp_freq,
+            numb_btch,
+        )
+        if workers is None:
+            log.info("batch order: dpa's (a data path holds several systems)")
+        else:
+            log.info("batch order: DeePMD-kit's (dp --pt train with %d loader workers)", workers)
     numb_steps = _numb_steps(cfg, train_src)
     if state is None and init_model is None:
         model = _with_statistics(model, cfg, train_src)

@@ -1,0 +1,125 @@
+"""dpa's "deepmd" batch order draws what `dp --pt train` (DeePMD-kit 3.2.0) drew for the same
+input: the training batches of every step and the frames of the statistics (fixtures recorded by
+tests/fixtures/order/make_order_fixtures.py), and a restart continues the same order."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpa.data.deepmd_order import DeepmdOrder, deepmd_workers
+from dpa.dpmodel.torch_rng import TorchCpuGenerator
+from dpa.model import build_model
+from dpa.train.batches import DataSource, follow_deepmd_order
+from dpa.train.config import parse_train_input
+
+FIXTURES = Path(__file__).parent / "fixtures" / "order"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CASES = sorted(p.stem for p in FIXTURES.glob("*.json"))
+
+
+def _fixture(name: str) -> dict:
+    if not DATA.is_dir():
+        pytest.skip(f"shared data not found at {DATA}")
+    fixture = json.loads((FIXTURES / f"{name}.json").read_text())
+    config = copy.deepcopy(fixture["input"])
+    for key in ("training_data", "validation_data"):
+        if key in config["training"]:
+            section = config["training"][key]
+            section["systems"] = [str(DATA / s) for s in section["systems"]]
+    fixture["input"] = config
+    return fixture
+
+
+def _order(fixture: dict, monkeypatch: pytest.MonkeyPatch) -> tuple[DataSource, int]:
+    """The training DataSource of the fixture's input, drawing in DeePMD-kit's order with the
+    fixture's worker count (set as DeePMD-kit reads it, through NUM_WORKERS)."""
+    monkeypatch.setenv("NUM_WORKERS", str(fixture["workers"]))
+    cfg = parse_train_input(fixture["input"])
+    tcfg = cfg.training
+    model = build_model(cfg.raw["model"], seed=tcfg.seed)
+    train = DataSource(tcfg.training_data, model.type_map, tcfg.seed, "training_data")
+    valid = None
+    numb_btch = 1
+    if tcfg.validation_data is not None:
+        valid = DataSource(tcfg.validation_data, model.type_map, tcfg.seed, "validation_data")
+        numb_btch = tcfg.validation_data.numb_btch
+    workers = follow_deepmd_order(
+        train, valid, tcfg.seed, model.tree, 10, tcfg.disp_freq, numb_btch
+    )
+    return train, workers
+
+
+def test_fixtures_cover_the_descriptors_and_loader_shapes() -> None:
+    assert len(CASES) >= 7
+    kinds = {json.loads((FIXTURES / f"{c}.json").read_text())["workers"] for c in CASES}
+    assert kinds == {0, 1, 2, 4}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_training_batches_and_statistics_frames_equal_deepmd(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fixture = _fixture(case)
+    source, workers = _order(fixture, monkeypatch)
+    assert workers == fixture["workers"]
+    order = source.sampler
+    assert isinstance(order, DeepmdOrder)
+    stat = [int(f) for frames in order.stat_frames for f in frames]
+    assert stat == fixture["stat_frames"]
+    drawn = []
+    for _ in fixture["batches"]:
+        system, frames = order.next()
+        drawn.append([system, frames.tolist()])
+    assert drawn == fixture["batches"]
+
+
+def test_restart_continues_the_same_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    fixture = _fixture("se_e2_a_passes_w2")
+    source, _ = _order(fixture, monkeypatch)
+    for _ in range(150):
+        source.sampler.next()
+    saved = source.state()
+    expected = [source.sampler.next() for _ in range(40)]
+    monkeypatch.setenv("NUM_WORKERS", "3")  # another machine: the saved run's count wins
+    again, _ = _order(fixture, monkeypatch)
+    again.set_state(saved)
+    assert again.sampler.workers == 2
+    resumed = [again.sampler.next() for _ in range(40)]
+    for (s1, f1), (s2, f2) in zip(expected, resumed, strict=True):
+        assert s1 == s2 and f1.tolist() == f2.tolist()
+
+
+def test_worker_count_follows_deepmd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NUM_WORKERS", "0")
+    assert deepmd_workers() == 0
+    monkeypatch.delenv("NUM_WORKERS")
+    assert 1 <= deepmd_workers() <= 4
+
+
+def test_generator_draws_equal_torch() -> None:
+    torch = pytest.importorskip("torch")
+    for n in (1, 2, 7, 80, 333):
+        gen = torch.Generator()
+        gen.manual_seed(1234 + n)
+        assert torch.randperm(n, generator=gen).tolist() == (
+            TorchCpuGenerator(1234 + n).randperm(n).tolist()
+        )
+    weights = np.array([0.2, 0.0, 0.5, 0.3])
+    gen = torch.Generator()
+    gen.manual_seed(99)
+    drawn = torch.multinomial(torch.as_tensor(weights), 500, True, generator=gen)
+    assert drawn.tolist() == TorchCpuGenerator(99).multinomial(weights, 500).tolist()
+    mine = TorchCpuGenerator(5)
+    gen = torch.Generator()
+    gen.manual_seed(5)
+    for size, dtype in ((1, torch.float64), (3, torch.float64), (40, torch.float64),
+                        (17, torch.float32), (64, torch.float32)):  # fmt: skip
+        torch.empty(size, dtype=dtype).normal_(generator=gen)
+        mine.skip_normal(size, float32=dtype == torch.float32)
+        value = torch.empty((), dtype=torch.int64).random_(generator=gen).item()
+        assert value == mine.random_int64()
