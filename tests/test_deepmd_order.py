@@ -1,5 +1,6 @@
 """dpa's "deepmd" batch order draws what `dp --pt train` (DeePMD-kit 3.2.0) drew for the same
-input: the training batches of every step and the frames of the statistics (fixtures recorded by
+input: the training batches of every step, the validation batches of every display step and
+the frames of the statistics (fixtures recorded by
 tests/fixtures/order/make_order_fixtures.py), and a restart continues the same order."""
 
 from __future__ import annotations
@@ -71,11 +72,16 @@ def test_training_batches_and_statistics_frames_equal_deepmd(
     assert isinstance(order, DeepmdOrder)
     stat = [int(f) for frames in order.stat_frames for f in frames]
     assert stat == fixture["stat_frames"]
-    drawn = []
-    for _ in fixture["batches"]:
+    drawn, shown = [], []
+    for step in range(1, len(fixture["batches"]) + 1):
         system, frames = order.next()
         drawn.append([system, frames.tolist()])
+        for system, frames in order.validation_batches(step) or []:
+            shown.append([system, frames.tolist()])
     assert drawn == fixture["batches"]
+    assert shown == fixture["validation"]
+    has_validation = "validation_data" in fixture["input"]["training"]
+    assert bool(shown) == has_validation
 
 
 def test_restart_continues_the_same_order(monkeypatch: pytest.MonkeyPatch) -> None:

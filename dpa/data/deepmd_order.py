@@ -14,7 +14,8 @@ What `dp --pt train` does, in the order its global torch generator sees it:
    which reseeds its own generator with B + w and walks each system through permutations of its
    frames, one sampler seed per pass over the system (plus a base seed for every pass after its
    first). The validation loader does the same in its own workers; the main generator only sees
-   its base seed and systems, at the display steps (the first one and every `disp_freq`-th).
+   its base seed and systems, at the display steps (the first one and every `disp_freq`-th),
+   where it serves `numb_btch` batches.
    With W = 0 everything runs on the main generator, interleaved in step order.
 """
 
@@ -85,10 +86,8 @@ class _Loader:
     """The outer loader of one data section, cycled: passes of `total_batch * W` systems drawn
     on the main generator, served by W workers (or by the main process when W = 0)."""
 
-    def __init__(
-        self, layout: LoaderLayout, workers: int, main: TorchCpuGenerator, frames: bool
-    ) -> None:
-        self.layout, self.workers, self.main, self.frames = layout, workers, main, frames
+    def __init__(self, layout: LoaderLayout, workers: int, main: TorchCpuGenerator) -> None:
+        self.layout, self.workers, self.main = layout, workers, main
         self.pass_len = layout.total_batch * max(workers, 1)
         self.probs = np.asarray(layout.probs, dtype=np.float64)
         self.order: np.ndarray | None = None
@@ -96,14 +95,14 @@ class _Loader:
         self.streams: list[_SystemStreams] = []
         self.main_streams = _SystemStreams(layout, main) if workers == 0 else None
 
-    def next(self) -> tuple[int, np.ndarray | None]:
+    def next(self) -> tuple[int, np.ndarray]:
         if self.order is None or self.count == self.pass_len:
             base = self.main.random_int64()
             self.order = self.main.multinomial(self.probs, self.pass_len)
             self.count = 0
             if self.main_streams is not None:
                 self.streams = [self.main_streams]
-            elif self.frames:
+            else:
                 self.streams = [
                     _SystemStreams(self.layout, TorchCpuGenerator(base + w))
                     for w in range(self.workers)
@@ -111,8 +110,6 @@ class _Loader:
         i = self.count
         self.count += 1
         system = int(self.order[i])
-        if not self.streams:
-            return system, None
         return system, self.streams[i % len(self.streams)].next(system)
 
 
@@ -166,11 +163,12 @@ class DeepmdOrder:
                 main.random_int64()  # base seed of the statistics iterator
                 perm = TorchCpuGenerator(main.random_int64()).randperm(int(nframes))
                 self.stat_frames.append(perm[: min(self.stat_nbatch, nb) * bs])
-        self.train = _Loader(self.train_layout, self.workers, main, frames=True)
+        self.train = _Loader(self.train_layout, self.workers, main)
         self.valid = None
         if self.valid_layout is not None:
-            self.valid = _Loader(self.valid_layout, self.workers, main, frames=self.workers == 0)
+            self.valid = _Loader(self.valid_layout, self.workers, main)
         self.drawn = 0
+        self._validation: dict[int, list[tuple[int, np.ndarray]]] = {}
 
     def next(self) -> tuple[int, np.ndarray]:
         """The batch of the next training step."""
@@ -178,10 +176,13 @@ class DeepmdOrder:
         self.drawn += 1
         step = self.drawn
         if self.valid is not None and (step % self.disp_freq == 0 or step == 1):
-            for _ in range(self.numb_btch):
-                self.valid.next()
-        assert frames is not None
+            self._validation[step] = [self.valid.next() for _ in range(self.numb_btch)]
         return system, frames.copy()
+
+    def validation_batches(self, step: int) -> list[tuple[int, np.ndarray]] | None:
+        """The validation batches DeePMD-kit shows at display step `step` (1-based), once that
+        step's training batch was drawn; None where it shows none."""
+        return self._validation.pop(step, None)
 
     def __iter__(self) -> DeepmdOrder:
         return self
@@ -211,3 +212,4 @@ class DeepmdOrder:
         self._start()
         for _ in range(int(state["drawn"])):
             self.next()
+        self._validation.clear()  # those steps were shown before the checkpoint

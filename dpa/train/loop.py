@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import io
 from ..atomic import atomic_path
+from ..data.deepmd_order import DeepmdOrder
 from ..errors import ConfigError, DPAError, OutputError
 from ..model import Model, build_model
 from .auto_sel import has_auto_sel, resolve_auto_sel
@@ -152,7 +153,7 @@ def _with_statistics(model: Model, cfg: TrainInput, source: DataSource) -> Model
     nbatch: int | None = _stat_nbatch(cfg)
     sizes = source.sampler.batch_sizes
     systems = source.systems
-    picks = getattr(source.sampler, "stat_frames", None)
+    picks = source.sampler.stat_frames if isinstance(source.sampler, DeepmdOrder) else None
     if picks is not None:
         systems, nbatch = [s.frames(f) for s, f in zip(systems, picks, strict=True)], None
     tree = compute_env_statistics(model.tree, systems, nbatch, sizes)
@@ -340,9 +341,13 @@ def _train_in(
                 shown = display_metrics(metrics)
                 valid = None
                 if valid_src is not None:
-                    picks = [
-                        valid_src.sampler.next() for _ in range(tcfg.validation_data.numb_btch)
-                    ]
+                    # DeePMD-kit's validation batches when following its order, else our own
+                    picks = None
+                    if isinstance(train_src.sampler, DeepmdOrder):
+                        picks = train_src.sampler.validation_batches(done)
+                    if picks is None:
+                        numb_btch = tcfg.validation_data.numb_btch
+                        picks = [valid_src.sampler.next() for _ in range(numb_btch)]
                     vb = [make_batch(valid_src, i, f, model, rounding) for i, f in picks]
                     valid = _validate(trainer, vb, losses, lr)
                 trn = {k: shown.get(k, math.nan) for k in keys}
