@@ -13,7 +13,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from ..dpmodel.array_api import register_stop_gradient
+from ..dpmodel.array_api import register_row_block_bytes, register_stop_gradient
 from ..dpmodel.network import register_fused_activation, silut_constants
 
 NAMESPACE = "jax.numpy"
@@ -96,7 +96,10 @@ def _silut(threshold: float | None):
 
 
 def register() -> None:
-    """Make dpmodel's silu and silut use these on jax arrays; lax.stop_gradient for stop_gradient."""
+    """Make dpmodel's silu and silut use these on jax arrays; lax.stop_gradient for stop_gradient;
+    row blocks of ~6 MiB (DPA-1's attention over 192 water atoms: ~0.85x the training step on
+    2 CPU cores)."""
     register_fused_activation(NAMESPACE, "silu", lambda _: _silu)
     register_fused_activation(NAMESPACE, "silut", _silut)
     register_stop_gradient(NAMESPACE, jax.lax.stop_gradient)
+    register_row_block_bytes(NAMESPACE, 6 << 20)

@@ -14,6 +14,7 @@ from array_api_compat import array_namespace, device
 Array = Any
 
 _STOP_GRADIENT: dict[str, Callable[[Array], Array]] = {}
+_ROW_BLOCK_BYTES: dict[str, int] = {}
 
 
 def register_stop_gradient(namespace: str, fn: Callable[[Array], Array]) -> None:
@@ -29,6 +30,27 @@ def stop_gradient(x: Array) -> Array:
     """
     fn = _STOP_GRADIENT.get(getattr(xp_of(x), "__name__", ""))
     return x if fn is None else fn(x)
+
+
+def register_row_block_bytes(namespace: str, nbytes: int) -> None:
+    """Tell `row_blocks` the working set per block that suits backend `namespace`."""
+    _ROW_BLOCK_BYTES[namespace] = int(nbytes)
+
+
+def row_blocks(x: Array, nrows: int, bytes_per_row: int, max_blocks: int = 8) -> list[slice]:
+    """Slices that cut `nrows` independent rows into at most `max_blocks` blocks of about the
+    working set the backend of `x` registered (one block where it registered none).
+
+    XLA on CPU runs each elementwise pass over a whole array; over blocks that fit the CPU's
+    cache, the passes of one block find their operands still in cache. The cap keeps compiled
+    programs small for large inputs.
+    """
+    budget = _ROW_BLOCK_BYTES.get(getattr(xp_of(x), "__name__", ""))
+    if budget is None or not isinstance(nrows, int) or nrows <= 1:  # symbolic sizes: one block
+        return [slice(0, nrows)]
+    nblocks = min(max_blocks, nrows, -(-nrows * int(bytes_per_row) // budget))
+    size = -(-nrows // max(nblocks, 1))
+    return [slice(i, min(i + size, nrows)) for i in range(0, nrows, size)]
 
 
 def xp_of(*arrays: Array) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ConfigError
-from ..array_api import Array, safe_norm, stop_gradient, to_dtype, xp_of
+from ..array_api import Array, row_blocks, safe_norm, stop_gradient, to_dtype, xp_of
 from ..env_mat import environment_matrix, normalize
 from ..network import (
     dense,
@@ -169,8 +169,20 @@ def forward(desc: dict, edges: Edges) -> Array:
         # r̂_j · r̂_k of the normalized env-mat directions, shared by every layer
         rhat = env[..., 1:4] / safe_norm(env[..., 1:4], floor=1e-12)
         cosines = rhat @ xp.matrix_transpose(rhat)
-        for layer in layers:
-            g = _attention_layer(layer, g, mask, sw, cosines, dropped)
+        # the attention of an atom's neighbors only involves that atom's rows: cut the atoms
+        # into blocks whose N x N intermediates fit the cache where the backend asks for it
+        nnei, itemsize = g.shape[2], 8 if g.dtype == xp.float64 else 4
+        blocks = row_blocks(g, g.shape[1], nnei * nnei * itemsize)
+        parts = []
+        for rows in blocks:
+            if len(blocks) > 1:
+                gb, mb, sb, cb = (t[:, rows, ...] for t in (g, mask, sw, cosines))
+            else:
+                gb, mb, sb, cb = g, mask, sw, cosines
+            for layer in layers:
+                gb = _attention_layer(layer, gb, mb, sb, cb, dropped)
+            parts.append(gb)
+        g = parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
     if dropped:  # the last (empty) slot counts once for itself and once per cut slot
         env = env * stand_in_weights(width, dropped, env)
     out = symmetry_descriptor(contract_env(g, env, nsel), desc["axis_neuron"])
