@@ -300,6 +300,19 @@ def _train_in(
             log.info("batch order: dpa's (a data path holds several systems)")
         else:
             log.info("batch order: DeePMD-kit's (dp --pt train with %d loader workers)", workers)
+            unseeded = [
+                f"model.{key}.seed"
+                for key in ("descriptor", "fitting_net")
+                if cfg.raw["model"].get(key, {}).get("seed") is None
+            ]
+            if fresh and unseeded:
+                log.warning(
+                    "%s not set: DeePMD-kit then draws those initial weights from its global "
+                    "generator, so its run starts elsewhere and draws other batches; set %s "
+                    "for the same run in both codes",
+                    " and ".join(unseeded),
+                    "them" if len(unseeded) > 1 else "it",
+                )
     numb_steps = _numb_steps(cfg, train_src)
     if state is None and init_model is None:
         model = _with_statistics(model, cfg, train_src)
