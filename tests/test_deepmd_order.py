@@ -129,3 +129,55 @@ def test_generator_draws_equal_torch() -> None:
         mine.skip_normal(size, float32=dtype == torch.float32)
         value = torch.empty((), dtype=torch.int64).random_(generator=gen).item()
         assert value == mine.random_int64()
+
+
+def _small_run(tmp_path: Path, order: str, seeded: bool = True) -> Path:
+    from train_inputs import write_small_input
+
+    water = str(Path(__file__).resolve().parents[1] / "examples" / "data" / "water")
+    data = {
+        "training_data": {"systems": [water], "batch_size": 1},
+        "validation_data": {"systems": [water], "batch_size": 1},
+        "batch_order": order,
+    }
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = write_small_input(tmp_path, ["O", "H"], data, 6, disp_freq=2, save_freq=6)
+    if not seeded:
+        config = json.loads(path.read_text())
+        del config["model"]["descriptor"]["seed"]
+        path.write_text(json.dumps(config))
+    return path
+
+
+def test_train_follows_the_order_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("torch")
+    from dpa import io
+    from dpa.train.loop import train
+
+    monkeypatch.setenv("NUM_WORKERS", "2")
+    states = {}
+    for order in ("deepmd", "dpa"):
+        with caplog.at_level("INFO", logger="dpa"):
+            caplog.clear()
+            final = train(_small_run(tmp_path / order, order), "torch", tmp_path / order / "out")
+        ckpt = io.load(final.parent / "model.ckpt-6.pth")
+        states[order] = json.loads(ckpt.data["training"]["samplers"]["training"])
+        said = "DeePMD-kit's (dp --pt train with 2 loader workers)" in caplog.text
+        assert said == (order == "deepmd")
+    assert states["deepmd"]["order"] == "deepmd" and states["deepmd"]["drawn"] == 6
+    assert states["deepmd"]["workers"] == 2
+    assert "order" not in states["dpa"]
+
+
+def test_train_warns_when_deepmd_would_start_unseeded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("torch")
+    from dpa.train.loop import train
+
+    with caplog.at_level("WARNING", logger="dpa"):
+        train(_small_run(tmp_path, "deepmd", seeded=False), "torch", tmp_path / "out")
+    assert "model.descriptor.seed not set" in caplog.text
+    assert "fitting_net.seed not set" not in caplog.text

@@ -169,6 +169,41 @@ def _use_deepmd_order(cfg: TrainInput, state: dict[str, Any] | None) -> bool:
     return cfg.training.batch_order == "deepmd"
 
 
+def _follow_deepmd(
+    cfg: TrainInput,
+    train_src: DataSource,
+    valid_src: DataSource | None,
+    seed: int,
+    model: Model,
+    fresh: bool,
+) -> None:
+    """Draw DeePMD-kit's batches (see `follow_deepmd_order`) and say so; warn where the input
+    lets DeePMD-kit start from unseeded weights, which no order can match."""
+    tcfg = cfg.training
+    numb_btch = 1 if tcfg.validation_data is None else tcfg.validation_data.numb_btch
+    stat_nbatch = _stat_nbatch(cfg) if fresh else None
+    workers = follow_deepmd_order(
+        train_src, valid_src, seed, model.tree, stat_nbatch, tcfg.disp_freq, numb_btch
+    )
+    if workers is None:
+        log.info("batch order: dpa's (a data path holds several systems)")
+        return
+    log.info("batch order: DeePMD-kit's (dp --pt train with %d loader workers)", workers)
+    unseeded = [
+        f"model.{key}.seed"
+        for key in ("descriptor", "fitting_net")
+        if cfg.raw["model"].get(key, {}).get("seed") is None
+    ]
+    if fresh and unseeded:
+        log.warning(
+            "%s not set: DeePMD-kit then draws those initial weights from its global generator, "
+            "so its run starts elsewhere and draws other batches; set %s for the same run in "
+            "both codes",
+            " and ".join(unseeded),
+            "them" if len(unseeded) > 1 else "it",
+        )
+
+
 def _validate(trainer, batches: list[Batch], losses: _Losses, lr: float) -> dict[str, float]:
     """Loss metrics averaged over validation batches, weighted by atoms (as DeePMD-kit)."""
     results = []
@@ -285,34 +320,9 @@ def _train_in(
     if tcfg.validation_data is not None:
         valid_src = DataSource(tcfg.validation_data, model.type_map, seed + 1, "validation_data")
     if _use_deepmd_order(cfg, state):
-        fresh = state is None and init_model is None
-        numb_btch = 1 if valid_src is None else tcfg.validation_data.numb_btch
-        workers = follow_deepmd_order(
-            train_src,
-            valid_src,
-            seed,
-            model.tree,
-            _stat_nbatch(cfg) if fresh else None,
-            tcfg.disp_freq,
-            numb_btch,
+        _follow_deepmd(
+            cfg, train_src, valid_src, seed, model, fresh=state is None and not init_model
         )
-        if workers is None:
-            log.info("batch order: dpa's (a data path holds several systems)")
-        else:
-            log.info("batch order: DeePMD-kit's (dp --pt train with %d loader workers)", workers)
-            unseeded = [
-                f"model.{key}.seed"
-                for key in ("descriptor", "fitting_net")
-                if cfg.raw["model"].get(key, {}).get("seed") is None
-            ]
-            if fresh and unseeded:
-                log.warning(
-                    "%s not set: DeePMD-kit then draws those initial weights from its global "
-                    "generator, so its run starts elsewhere and draws other batches; set %s "
-                    "for the same run in both codes",
-                    " and ".join(unseeded),
-                    "them" if len(unseeded) > 1 else "it",
-                )
     numb_steps = _numb_steps(cfg, train_src)
     if state is None and init_model is None:
         model = _with_statistics(model, cfg, train_src)
