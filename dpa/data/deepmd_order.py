@@ -53,10 +53,13 @@ class LoaderLayout:
     probs: Sequence[float]
 
     @property
+    def nbatches(self) -> list[int]:
+        """Batches per pass over each system (a last short batch counts)."""
+        return [-(-int(n) // int(b)) for n, b in zip(self.nframes, self.batch_sizes, strict=True)]
+
+    @property
     def total_batch(self) -> int:
-        return sum(
-            -(-int(n) // int(b)) for n, b in zip(self.nframes, self.batch_sizes, strict=True)
-        )
+        return sum(self.nbatches)
 
 
 class _SystemStreams:
@@ -138,9 +141,7 @@ class DeepmdOrder:
         self.stat_nbatch = stat_nbatch
         self.disp_freq, self.numb_btch = int(disp_freq), int(numb_btch)
         self.batch_sizes = [int(b) for b in train.batch_sizes]
-        self.nbatches = [
-            -(-int(n) // b) for n, b in zip(train.nframes, self.batch_sizes, strict=True)
-        ]
+        self.nbatches = train.nbatches
         self.probs = np.asarray(train.probs, dtype=np.float64)
         self._start()
 
