@@ -9,19 +9,6 @@ from dpa_cli._context import Options, pass_options
 __all__ = ["train_command"]
 
 
-def _checkpointing(input_path: str) -> bool:
-    """training.gradient_checkpointing of the input (False where it cannot be read: the
-    training run reports that)."""
-    from dpa.errors import DPAError
-    from dpa.train.config import read_train_input
-
-    try:
-        training = read_train_input(input_path).get("training")
-    except (DPAError, OSError, ValueError):
-        return False
-    return isinstance(training, dict) and training.get("gradient_checkpointing") is True
-
-
 @click.command("train")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.option(
@@ -67,7 +54,7 @@ def train_command(
     if init_model and restart:
         raise click.UsageError("give --init-model or --restart, not both")
     backend = opts.backend or "torch"
-    if Options.console and backend == "jax" and _checkpointing(input_path):
+    if Options.console and backend == "jax":
         from dpa.backends.allocator import reexec_with_huge_pages
 
         reexec_with_huge_pages(retain_heap=True)  # before jax exists; see allocator.py

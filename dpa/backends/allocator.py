@@ -8,8 +8,8 @@ again. Three tools, each a no-op outside glibc:
   are reused; eager torch training calls it.
 - `reexec_with_huge_pages`: restart once with `glibc.malloc.hugetlb=1`, so larger blocks (XLA's
   per-step temporaries) fault in 2 MB pages; the CLI and the MD scripts call it at start-up.
-  With `retain_heap=True` (`dpa train` with jax and `training.gradient_checkpointing`) freed
-  blocks of any size also stay in the process (`RETAINED_HEAP_TUNABLES`).
+  With `retain_heap=True` (`dpa train` with jax) freed blocks of any size also stay in the
+  process (`RETAINED_HEAP_TUNABLES`).
 - `release_free_memory`: malloc_trim, after a jax compilation left its scratch in the heap.
 """
 
@@ -87,8 +87,9 @@ def huge_pages_environment(
     largest activations above glibc's 32 MB mmap limit: both fault in every 4 KB page again each
     step (about 1e6 faults, a third of a DPA-3 jax step). With transparent huge pages in
     `madvise` mode, `glibc.malloc.hugetlb=1` makes that 512 times fewer faults. retain_heap:
-    also `RETAINED_HEAP_TUNABLES`, for steps of several compiled calls that free and allocate
-    GBs in turn (the checkpointed DPA-3 step: 1.5 s of kernel time per step otherwise). Tunables
+    also `RETAINED_HEAP_TUNABLES`, for training loops whose compiled calls free and allocate the
+    same blocks every step (the checkpointed DPA-3 step: 1.5 s of kernel time per step
+    otherwise; the DPA-1 water step of issue 16: 10% of its time). Tunables
     the user set are kept."""
     env = dict(os.environ if env is None else env)
     tunables = env.get("GLIBC_TUNABLES", "")
