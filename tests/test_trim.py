@@ -121,3 +121,78 @@ def test_floor_keeps_widths_from_shrinking():
     assert dict(hints)[TYPE_BLOCKS] == (12, 4, 4) and cut.shape[-1] == 20
     _, _, hints = slot_plan(spec, coord, None, narrow, shift, 4)  # no floor: as narrow as can be
     assert dict(hints)[TYPE_BLOCKS] == (4, 4, 4)
+
+
+def _torch_forward(desc: dict, edges: Edges) -> np.ndarray:
+    """dpa1.forward on torch tensors (where rows are grouped by neighbor count)."""
+    torch = pytest.importorskip("torch")
+    import dpa.backends.torch_backend  # noqa: F401  (registers the torch grouping)
+
+    as_t = lambda a: torch.as_tensor(np.asarray(a))  # noqa: E731
+    tree = _as_torch(desc, as_t)
+    out = dpa1.forward(
+        tree,
+        Edges(as_t(edges.rij), as_t(edges.nlist), as_t(edges.atype), edges.atype_host),
+    )
+    return out.numpy()
+
+
+def _as_torch(tree, as_t):
+    if isinstance(tree, dict):
+        return {k: _as_torch(v, as_t) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_as_torch(v, as_t) for v in tree]
+    return as_t(tree) if isinstance(tree, np.ndarray) else tree
+
+
+@pytest.mark.parametrize(
+    "name", ["dpa1_concat_f64", "dpa1_strip_f64", "dpa1_concatsmoothtos_f64", "se_atten_v2_f64"]
+)
+def test_rows_grouped_by_neighbor_count_give_full_width_numbers(name):
+    """Eager torch computes rows of similar neighbor counts together, each group cut to its own
+    width plus an empty stand-in: the numbers of the full list, on two frames with holes."""
+    from dpa.dpmodel.array_api import neighbor_groups
+
+    torch = pytest.importorskip("torch")
+    import dpa.backends.torch_backend  # noqa: F401
+
+    desc = _with_random_stats(name)
+    spec = neighbor_spec(desc)
+    ref = np.load(FIXTURES / f"{name}.npz")
+    coord, atype, box = ref["water_coord"], ref["water_atype"], ref["water_box"]
+    rng = np.random.default_rng(5)
+    coord = np.concatenate([coord, coord + rng.normal(scale=0.05, size=coord.shape)])  # 4 frames
+    box = np.concatenate([box, box])
+    nl = build_neighbor_list(coord, atype, box, spec.rcut, spec.sel, spec.mixed_types)
+    nlist = nl.nlist.copy()
+    nlist[0, 3, 1] = nlist[1, 7, 0] = -1  # holes before real slots (model pair exclusion)
+    edges = Edges(edge_vectors(coord, box, nlist, nl.shift), nlist, atype, atype)
+    extents = dpa1._extents(torch.as_tensor(nlist) >= 0)
+    groups = neighbor_groups(extents, nlist.shape[-1])
+    assert groups is not None and len(groups) > 1  # grouping really happens
+    rows = np.sort(np.concatenate([index for index, _ in groups]))
+    np.testing.assert_array_equal(rows, np.arange(nlist.shape[0] * nlist.shape[1]))
+    assert max(w for _, w in groups) < nlist.shape[-1]
+    full = dpa1.forward(desc, edges)
+    grouped = _torch_forward(desc, edges)
+    np.testing.assert_allclose(grouped, full, rtol=0, atol=1e-12 * np.abs(full).max())
+
+
+def test_neighbor_groups_only_where_they_pay():
+    """No groups for NumPy (the reference) nor for rows that all need the same width; groups
+    cut to one past their widest row otherwise."""
+    from dpa.dpmodel.array_api import neighbor_groups
+
+    torch = pytest.importorskip("torch")
+    import dpa.backends.torch_backend  # noqa: F401
+
+    spread = np.array([80, 100, 81, 99, 79, 60, 62, 61])
+    assert neighbor_groups(spread, 120) is None
+    assert neighbor_groups(torch.full((50,), 120), 120) is None
+    (same,) = neighbor_groups(torch.full((50,), 90), 120)  # one group, cut to 91 slots
+    assert same[1] == 91 and np.array_equal(same[0], np.arange(50))
+    groups = neighbor_groups(torch.as_tensor(spread), 120)
+    assert groups is not None
+    for index, width in groups:
+        assert width == spread[index].max() + 1
+    assert neighbor_groups(torch.as_tensor([119, 120, 3, 4]), 120)[-1][1] == 120

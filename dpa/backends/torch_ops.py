@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..dpmodel.array_api import register_stop_gradient
+from ..dpmodel.array_api import register_neighbor_groups, register_stop_gradient
 from ..dpmodel.network import register_fused_activation, silut_constants
 
 NAMESPACE = "array_api_compat.torch"
@@ -94,3 +94,4 @@ def register() -> None:
     register_fused_activation(NAMESPACE, "silu", lambda _: F.silu)
     register_fused_activation(NAMESPACE, "silut", _silut)
     register_stop_gradient(NAMESPACE, torch.Tensor.detach)
+    register_neighbor_groups(NAMESPACE, 6)

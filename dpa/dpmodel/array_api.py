@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from array_api_compat import array_namespace, device
+import numpy as np
+from array_api_compat import array_namespace, device, to_device
 
 Array = Any
 
+GROUP_OVERHEAD = 0.03  # relative cost of one more neighbor group (its extra operations)
+
 _STOP_GRADIENT: dict[str, Callable[[Array], Array]] = {}
 _ROW_BLOCK_BYTES: dict[str, int] = {}
+_NEIGHBOR_GROUPS: dict[str, int] = {}
 
 
 def register_stop_gradient(namespace: str, fn: Callable[[Array], Array]) -> None:
@@ -51,6 +55,49 @@ def row_blocks(x: Array, nrows: int, bytes_per_row: int, max_blocks: int = 8) ->
     nblocks = min(max_blocks, nrows, -(-nrows * int(bytes_per_row) // budget))
     size = -(-nrows // max(nblocks, 1))
     return [slice(i, min(i + size, nrows)) for i in range(0, nrows, size)]
+
+
+def register_neighbor_groups(namespace: str, max_groups: int) -> None:
+    """Let `neighbor_groups` cut rows into up to `max_groups` groups for backend `namespace`, one
+    that runs op by op and can read neighbor counts on the host (eager torch)."""
+    _NEIGHBOR_GROUPS[namespace] = int(max_groups)
+
+
+def to_host(x: Array) -> np.ndarray:
+    """x as a NumPy array (detached, copied from the device where needed); eager arrays only."""
+    if isinstance(x, np.ndarray):
+        return x
+    return np.asarray(to_device(stop_gradient(x), "cpu"))
+
+
+def neighbor_groups(counts: Array, width: int) -> list[tuple[np.ndarray, int]] | None:
+    """Rows cut into groups of similar neighbor count, each with the width it needs.
+
+    counts: (nrows,) slots each row needs (all slots past them are empty) of a list `width`
+    wide. Returns [(row indices, group width)] with each width one past the group's largest
+    count (an empty slot to stand in for the cut ones) and at most `width`, or None where
+    the backend registered no grouping or the full list is cheapest. The cost counted is the
+    attention's, rows x width^2, plus a little per extra group for its extra operations.
+    """
+    most = _NEIGHBOR_GROUPS.get(getattr(xp_of(counts), "__name__", ""), 1)
+    if most <= 1:
+        return None
+    host = to_host(counts).reshape(-1)
+    order = np.argsort(host, kind="stable")
+    ranked = host[order]
+    nrows = ranked.size
+    best, best_cost = None, float(nrows) * width * width
+    for ngroups in range(1, min(most, nrows) + 1):
+        bounds = [nrows * i // ngroups for i in range(ngroups + 1)]
+        groups = [
+            (order[lo:hi], min(int(ranked[hi - 1]) + 1, width))
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+            if hi > lo
+        ]
+        cost = sum(rows.size * w * w for rows, w in groups) * (1.0 + GROUP_OVERHEAD * (ngroups - 1))
+        if cost < best_cost:
+            best, best_cost = groups, cost
+    return best
 
 
 def xp_of(*arrays: Array) -> Any:

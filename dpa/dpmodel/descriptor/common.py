@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device
 
-from ..array_api import Array, like, xp_of
+from ..array_api import Array, like, to_host, xp_of
 
 ATTN_LOGIT_SHIFT = 20.0  # smooth attention: empty slots sit at logit -20 (spec §5.3, §11.1-3)
 MASKED_LOGIT = -1e30  # finite "minus infinity": all-empty rows and their gradients stay NaN-free
@@ -73,7 +73,7 @@ def empty_slots_alike(desc: dict) -> bool:
         return False
     var = desc.get("@variables", {})
     return all(
-        np.ptp(np.asarray(var[key]), axis=1).max(initial=0.0) == 0.0
+        np.ptp(to_host(var[key]), axis=1).max(initial=0.0) == 0.0
         for key in ("davg", "dstd")
         if key in var
     )

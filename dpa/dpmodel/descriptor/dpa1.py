@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from array_api_compat import device
 
 from ...errors import ConfigError
-from ..array_api import Array, row_blocks, safe_norm, stop_gradient, to_dtype, xp_of
+from ..array_api import (
+    Array,
+    like,
+    neighbor_groups,
+    row_blocks,
+    safe_norm,
+    stop_gradient,
+    to_dtype,
+    xp_of,
+)
 from ..env_mat import environment_matrix, normalize
 from ..network import (
     dense,
@@ -23,6 +35,7 @@ from .common import (
     Edges,
     contract_env,
     descriptor_dtype,
+    empty_slots_alike,
     pair_keep_mask,
     stand_in_weights,
     symmetry_descriptor,
@@ -46,9 +59,10 @@ def _is_smooth(desc: dict) -> bool:
 
 
 def pair_embedding(
-    desc: dict, edges: Edges, rho: Array, tebd_table: Array, nbr_type: Array, sw: Array
+    desc: dict, center_type: Array, rho: Array, tebd_table: Array, nbr_type: Array, sw: Array
 ) -> Array:
-    """G_ij (nf, nat, nnei, M1) from the radial input and the type embeddings (concat or strip)."""
+    """G_ij (nf, nat, nnei, M1) from the radial input and the type embeddings (concat or strip);
+    center_type (nat,) holds the types of the rows."""
     xp = xp_of(rho)
     one_side = desc.get("type_one_side", False)
     nf, nat, nnei = nbr_type.shape
@@ -58,7 +72,7 @@ def pair_embedding(
     if not _is_strip(desc):
         parts = [rho, t_nbr]
         if not one_side:
-            t_center = xp.take(tebd_table, edges.atype, axis=0)[None, :, None, :]
+            t_center = xp.take(tebd_table, center_type, axis=0)[None, :, None, :]
             parts.append(xp.broadcast_to(t_center, t_nbr.shape))
         return embedding_net(desc["embeddings"]["networks"][0], xp.concat(parts, axis=-1))
     g_radial = embedding_net(desc["embeddings"]["networks"][0], rho)
@@ -72,7 +86,7 @@ def pair_embedding(
         t_nbr_all = xp.tile(tebd_table, (n_rows, 1))
         t_center_all = xp.repeat(tebd_table, n_rows, axis=0)
         pair_table = embedding_net(strip_net, xp.concat([t_nbr_all, t_center_all], axis=-1))
-        idx = edges.atype[None, :, None] * n_rows + nbr_type
+        idx = center_type[None, :, None] * n_rows + nbr_type
     g_type = xp.reshape(xp.take(pair_table, xp.reshape(idx, (-1,)), axis=0), (nf, nat, nnei, -1))
     if _is_smooth(desc):
         g_type = g_type * sw[..., None]
@@ -142,6 +156,8 @@ def forward(desc: dict, edges: Edges) -> Array:
     A list narrower than sel (cut by the host where `empty_slots_alike`) must end with a slot that is
     empty in every row: all empty slots of a row give the same G and R rows, so that last one
     stands in for the cut ones in the sum over neighbors (and smooth softmax denominators).
+    Where the backend asks for it (`neighbor_groups`), rows of similar neighbor counts are
+    computed together, each group cut to its own width the same way.
     """
     xp = xp_of(edges.rij)
     dtype = descriptor_dtype(xp, desc)
@@ -149,21 +165,91 @@ def forward(desc: dict, edges: Edges) -> Array:
     var = desc["@variables"]
     env_cfg = desc["env_mat"]
     mask = edges.mask
-    nsel, width = int(sum(desc["sel"])), edges.nlist.shape[-1]
-    dropped = nsel - width
+    width = edges.nlist.shape[-1]
     env, sw = environment_matrix(
         rij, mask, desc["rcut"], desc["rcut_smth"], env_cfg.get("protection", 0.0)
     )
     env = normalize(env, var["davg"][:, :width, :], var["dstd"][:, :width, :], edges.atype)
-    ntypes = desc["ntypes"]
     if desc.get("exclude_types"):
-        keep = pair_keep_mask(edges, desc["exclude_types"], ntypes)
+        keep = pair_keep_mask(edges, desc["exclude_types"], desc["ntypes"])
         env = xp.where(keep[..., None], env, xp.zeros_like(env))
         mask = xp.logical_and(mask, keep)
         sw = xp.where(mask, sw, xp.zeros_like(sw))
-    nbr_type = edges.neighbor_types()
     tebd_table = type_embedding_table(desc["type_embedding"], xp)
-    g = pair_embedding(desc, edges, env[..., :1], tebd_table, nbr_type, sw)
+    rows = _Rows(env, sw, mask, edges.neighbor_types(), edges.atype)
+    groups = neighbor_groups(_extents(edges.mask), width)
+    if groups is not None and not empty_slots_alike(desc):
+        groups = None  # empty slots differ: every row keeps the full width
+    if groups is None:
+        out = _descriptor_rows(desc, rows, tebd_table)
+    else:
+        out = _grouped(desc, rows, tebd_table, groups)
+    if desc.get("concat_output_tebd", True):
+        nf, nat = out.shape[0], out.shape[1]
+        t_center = xp.take(tebd_table, edges.atype, axis=0)[None, ...]
+        out = xp.concat([out, xp.broadcast_to(t_center, (nf, nat, t_center.shape[-1]))], axis=-1)
+    return out
+
+
+def _extents(mask: Array) -> Array:
+    """(nf, nat) one past the last real slot of each row (the list's holes included)."""
+    xp = xp_of(mask)
+    slots = xp.arange(1, mask.shape[-1] + 1, dtype=xp.int64, device=device(mask))
+    return xp.max(xp.where(mask, slots, xp.zeros_like(slots)), axis=-1)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """What the descriptor needs of each center atom's neighbor slots: the normalized env-mat
+    (nf, nat, nnei, 4), switch and mask (nf, nat, nnei), neighbor types (nf, nat, nnei) and
+    center types (nat,)."""
+
+    env: Array
+    sw: Array
+    mask: Array
+    nbr_type: Array
+    center_type: Array
+
+    def take(self, index: np.ndarray, width: int) -> _Rows:
+        """Rows `index` of all frames' rows (frames flattened into one), first `width` slots."""
+        xp = xp_of(self.env)
+        nf, nat, nnei = self.mask.shape
+        idx = like(self.mask, index)
+
+        def pick(x: Array) -> Array:
+            flat = xp.reshape(x, (1, nf * nat, nnei, *x.shape[3:]))
+            return xp.take(flat, idx, axis=1)[:, :, :width, ...]
+
+        centers = xp.reshape(xp.broadcast_to(self.center_type[None, :], (nf, nat)), (-1,))
+        return _Rows(
+            pick(self.env),
+            pick(self.sw),
+            pick(self.mask),
+            pick(self.nbr_type),
+            xp.take(centers, idx, axis=0),
+        )
+
+
+def _grouped(desc: dict, rows: _Rows, tebd_table: Array, groups: list) -> Array:
+    """`_descriptor_rows` per group of rows (each at its own width), back in row order."""
+    xp = xp_of(rows.env)
+    nf, nat = rows.mask.shape[0], rows.mask.shape[1]
+    parts = [_descriptor_rows(desc, rows.take(index, w), tebd_table) for index, w in groups]
+    merged = xp.concat(parts, axis=1)
+    inverse = np.argsort(np.concatenate([index for index, _ in groups]), kind="stable")
+    out = xp.take(merged, like(merged, inverse), axis=1)
+    return xp.reshape(out, (nf, nat, out.shape[-1]))
+
+
+def _descriptor_rows(desc: dict, rows: _Rows, tebd_table: Array) -> Array:
+    """Pair embedding, attention and symmetry contraction: (nf, nat, M1 x axis_neuron) for rows
+    whose lists are `rows.mask.shape[-1]` slots wide (the last one empty where cut)."""
+    xp = xp_of(rows.env)
+    nsel = int(sum(desc["sel"]))
+    width = rows.mask.shape[-1]
+    dropped = nsel - width
+    env, mask, sw = rows.env, rows.mask, rows.sw
+    g = pair_embedding(desc, rows.center_type, env[..., :1], tebd_table, rows.nbr_type, sw)
     layers = desc["attention_layers"]["attention_layers"]
     if layers:
         # r̂_j · r̂_k of the normalized env-mat directions, shared by every layer
@@ -174,9 +260,9 @@ def forward(desc: dict, edges: Edges) -> Array:
         nnei, itemsize = g.shape[2], 8 if g.dtype == xp.float64 else 4
         blocks = row_blocks(g, g.shape[1], nnei * nnei * itemsize)
         parts = []
-        for rows in blocks:
+        for block in blocks:
             if len(blocks) > 1:
-                gb, mb, sb, cb = (t[:, rows, ...] for t in (g, mask, sw, cosines))
+                gb, mb, sb, cb = (t[:, block, ...] for t in (g, mask, sw, cosines))
             else:
                 gb, mb, sb, cb = g, mask, sw, cosines
             for layer in layers:
@@ -185,12 +271,7 @@ def forward(desc: dict, edges: Edges) -> Array:
         g = parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
     if dropped:  # the last (empty) slot counts once for itself and once per cut slot
         env = env * stand_in_weights(width, dropped, env)
-    out = symmetry_descriptor(contract_env(g, env, nsel), desc["axis_neuron"])
-    if desc.get("concat_output_tebd", True):
-        nf, nat = out.shape[0], out.shape[1]
-        t_center = xp.take(tebd_table, edges.atype, axis=0)[None, ...]
-        out = xp.concat([out, xp.broadcast_to(t_center, (nf, nat, t_center.shape[-1]))], axis=-1)
-    return out
+    return symmetry_descriptor(contract_env(g, env, nsel), desc["axis_neuron"])
 
 
 def _attention_block(rng, config: dict, nnei: int, embed_dim: int, precision: str) -> dict:

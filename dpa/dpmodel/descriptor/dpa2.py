@@ -86,7 +86,7 @@ def _repinit(desc: dict, edges: Edges, tebd_table: Array) -> Array:
         "embeddings": var["embeddings"],
         "embeddings_strip": var.get("embeddings_strip"),
     }
-    g = pair_embedding(view, sub, env[..., :1], tebd_table, sub.neighbor_types(), sw)
+    g = pair_embedding(view, sub.atype, env[..., :1], tebd_table, sub.neighbor_types(), sw)
     return symmetry_descriptor(contract_env(g, env, int(args["nsel"])), args["axis_neuron"])
 
 
