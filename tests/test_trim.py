@@ -196,3 +196,24 @@ def test_neighbor_groups_only_where_they_pay():
     for index, width in groups:
         assert width == spread[index].max() + 1
     assert neighbor_groups(torch.as_tensor([119, 120, 3, 4]), 120)[-1][1] == 120
+
+
+@pytest.mark.parametrize("name", ["dpa1_concat_f64", "se_atten_v2_f64"])
+def test_atom_without_neighbors_gets_finite_rows(name):
+    """An atom alone (all keys of its attention empty) gets the descriptor it has by itself,
+    NaN-free, and leaves the other atoms' rows as they were."""
+    desc = _with_random_stats(name)
+    spec = neighbor_spec(desc)
+    ref = np.load(FIXTURES / f"{name}.npz")
+    coord, atype = ref["water_coord"][:1], ref["water_atype"]
+
+    def descriptor(c, t):
+        nl = build_neighbor_list(c, t, None, spec.rcut, spec.sel, spec.mixed_types)
+        return dpa1.forward(desc, Edges(edge_vectors(c, None, nl.nlist, nl.shift), nl.nlist, t, t))
+
+    far = coord[:, :1] + 100.0
+    both = descriptor(np.concatenate([coord, far], axis=1), np.concatenate([atype, atype[:1]]))
+    assert np.isfinite(both).all()
+    alone = descriptor(far, atype[:1])
+    np.testing.assert_allclose(both[:, -1], alone[:, 0], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(both[:, :-1], descriptor(coord, atype), rtol=0, atol=1e-12)

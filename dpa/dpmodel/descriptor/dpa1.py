@@ -101,6 +101,10 @@ def _projection(layer: dict, x: Array, start: int, stop: int) -> Array:
     return y if var.get("b") is None else y + var["b"][start:stop]
 
 
+# logit scales up to this skip the softmax's shift: exp(|λ| + 20) is far from overflow
+BOUNDED_SCALE = 50.0
+
+
 def _attention_layer(
     layer: dict, x: Array, mask: Array, sw: Array, cosines: Array, dropped: int = 0
 ) -> Array:
@@ -118,32 +122,47 @@ def _attention_layer(
     attn = layer["attention_layer"]
     d = attn["hidden_dim"]
     q, k, v = (_projection(attn["in_proj"], x, i * d, (i + 1) * d) for i in range(3))
-    if attn.get("normalize", True):
-        # multiply by the reciprocal: a broadcast division costs several full passes in backward
-        q, k, v = (t * (1.0 / xp.linalg.vector_norm(t, axis=-1, keepdims=True)) for t in (q, k, v))
     temperature = attn.get("temperature")
     scale = temperature if temperature is not None else (d * attn["scaling_factor"]) ** -0.5
+    normalized = attn.get("normalize", True)
+    if normalized:
+        # multiply by the reciprocal (a broadcast division costs several full passes in
+        # backward), the logit scale folded into q's
+        q = q * (scale / xp.linalg.vector_norm(q, axis=-1, keepdims=True))
+        k, v = (t * (1.0 / xp.linalg.vector_norm(t, axis=-1, keepdims=True)) for t in (k, v))
+    else:
+        q = q * scale
     smooth = attn.get("smooth", True)
     if smooth:
         # (λ q·k + 20) s_j s_k  ==  [λ q s, 20 s]_j · [k s, s]_k
         s = sw[..., None]
-        q_aug = xp.concat([q * (scale * s), ATTN_LOGIT_SHIFT * s], axis=-1)
+        q_aug = xp.concat([q * s, ATTN_LOGIT_SHIFT * s], axis=-1)
         k_aug = xp.concat([k * s, s], axis=-1)
         row_gate, v = s, v * s
     else:
         # a huge negative key bias removes empty keys from the softmax
         m = xp.astype(mask, x.dtype)[..., None]
-        q_aug = xp.concat([q * scale, xp.ones_like(m)], axis=-1)
+        q_aug = xp.concat([q, xp.ones_like(m)], axis=-1)
         k_aug = xp.concat([k, (1.0 - m) * MASKED_LOGIT], axis=-1)
         row_gate = m
     logits = q_aug @ xp.matrix_transpose(k_aug)
-    top = xp.max(logits, axis=-1, keepdims=True)
-    if x.dtype == xp.float64:  # the shift cancels: no gradient through the max (float32 keeps
-        top = stop_gradient(top)  # DeePMD-kit's operation order)
-    e = xp.exp(logits - top)
-    denom = xp.sum(e, axis=-1, keepdims=True)
-    if smooth and dropped:
-        denom = denom + dropped * xp.exp(-top)
+    if x.dtype == xp.float64 and normalized and abs(scale) <= BOUNDED_SCALE:
+        # unit q and k bound the logits (|λ| + 20 at most): exp needs no shift, and the N×N
+        # row max is skipped (float32 keeps DeePMD-kit's operation order). A row whose keys
+        # are all empty (an atom without neighbors, whose rows are all gated off) sums to 0.
+        e = xp.exp(logits)
+        denom = xp.sum(e, axis=-1, keepdims=True)
+        if smooth and dropped:
+            denom = denom + dropped
+        denom = xp.where(denom > 0.0, denom, xp.ones_like(denom))
+    else:
+        top = xp.max(logits, axis=-1, keepdims=True)
+        if x.dtype == xp.float64:  # the shift cancels: no gradient through the max
+            top = stop_gradient(top)
+        e = xp.exp(logits - top)
+        denom = xp.sum(e, axis=-1, keepdims=True)
+        if smooth and dropped:
+            denom = denom + dropped * xp.exp(-top)
     if attn.get("dotr", True):
         e = e * cosines
     out = dense(attn["out_proj"], (e @ v) * (row_gate / denom))
