@@ -237,7 +237,7 @@ class _Rows:
 
         def pick(x: Array) -> Array:
             flat = xp.reshape(x, (1, nf * nat, nnei, *x.shape[3:]))
-            return xp.take(flat, idx, axis=1)[:, :, :width, ...]
+            return xp.take(flat[:, :, :width, ...], idx, axis=1)
 
         centers = xp.reshape(xp.broadcast_to(self.center_type[None, :], (nf, nat)), (-1,))
         return _Rows(
