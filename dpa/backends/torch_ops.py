@@ -94,4 +94,4 @@ def register() -> None:
     register_fused_activation(NAMESPACE, "silu", lambda _: F.silu)
     register_fused_activation(NAMESPACE, "silut", _silut)
     register_stop_gradient(NAMESPACE, torch.Tensor.detach)
-    register_neighbor_groups(NAMESPACE, 6)
+    register_neighbor_groups(NAMESPACE, 6, lambda: not torch.compiler.is_compiling())

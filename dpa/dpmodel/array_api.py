@@ -18,7 +18,7 @@ GROUP_OVERHEAD = 0.03  # relative cost of one more neighbor group (its extra ope
 
 _STOP_GRADIENT: dict[str, Callable[[Array], Array]] = {}
 _ROW_BLOCK_BYTES: dict[str, int] = {}
-_NEIGHBOR_GROUPS: dict[str, int] = {}
+_NEIGHBOR_GROUPS: dict[str, tuple[int, Callable[[], bool]]] = {}
 
 
 def register_stop_gradient(namespace: str, fn: Callable[[Array], Array]) -> None:
@@ -57,10 +57,13 @@ def row_blocks(x: Array, nrows: int, bytes_per_row: int, max_blocks: int = 8) ->
     return [slice(i, min(i + size, nrows)) for i in range(0, nrows, size)]
 
 
-def register_neighbor_groups(namespace: str, max_groups: int) -> None:
+def register_neighbor_groups(
+    namespace: str, max_groups: int, eager: Callable[[], bool] = lambda: True
+) -> None:
     """Let `neighbor_groups` cut rows into up to `max_groups` groups for backend `namespace`, one
-    that runs op by op and can read neighbor counts on the host (eager torch)."""
-    _NEIGHBOR_GROUPS[namespace] = int(max_groups)
+    that runs op by op and can read neighbor counts on the host, whenever `eager()` (not while
+    a compiler traces the code)."""
+    _NEIGHBOR_GROUPS[namespace] = (int(max_groups), eager)
 
 
 def to_host(x: Array) -> np.ndarray:
@@ -79,8 +82,8 @@ def neighbor_groups(counts: Array, width: int) -> list[tuple[np.ndarray, int]] |
     the backend registered no grouping or the full list is cheapest. The cost counted is the
     attention's, rows x width^2, plus a little per extra group for its extra operations.
     """
-    most = _NEIGHBOR_GROUPS.get(getattr(xp_of(counts), "__name__", ""), 1)
-    if most <= 1:
+    most, eager = _NEIGHBOR_GROUPS.get(getattr(xp_of(counts), "__name__", ""), (1, bool))
+    if most <= 1 or not eager():
         return None
     host = to_host(counts).reshape(-1)
     order = np.argsort(host, kind="stable")
