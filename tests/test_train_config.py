@@ -427,15 +427,23 @@ def test_gradient_checkpointing_is_a_jax_option():
         _trainer("torch", {}, parsed)
 
 
-def test_cli_restarts_for_checkpointing_only_when_the_input_asks(tmp_path):
-    """`dpa train` reads the key before jax starts (to restart with the retained heap)."""
-    from dpa_cli.train import _checkpointing
+@pytest.mark.parametrize(("backend", "restarts"), [("jax", True), ("torch", False)])
+def test_cli_train_restarts_jax_with_the_retained_heap(monkeypatch, tmp_path, backend, restarts):
+    """`dpa --backend jax train` restarts once with the retained heap before jax starts, for
+    every input (XLA frees and reallocates the same blocks each step); torch does not."""
+    from click.testing import CliRunner
 
-    config = full_input(example="water_dpa3")
+    import dpa.backends.allocator as allocator
+    import dpa.train.loop as loop
+    from dpa_cli._context import Options
+    from dpa_cli.main import cli
+
+    calls = []
+    monkeypatch.setattr(Options, "console", True)
+    monkeypatch.setattr(allocator, "reexec_with_huge_pages", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(loop, "train", lambda *args: tmp_path / "model.jax")
     path = tmp_path / "input.json"
-    path.write_text(json.dumps(config))
-    assert not _checkpointing(str(path))
-    config["training"]["gradient_checkpointing"] = True
-    path.write_text(json.dumps(config))
-    assert _checkpointing(str(path))
-    assert not _checkpointing(str(tmp_path / "missing.json"))  # the run reports that one
+    path.write_text(json.dumps(full_input(example="water_dpa1")))
+    result = CliRunner().invoke(cli, ["--backend", backend, "train", str(path)])
+    assert result.exit_code == 0, result.output
+    assert calls == ([{"retain_heap": True}] if restarts else [])
