@@ -138,6 +138,7 @@ def _torch_forward(desc: dict, edges: Edges) -> np.ndarray:
 
 
 def _as_torch(tree, as_t):
+    """The serialized tree with its NumPy arrays as torch tensors."""
     if isinstance(tree, dict):
         return {k: _as_torch(v, as_t) for k, v in tree.items()}
     if isinstance(tree, list):
@@ -150,7 +151,7 @@ def _as_torch(tree, as_t):
 )
 def test_rows_grouped_by_neighbor_count_give_full_width_numbers(name):
     """Eager torch computes rows of similar neighbor counts together, each group cut to its own
-    width plus an empty stand-in: the numbers of the full list, on two frames with holes."""
+    width plus an empty stand-in: the numbers of the full list, on four frames with holes."""
     from dpa.dpmodel.array_api import neighbor_groups
 
     torch = pytest.importorskip("torch")
