@@ -8,9 +8,9 @@
 Training data: ../shared/data/water/data_{0,1,2}; validation: data_3 (its lcurve column is one
 frame per display step). Every side gets the same input file (model, learning rate, loss, seed,
 steps), so dpa starts from DeePMD-kit's weights and draws its batches (its default batch order,
-with the loader worker count both codes read from the machine); DeePMD-kit's final checkpoint is frozen and converted to `.dp`, and every final model is
-evaluated by dpa on all 80 frames of data_3 (dpa's evaluation equals DeePMD-kit's to 1e-10), so
-all numbers share one metric. "wall s" is the whole `train` command (start-up, neighbor and data
+with the loader worker count both codes read from the machine); DeePMD-kit's final checkpoint
+is frozen and converted to `.dp`, and every final model is evaluated by dpa on all 80 frames
+of data_3 (dpa's evaluation equals DeePMD-kit's to 1e-10), so all numbers share one metric. "wall s" is the whole `train` command (start-up, neighbor and data
 statistics, compilation, steps, final model), each run alone on `--threads` threads per job and
 `--jobs` jobs at a time (use `--jobs 1` for timings without neighbours). The table reports the
 median over seeds, the spread (min-max) and dpa's ratio to DeePMD-kit's median.

@@ -66,6 +66,12 @@ def register_neighbor_groups(
     _NEIGHBOR_GROUPS[namespace] = (int(max_groups), eager)
 
 
+def wants_neighbor_groups(x: Array) -> bool:
+    """Whether `x`'s backend registered neighbor groups and runs eagerly right now."""
+    most, eager = _NEIGHBOR_GROUPS.get(getattr(xp_of(x), "__name__", ""), (1, None))
+    return most > 1 and eager()
+
+
 def to_host(x: Array) -> np.ndarray:
     """x as a NumPy array (detached, copied from the device where needed); eager arrays only."""
     if isinstance(x, np.ndarray):
@@ -82,9 +88,9 @@ def neighbor_groups(counts: Array, width: int) -> list[tuple[np.ndarray, int]] |
     the backend registered no grouping or the full list is cheapest. The cost counted is the
     attention's, rows x width^2, plus a little per extra group for its extra operations.
     """
-    most, eager = _NEIGHBOR_GROUPS.get(getattr(xp_of(counts), "__name__", ""), (1, bool))
-    if most <= 1 or not eager():
+    if not wants_neighbor_groups(counts):
         return None
+    most = _NEIGHBOR_GROUPS[getattr(xp_of(counts), "__name__", "")][0]
     host = to_host(counts).reshape(-1)
     order = np.argsort(host, kind="stable")
     ranked = host[order]

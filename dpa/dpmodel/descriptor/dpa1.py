@@ -16,6 +16,7 @@ from ..array_api import (
     safe_norm,
     stop_gradient,
     to_dtype,
+    wants_neighbor_groups,
     xp_of,
 )
 from ..env_mat import environment_matrix, normalize
@@ -196,9 +197,9 @@ def forward(desc: dict, edges: Edges) -> Array:
         sw = xp.where(mask, sw, xp.zeros_like(sw))
     tebd_table = type_embedding_table(desc["type_embedding"], xp)
     rows = _Rows(env, sw, mask, edges.neighbor_types(), edges.atype)
-    groups = neighbor_groups(_extents(edges.mask), width)
-    if groups is not None and not empty_slots_alike(desc):
-        groups = None  # empty slots differ: every row keeps the full width
+    groups = None  # rows keep the full width where empty slots differ (empty_slots_alike)
+    if wants_neighbor_groups(edges.mask) and empty_slots_alike(desc):
+        groups = neighbor_groups(_extents(edges.mask), width)
     if groups is None:
         out = _descriptor_rows(desc, rows, tebd_table)
     else:
