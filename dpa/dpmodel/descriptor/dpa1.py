@@ -106,6 +106,16 @@ def _projection(layer: dict, x: Array, start: int, stop: int) -> Array:
 BOUNDED_SCALE = 50.0
 
 
+def _scaled_rows(t: Array, normalized: bool, scale: float, s: Array | None) -> Array:
+    """q, k or v times the logit scale, 1/|row| (if normalized) and the switch s (if smooth),
+    all folded into one (..., 1) factor: one full-size product, not three."""
+    xp = xp_of(t)
+    factor = scale / xp.linalg.vector_norm(t, axis=-1, keepdims=True) if normalized else scale
+    if s is not None:
+        factor = factor * s
+    return t if isinstance(factor, float) and factor == 1.0 else t * factor
+
+
 def _attention_layer(
     layer: dict, x: Array, mask: Array, sw: Array, cosines: Array, dropped: int = 0
 ) -> Array:
@@ -126,20 +136,15 @@ def _attention_layer(
     temperature = attn.get("temperature")
     scale = temperature if temperature is not None else (d * attn["scaling_factor"]) ** -0.5
     normalized = attn.get("normalize", True)
-    if normalized:
-        # multiply by the reciprocal (a broadcast division costs several full passes in
-        # backward), the logit scale folded into q's
-        q = q * (scale / xp.linalg.vector_norm(q, axis=-1, keepdims=True))
-        k, v = (t * (1.0 / xp.linalg.vector_norm(t, axis=-1, keepdims=True)) for t in (k, v))
-    else:
-        q = q * scale
     smooth = attn.get("smooth", True)
+    s = sw[..., None] if smooth else None
+    q = _scaled_rows(q, normalized, scale, s)
+    k, v = (_scaled_rows(t, normalized, 1.0, s) for t in (k, v))
     if smooth:
         # (λ q·k + 20) s_j s_k  ==  [λ q s, 20 s]_j · [k s, s]_k
-        s = sw[..., None]
-        q_aug = xp.concat([q * s, ATTN_LOGIT_SHIFT * s], axis=-1)
-        k_aug = xp.concat([k * s, s], axis=-1)
-        row_gate, v = s, v * s
+        q_aug = xp.concat([q, ATTN_LOGIT_SHIFT * s], axis=-1)
+        k_aug = xp.concat([k, s], axis=-1)
+        row_gate = s
     else:
         # a huge negative key bias removes empty keys from the softmax
         m = xp.astype(mask, x.dtype)[..., None]
