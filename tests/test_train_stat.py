@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import dpa
-from dpa.data.system import System, load_system
+from dpa.data.load import load_system
+from dpa.data.system import System
 from dpa.train.stat import (
     compute_env_statistics,
     env_blocks,

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..data.batching import BatchSampler, unit_sampling
 from ..data.deepmd_order import DeepmdOrder, LoaderLayout, deepmd_workers
-from ..data.system import System, load_systems, system_units
+from ..data.load import load_systems
+from ..data.system import System, system_units
 from ..dpmodel.deepmd_init import skip_seedless_network_draws
 from ..errors import DataError
 from ..model import Model

@@ -129,7 +129,7 @@ def _systems_for_auto_sel(raw: dict) -> list | None:
     data = training.get("training_data")
     if not isinstance(data, dict) or "systems" not in data or "type_map" not in model:
         return None
-    from ..data.system import load_systems
+    from ..data.load import load_systems
 
     return load_systems(data["systems"], data.get("fmt"))
 
