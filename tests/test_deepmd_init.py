@@ -12,8 +12,8 @@ import pytest
 
 import dpa
 from dpa.dpmodel.torch_rng import TorchCpuGenerator, mix_seed
+from dpa.dpmodel.trainable import trainable_flags
 from dpa.model import build_model
-from dpa.train.params import trainable_flags
 from dpa.tree import split_variables
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "init"

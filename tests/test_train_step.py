@@ -11,8 +11,8 @@ from array_api_compat import array_namespace
 
 import dpa
 from dpa.data import load_system
+from dpa.dpmodel.trainable import trainable_flags
 from dpa.train.batches import batch_inputs
-from dpa.train.params import trainable_flags
 from dpa.tree import split_variables
 
 torch = pytest.importorskip("torch")

@@ -14,8 +14,8 @@ import optax
 
 from ..dpmodel.descriptor.common import Edges
 from ..dpmodel.model import atomic_energy, edge_vectors, energy_split, forces_and_virials
+from ..dpmodel.trainable import gradient_tree, trainable_flags
 from ..errors import ConfigError
-from ..train.params import gradient_tree, trainable_flags
 from ..tree import merge_variables, split_variables
 from .allocator import release_free_memory
 from .jax_backend import JaxBackend, energy_and_edge_grad, scatter_add

@@ -11,8 +11,8 @@ import torch
 
 from ..dpmodel.descriptor.common import Edges
 from ..dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
+from ..dpmodel.trainable import gradient_tree, trainable_flags
 from ..errors import ConfigError
-from ..train.params import gradient_tree, trainable_flags
 from ..tree import merge_variables, split_variables
 from .allocator import keep_large_buffers
 from .torch_backend import scatter_add
