@@ -111,12 +111,12 @@ model = io.load(sys.argv[1])
 if backend == "torch":  # only this side loads torch (its import alone is ~190 MB resident)
     import torch
     torch.set_num_threads(int(sys.argv[3]))
-    from dpa.backends.torch_train import TorchTrainer as Trainer
+    from dpa.backends.torch.train import TorchTrainer as Trainer
     array = torch.as_tensor
     trainer = Trainer(model.tree)
 else:  # "jax": training's default; "jax-checkpointed": training.gradient_checkpointing true
     import jax.numpy as jnp
-    from dpa.backends.jax_train import JaxTrainer as Trainer
+    from dpa.backends.jax.train import JaxTrainer as Trainer
     array = jnp.asarray
     trainer = Trainer(model.tree, checkpointing=backend == "jax-checkpointed")
 cfg = EnerLossConfig.from_params(loss_cfg, start_lr)

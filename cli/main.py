@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (`dpa = "dpa_cli.main:main"`)."""
     if argv is None and {"train", "test"} & set(sys.argv[1:]):
         from dpa.backends.allocator import reexec_with_huge_pages
-        from dpa.backends.compile_cache import use_persistent_cache
+        from dpa.backends.jax.compile_cache import use_persistent_cache
 
         use_persistent_cache()  # jax reads it at import; the restart below inherits it
 

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import jax_backend  # enables float64 and the fused kernels
+from .backends.jax import backend as jax_backend  # enables float64 and the fused kernels
 from .dpmodel.descriptor.common import Edges
 from .dpmodel.model import atomic_energy, edge_vectors
 from .errors import ConfigError, DataError

@@ -16,6 +16,7 @@ from .dpmodel.deepmd_init import draw_like_deepmd
 from .dpmodel.model import NeighborSpec, descriptor_module, is_mixed_types, neighbor_spec
 from .errors import ConfigError, ModelFileError
 from .model_check import MAX_SEL, MAX_WIDTH, check_model_tree
+from .modelfiles import write_data
 from .tree import map_variables, variables
 
 #: Precisions a model can be evaluated in (`Model.with_precision`, `load_model(precision=...)`).
@@ -109,10 +110,9 @@ class Model:
             raise ConfigError(f"this model cannot be evaluated in {precision}: {err}") from None
 
     def save(self, path: str | Path) -> None:
-        """Write the model; the format follows the suffix (.dp, .pth, .jax)."""
-        from .io import save
-
-        save(self, path)
+        """Write the model atomically; the format follows the suffix (.dp, .pth, .jax,
+        .savedmodel)."""
+        write_data(path, self.data)
 
     def __repr__(self) -> str:
         return (

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 
 def map_variables(tree: Any, fn: Callable[[Any], Any], _inside: bool = False) -> Any:
     """A copy of `tree` with `fn` applied to every variable (array) leaf; containers are new."""
@@ -38,3 +40,14 @@ def split_variables(tree: Any) -> tuple[Any, list[Any]]:
 def merge_variables(skeleton: Any, leaves: list[Any]) -> Any:
     """Inverse of `split_variables`: put `leaves` back at their indices."""
     return map_variables(skeleton, lambda i: leaves[i])
+
+
+def jsonable(value: Any) -> Any:
+    """Plain Python numbers for NumPy scalars in the non-array part of the tree."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

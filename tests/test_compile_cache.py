@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dpa.backends.compile_cache import MAX_BYTES, use_persistent_cache
+from dpa.backends.jax.compile_cache import MAX_BYTES, use_persistent_cache
 
 
 def test_default_folder_under_xdg_cache_home(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import dpa
 from dpa.dpmodel.descriptor import dpa2
 from dpa.errors import ConfigError
-from dpa.io import dp
+from dpa.formats import dp
 
 LAM = Path(__file__).resolve().parent / "fixtures" / "deepmd_lam"
 CASES = {

@@ -12,7 +12,7 @@ import pytest
 from dpa.dpmodel.array_api import gather_neighbors
 from dpa.dpmodel.descriptor import dpa3
 from dpa.dpmodel.descriptor.common import Edges
-from dpa.io import dp
+from dpa.formats import dp
 
 LAM = Path(__file__).parent / "fixtures" / "deepmd_lam"
 CASES = {

@@ -152,7 +152,11 @@ def test_save_to_missing_folder_writes_nothing(model, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-SUFFIX_MODULE = {".dp": "dp", ".pth": "pth", ".jax": "jaxfile"}
+SUFFIX_MODULE = {
+    ".dp": "dpa.formats.dp",
+    ".pth": "dpa.backends.torch.modelfile",
+    ".jax": "dpa.backends.jax.modelfile",
+}
 
 
 @pytest.mark.parametrize("suffix", list(SUFFIX_MODULE))
@@ -166,7 +170,7 @@ def test_failed_write_leaves_old_file_and_no_temporary(suffix, model, tmp_path, 
         path.write_bytes(b"half a model")
         raise OSError("disk full")
 
-    module = importlib.import_module(f"dpa.io.{SUFFIX_MODULE[suffix]}")
+    module = importlib.import_module(SUFFIX_MODULE[suffix])
     monkeypatch.setattr(module, "write", broken_writer)
     with pytest.raises(OSError, match="disk full"):
         dpa.io.save(model, target)

@@ -50,7 +50,7 @@ def test_jax_kernels(threshold):
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    from dpa.backends import jax_ops
+    from dpa.backends.jax import ops as jax_ops
 
     fn = jax_ops._silu if threshold is None else jax_ops._silut(threshold)
 
@@ -67,7 +67,7 @@ def test_torch_kernels(threshold):
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
 
-    from dpa.backends import torch_ops
+    from dpa.backends.torch import ops as torch_ops
 
     fn = F.silu if threshold is None else torch_ops._silut(threshold)
     x = torch.tensor(X, dtype=torch.float64, requires_grad=True)

@@ -31,7 +31,7 @@ def test_blocks_cover_every_row_once() -> None:
     x = np.zeros(3)
     assert row_blocks(x, 10, 100) == [slice(0, 10)]  # NumPy registers no budget
     jnp = pytest.importorskip("jax.numpy")
-    pytest.importorskip("dpa.backends.jax_backend")
+    pytest.importorskip("dpa.backends.jax.backend")
     y = jnp.zeros(3)
     budget = 6 << 20
     for nrows, per_row, count in ((192, 91_592, 3), (192, 1000, 1), (10_000, 91_592, 8)):

@@ -30,7 +30,7 @@ import pytest
 
 import dpa
 import dpa.io
-from dpa.io import savedmodel as sm_format
+from dpa.backends.tensorflow import savedmodel as sm_format
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("tensorflow", "jax", "torch")),
@@ -295,8 +295,8 @@ def test_load_model_runs_the_savedmodel(
     signature); a model changed after loading (another precision) would be exported afresh; by
     default the model embedded in the file is evaluated (torch here), never the graph. First in
     the file and asking for the plain-TF process, so it runs while that process does."""
-    from dpa.backends import tensorflow_backend
-    from dpa.export import savedmodel as export
+    from dpa.backends.tensorflow import backend as tensorflow_backend
+    from dpa.backends.tensorflow import export
 
     path = exported["dpa1"]["savedmodel"]
     with monkeypatch.context() as patch:  # the file is run, not re-exported
@@ -422,7 +422,7 @@ def test_tensorflow_is_a_registered_backend():
 
     assert "tensorflow" in BACKENDS
     assert "tensorflow" not in available_backends()  # it runs exported models, not any file
-    assert Path(dpa.io.savedmodel.__file__).name == "savedmodel.py"
+    assert Path(dpa.backends.tensorflow.savedmodel.__file__).name == "savedmodel.py"
 
 
 # ---- results of the plain-TensorFlow process (last: it runs while the tests above do) ----

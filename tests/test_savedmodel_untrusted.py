@@ -453,7 +453,7 @@ def test_changed_variables_are_refused(tmp_path, real):
 def test_real_export_runs_under_tensorflow_and_warns(real, skewed, reference, caplog, monkeypatch):
     """backend="tensorflow" runs the real file (not a re-export), equal to jax, and warns
     once that this trusts the file."""
-    from dpa.export import savedmodel as export
+    from dpa.backends.tensorflow import export
 
     with monkeypatch.context() as patch:
         patch.setattr(export, "build_module", lambda *a, **k: pytest.fail("re-exported"))
@@ -468,8 +468,8 @@ def test_real_export_runs_under_tensorflow_and_warns(real, skewed, reference, ca
 def test_model_changed_after_loading_is_exported_in_memory(real, monkeypatch):
     """A tree that is not the file's embedded model (here: another precision) never goes through
     the file: it is exported in memory (the legitimate re-export)."""
-    from dpa.backends.tensorflow_backend import TensorFlowBackend
-    from dpa.export import savedmodel as export
+    from dpa.backends.tensorflow import export
+    from dpa.backends.tensorflow.backend import TensorFlowBackend
 
     calls = []
 
@@ -485,7 +485,7 @@ def test_model_changed_after_loading_is_exported_in_memory(real, monkeypatch):
 
 def test_allowlist_covers_a_fresh_export_and_holds_no_io(real):
     """The reachable ops of a fresh export are inside the allowlist; it holds no I/O op."""
-    from dpa.io import savedmodel_graph as check
+    from dpa.backends.tensorflow import graph_check as check
 
     path = real["savedmodel"]
     meta_graph = check._meta_graph(check.parse(path), path)

@@ -172,7 +172,7 @@ def test_errors_before_the_first_step(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    from dpa.backends.torch_train import TorchTrainer
+    from dpa.backends.torch.train import TorchTrainer
 
     real_step, calls = TorchTrainer.step, []
 

@@ -16,7 +16,7 @@ from dpa.train.batches import batch_inputs
 from dpa.tree import split_variables
 
 torch = pytest.importorskip("torch")
-from dpa.backends.torch_train import TorchTrainer  # noqa: E402
+from dpa.backends.torch.train import TorchTrainer  # noqa: E402
 
 WATER = Path(__file__).resolve().parents[1] / "examples" / "data" / "water"
 SMALL = {
@@ -96,7 +96,7 @@ def _trainer(backend: str, tree: dict, **kwargs):
     if backend == "torch":
         return TorchTrainer(tree, **kwargs)
     pytest.importorskip("optax")
-    from dpa.backends.jax_train import JaxTrainer
+    from dpa.backends.jax.train import JaxTrainer
 
     return JaxTrainer(tree, **kwargs)
 
@@ -208,7 +208,7 @@ def test_checkpointed_dpa3_step_equals_the_one_call_step(concat_output_tebd, upd
     """The three-phase gradient (head/tail cut of the repflow layers) is the same chain rule as
     one jitted double backward: same losses and variables after three AdamW updates."""
     pytest.importorskip("optax")
-    from dpa.backends.jax_train import JaxTrainer
+    from dpa.backends.jax.train import JaxTrainer
 
     repflow = {**SMALL["dpa3"]["repflow"], "nlayers": 3, "update_angle": update_angle}
     desc = {**SMALL["dpa3"], "repflow": repflow}
@@ -244,7 +244,7 @@ def test_checkpointed_dpa3_step_equals_the_one_call_step(concat_output_tebd, upd
 
 def test_checkpointing_needs_a_model_with_a_cut():
     pytest.importorskip("optax")
-    from dpa.backends.jax_train import JaxTrainer
+    from dpa.backends.jax.train import JaxTrainer
     from dpa.errors import ConfigError
 
     model, *_ = _setup("se_e2_a")

@@ -25,11 +25,11 @@ TOL = 1e-10
 def _trainer(backend: str, tree: dict) -> Any:
     if backend == "torch":
         pytest.importorskip("torch")
-        from dpa.backends.torch_train import TorchTrainer
+        from dpa.backends.torch.train import TorchTrainer
 
         return TorchTrainer(tree, device="cpu")
     pytest.importorskip("jax")
-    from dpa.backends.jax_train import JaxTrainer
+    from dpa.backends.jax.train import JaxTrainer
 
     return JaxTrainer(tree)
 

@@ -11,7 +11,7 @@ import pytest
 from dpa.dpmodel.descriptor import dpa1, se_e2_a
 from dpa.dpmodel.descriptor.common import TYPE_BLOCKS, Edges
 from dpa.dpmodel.model import edge_vectors, neighbor_spec
-from dpa.io import dp
+from dpa.formats import dp
 from dpa.neighbor import build_neighbor_list
 from dpa.potential import slot_plan
 
@@ -126,7 +126,7 @@ def test_floor_keeps_widths_from_shrinking():
 def _torch_forward(desc: dict, edges: Edges) -> np.ndarray:
     """dpa1.forward on torch tensors (where rows are grouped by neighbor count)."""
     torch = pytest.importorskip("torch")
-    import dpa.backends.torch_backend  # noqa: F401  (registers the torch grouping)
+    import dpa.backends.torch.backend  # noqa: F401  (registers the torch grouping)
 
     as_t = lambda a: torch.as_tensor(np.asarray(a))  # noqa: E731
     tree = _as_torch(desc, as_t)
@@ -155,7 +155,7 @@ def test_rows_grouped_by_neighbor_count_give_full_width_numbers(name):
     from dpa.dpmodel.array_api import neighbor_groups
 
     torch = pytest.importorskip("torch")
-    import dpa.backends.torch_backend  # noqa: F401
+    import dpa.backends.torch.backend  # noqa: F401
 
     desc = _with_random_stats(name)
     spec = neighbor_spec(desc)
@@ -185,7 +185,7 @@ def test_neighbor_groups_only_where_they_pay():
     from dpa.dpmodel.array_api import neighbor_groups
 
     torch = pytest.importorskip("torch")
-    import dpa.backends.torch_backend  # noqa: F401
+    import dpa.backends.torch.backend  # noqa: F401
 
     spread = np.array([80, 100, 81, 99, 79, 60, 62, 61])
     assert neighbor_groups(spread, 120) is None

@@ -135,7 +135,7 @@ def test_a_nan_weight_is_refused_at_load_naming_the_variable(model, tmp_path):
     w = data["model"]["fitting"]["nets"]["networks"][0]["layers"][0]["@variables"]["w"]
     w[0, 0] = np.nan
     path = tmp_path / "nan.dp"
-    dpa.io.dp.write(path, data)  # the raw writer: Model() would refuse it before saving
+    dpa.formats.dp.write(path, data)  # the raw writer: Model() would refuse it before saving
     with pytest.raises(ModelFileError, match=r"nan.dp.*layers\[0\].*w.*(nan|NaN|not finite)"):
         dpa.load_model(path, backend="numpy")
 
@@ -145,7 +145,7 @@ def test_statistics_disagreeing_with_sel_are_refused(model, tmp_path):
     data["model"]["descriptor"]["sel"] = [13]
     data["model_def_script"]["descriptor"]["sel"] = 13
     path = tmp_path / "sel.dp"
-    dpa.io.dp.write(path, data)
+    dpa.formats.dp.write(path, data)
     with pytest.raises(ModelFileError, match=r"sel.dp.*davg"):
         dpa.io.load(path)
 

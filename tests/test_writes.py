@@ -26,7 +26,7 @@ import dpa
 import dpa.io
 from dpa.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
 from dpa.errors import ModelFileError, OutputError
-from dpa.io import checksum
+from dpa.formats import checksum
 from dpa_cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[1]

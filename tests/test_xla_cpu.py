@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dpa.backends.xla_cpu import cpu_has_avx512, jaxlib_knows_the_flag, prefer_wide_vectors
+from dpa.backends.jax.xla_cpu import cpu_has_avx512, jaxlib_knows_the_flag, prefer_wide_vectors
 
 AVX512 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512dq avx512bw\n"
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"

@@ -81,7 +81,7 @@ def get_backend(name: str, compile: bool = False) -> Backend:
         raise BackendError(
             f"backend {key!r} needs {framework}, which is not installed: {_INSTALL_HINT[key]}"
         ) from err
-    module = importlib.import_module(f"dpa.backends.{key}_backend")
+    module = importlib.import_module(f"dpa.backends.{key}.backend")
     if compile and key != "torch":
         raise BackendError(
             f"compile=True is for the torch backend (jax always compiles); got {key!r}"

@@ -61,7 +61,7 @@ def _trainer(backend: str, tree: dict, cfg: TrainInput) -> Any:
     }
     checkpointing = cfg.training.gradient_checkpointing
     if backend == "torch":
-        from ..backends.torch_train import TorchTrainer
+        from ..backends.torch.train import TorchTrainer
 
         if checkpointing:
             raise ConfigError(
@@ -71,7 +71,7 @@ def _trainer(backend: str, tree: dict, cfg: TrainInput) -> Any:
 
         return TorchTrainer(tree, **kwargs)
     if backend == "jax":
-        from ..backends.jax_train import JaxTrainer
+        from ..backends.jax.train import JaxTrainer
 
         return JaxTrainer(tree, checkpointing=checkpointing, **kwargs)
     raise ConfigError(f"backend {backend!r} cannot train; use --backend torch or jax")

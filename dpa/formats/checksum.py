@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFileError
-from ..tree import split_variables
+from dpa.errors import ModelFileError
+from dpa.tree import split_variables
 
 ALGORITHM = "sha256"
 _VERSION = b"dpa-model-checksum-1\n"

@@ -13,19 +13,19 @@ import warnings
 import numpy as np
 import torch
 
-from ..dpmodel.descriptor.common import Edges
-from ..dpmodel.model import (
+from dpa.backends.base import Backend
+from dpa.backends.torch import ops as torch_ops
+from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.model import (
     atomic_energy,
     edge_moment,
     edge_vectors,
     forces_and_virials,
     neighbor_spec,
 )
-from ..errors import DPAError
-from ..neighbor import wrapped_positions
-from ..tree import map_variables
-from . import torch_ops
-from .base import Backend
+from dpa.errors import DPAError
+from dpa.neighbor import wrapped_positions
+from dpa.tree import map_variables
 
 torch_ops.register()
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..dpmodel.array_api import register_neighbor_groups, register_stop_gradient
-from ..dpmodel.network import register_fused_activation, silut_constants
+from dpa.dpmodel.array_api import register_neighbor_groups, register_stop_gradient
+from dpa.dpmodel.network import register_fused_activation, silut_constants
 
 NAMESPACE = "array_api_compat.torch"
 

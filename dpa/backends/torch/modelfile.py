@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError
-from ..tree import map_variables
-from . import checksum
+from dpa.errors import BackendError
+from dpa.formats import checksum
+from dpa.tree import map_variables
 
 FORMAT = "dpa.pth"
 

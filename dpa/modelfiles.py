@@ -1,4 +1,4 @@
-"""Model files: the suffix picks the format (.dp neutral HDF5, .pth torch, .jax npz-zip,
+"""Model files as data dicts (what `Model` wraps): the suffix picks the format (.dp neutral HDF5, .pth torch, .jax npz-zip,
 .savedmodel TensorFlow SavedModel directory, written through jax2tf).
 
 A file is built in memory, written in one go to a temporary name in the target folder, flushed
@@ -13,16 +13,18 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..atomic import atomic_path, output_error
-from ..errors import DPAError, ModelFileError, ModelWriteError, OutputError
-from ..model import Model
+from .atomic import atomic_path, output_error
+from .errors import DPAError, ModelFileError, ModelWriteError, OutputError
 
-__all__ = ["ModelWriteError", "convert", "load", "save"]
+__all__ = ["read_data", "write_data"]
 
 
 def _formats() -> dict[str, tuple[Callable, Callable]]:
     """suffix -> (read(path) -> data dict, write(path, data))."""
-    from . import dp, jaxfile, pth, savedmodel
+    from .backends.jax import modelfile as jaxfile
+    from .backends.tensorflow import savedmodel
+    from .backends.torch import modelfile as pth
+    from .formats import dp
 
     return {
         ".dp": (dp.read, dp.write),
@@ -45,33 +47,29 @@ def _format_of(path: Path) -> tuple[Callable, Callable]:
     return formats[path.suffix]
 
 
-def load(path: str | os.PathLike) -> Model:
-    """Read a model file (never runs code from it)."""
+def read_data(path: str | os.PathLike) -> dict:
+    """The data dict of a model file (never runs code from it)."""
     path = Path(path)
     reader, _ = _format_of(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file")
     try:
-        data = reader(path)
+        return reader(path)
     except ModelFileError:
         raise
     except Exception as err:  # corrupt or foreign file: say which and why
         raise ModelFileError(
             f"{path}: cannot read as a {path.suffix} model ({type(err).__name__}: {err})"
         ) from err
-    try:
-        return Model(data)
-    except (DPAError, KeyError, TypeError, AttributeError) as err:
-        raise ModelFileError(f"{path}: {err}") from None
 
 
-def save(model: Model, path: str | os.PathLike) -> None:
-    """Write `model` atomically (built in memory, temporary file, fsync, rename)."""
+def write_data(path: str | os.PathLike, data: dict) -> None:
+    """Write a model's data dict atomically (built in memory, temporary file, fsync, rename)."""
     path = Path(path)
     _, writer = _format_of(path)
     if path.suffix in _DIRECTORY_FORMATS:
         try:
-            writer(path, model.data)
+            writer(path, data)
         except DPAError:
             raise
         except OSError as err:  # the directory's own atomic write (temporary folder, rename)
@@ -79,13 +77,6 @@ def save(model: Model, path: str | os.PathLike) -> None:
         return
     try:
         with atomic_path(path) as tmp:
-            writer(tmp, model.data)
+            writer(tmp, data)
     except OutputError as err:
         raise ModelWriteError(str(err)) from err
-
-
-def convert(source: str | os.PathLike, target: str | os.PathLike) -> Model:
-    """Convert a model file to another format; the arrays are copied exactly."""
-    model = load(source)
-    save(model, target)
-    return model

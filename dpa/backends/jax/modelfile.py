@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tree import merge_variables, split_variables
-from . import checksum
-from .dp import _jsonable
+from dpa.formats import checksum
+from dpa.tree import jsonable, merge_variables, split_variables
 
 FORMAT = "dpa.jax"
 
@@ -29,7 +28,7 @@ def encode(data: dict) -> bytes:
             "format": FORMAT,
             "version": 1,
             checksum.ALGORITHM: checksum.digest(data),
-            "tree": _jsonable(skeleton),
+            "tree": jsonable(skeleton),
         }
     )
     arrays = {f"v{i:05d}": np.asarray(a) for i, a in enumerate(leaves)}

@@ -31,8 +31,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..dpmodel.descriptor.common import Edges
-from ..dpmodel.model import atomic_energy_head, atomic_energy_tail, edge_vectors
+from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.model import atomic_energy_head, atomic_energy_tail, edge_vectors
 
 Phases = tuple[Callable, Callable, Callable]
 

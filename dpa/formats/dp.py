@@ -20,22 +20,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..tree import map_variables
-from . import checksum
+from dpa.formats import checksum
+from dpa.tree import jsonable, map_variables
 
 USERBLOCK_SIZE = 512
 _STAMP = b"dpa-" + checksum.ALGORITHM.encode() + b":"  # then 64 hex digits and "\n"
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain Python numbers for NumPy scalars in the non-array part of the tree."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _store(f: h5py.File, data: dict) -> None:
@@ -46,7 +35,7 @@ def _store(f: h5py.File, data: dict) -> None:
         return f.create_dataset(f"variable_{next(counter):04d}", data=np.asarray(array)).name
 
     tree = map_variables(data, store)
-    f.attrs["json"] = json.dumps(_jsonable(tree), separators=(",", ":"))
+    f.attrs["json"] = json.dumps(jsonable(tree), separators=(",", ":"))
 
 
 def encode(data: dict) -> bytes:

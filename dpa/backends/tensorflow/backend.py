@@ -3,7 +3,7 @@
 A SavedModel is a program, so dpa runs a file's graph only when asked for this backend
 (`dpa.load_model("m.savedmodel", backend="tensorflow")`, `--backend tensorflow`, DPA_BACKEND),
 and logs a warning that this trusts the file. Before TensorFlow loads it, the file is checked
-without running anything (`dpa.io.savedmodel_graph`): only the ops, objects and signatures dpa's
+without running anything (`dpa.backends.tensorflow.graph_check`): only the ops, objects and signatures dpa's
 exporter writes, and variables equal to the model embedded in assets/dpa_model.dp; metadata comes
 from assets/dpa_metadata.json. dpa builds the neighbor list in NumPy (O(N) cell list, so large
 systems work) and calls the `evaluate_nlist` signature; forces and virials come from the gradients
@@ -26,12 +26,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up banners are 
 
 import tensorflow as tf  # noqa: E402
 
-from ..errors import BackendError, DataError, ModelFileError  # noqa: E402
-from ..io.dp import _jsonable  # noqa: E402
-from ..io.savedmodel import METADATA_ASSET, MODEL_ASSET, read_metadata  # noqa: E402
-from ..io.savedmodel_graph import check_savedmodel, check_variables, identical  # noqa: E402
-from ..tree import split_variables  # noqa: E402
-from .base import Backend  # noqa: E402
+from dpa.backends.base import Backend  # noqa: E402
+from dpa.backends.tensorflow.graph_check import check_savedmodel, check_variables, identical  # noqa: E402
+from dpa.backends.tensorflow.layout import METADATA_ASSET, MODEL_ASSET  # noqa: E402
+from dpa.backends.tensorflow.savedmodel import read_metadata  # noqa: E402
+from dpa.errors import BackendError, DataError, ModelFileError  # noqa: E402
+from dpa.tree import (
+    jsonable,  # noqa: E402
+    split_variables,  # noqa: E402
+)
 
 log = logging.getLogger("dpa")
 
@@ -49,7 +52,7 @@ def _same_tree(tree: dict, other: dict) -> bool:
     """Whether two model trees are equal: structure, options and every array, exactly."""
     skeleton, leaves = split_variables(tree)
     other_skeleton, other_leaves = split_variables(other)
-    if _jsonable(skeleton) != _jsonable(other_skeleton) or len(leaves) != len(other_leaves):
+    if jsonable(skeleton) != jsonable(other_skeleton) or len(leaves) != len(other_leaves):
         return False
     return all(
         identical(np.asarray(a), np.asarray(b)) for a, b in zip(leaves, other_leaves, strict=True)
@@ -58,7 +61,7 @@ def _same_tree(tree: dict, other: dict) -> bool:
 
 def _embedded_tree(path: Path) -> dict:
     """The model tree embedded in the SavedModel (assets/dpa_model.dp), read without TensorFlow."""
-    from ..io import savedmodel
+    from dpa.backends.tensorflow import savedmodel
 
     return savedmodel.read(path)["model"]
 
@@ -86,7 +89,7 @@ def _verify(path: Path, tree: dict) -> dict:
     what dpa's exporter writes and that its variables are exactly `tree`'s arrays."""
     meta = read_metadata(path)  # format and version checks from the assets
     skeleton, leaves = split_variables(tree)
-    if meta.get("model_tree") != _jsonable(skeleton):
+    if meta.get("model_tree") != jsonable(skeleton):
         raise ModelFileError(
             f"{path}: assets/{METADATA_ASSET} describes another model than assets/"
             f"{MODEL_ASSET}; export the model again with `dpa convert model.dp model.savedmodel`"
@@ -140,7 +143,7 @@ class TensorFlowBackend(Backend):
         path = self._savedmodel
         if path is not None and _same_tree(tree, _embedded_tree(path)):
             return _load(path, tree)
-        from ..export.savedmodel import build_module
+        from dpa.backends.tensorflow.export import build_module
 
         module = build_module({"model": tree})
         return _Prepared(module.signatures["evaluate_nlist"], module)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dpmodel.descriptor.common import Edges
-from ..dpmodel.model import atomic_energy, edge_vectors
-from .base import Backend
+from dpa.backends.base import Backend
+from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.model import atomic_energy, edge_vectors
 
 
 class NumpyBackend(Backend):

@@ -31,18 +31,18 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..backends.jax_backend import energy_and_edge_grad, scatter_add
-from ..dpmodel.descriptor.common import Edges
-from ..dpmodel.model import (
+from dpa.backends.jax.backend import energy_and_edge_grad, scatter_add
+from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.model import (
     atomic_energy,
     edge_vectors,
     forces_and_virials,
     is_mixed_types,
     neighbor_spec,
 )
-from ..errors import ConfigError, ModelFileError
-from ..neighbor import build_neighbor_list_xp, fold_pair_exclusion
-from ..tree import merge_variables, split_variables
+from dpa.errors import ConfigError, ModelFileError
+from dpa.neighbor import build_neighbor_list_xp, fold_pair_exclusion
+from dpa.tree import merge_variables, split_variables
 
 jax.config.update("jax_enable_x64", True)
 

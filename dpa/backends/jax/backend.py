@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from .xla_cpu import prefer_wide_vectors
+from dpa.backends.jax.xla_cpu import prefer_wide_vectors
 
 prefer_wide_vectors()  # before JAX's CPU backend starts (its first computation)
 
@@ -15,18 +15,18 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 
-from ..dpmodel.descriptor.common import Edges  # noqa: E402
-from ..dpmodel.model import (  # noqa: E402
+from dpa.backends.base import Backend  # noqa: E402
+from dpa.backends.jax import ops as jax_ops  # noqa: E402
+from dpa.dpmodel.descriptor.common import Edges  # noqa: E402
+from dpa.dpmodel.model import (  # noqa: E402
     atomic_energy,
     edge_moment,
     edge_vectors,
     forces_and_virials,
     neighbor_spec,
 )
-from ..neighbor import wrapped_positions  # noqa: E402
-from ..tree import merge_variables, split_variables  # noqa: E402
-from . import jax_ops  # noqa: E402
-from .base import Backend  # noqa: E402
+from dpa.neighbor import wrapped_positions  # noqa: E402
+from dpa.tree import merge_variables, split_variables  # noqa: E402
 
 jax_ops.register()
 

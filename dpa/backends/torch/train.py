@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..dpmodel.descriptor.common import Edges
-from ..dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
-from ..dpmodel.trainable import gradient_tree, trainable_flags
-from ..errors import ConfigError
-from ..tree import merge_variables, split_variables
-from .allocator import keep_large_buffers
-from .torch_backend import scatter_add
+from dpa.backends.allocator import keep_large_buffers
+from dpa.backends.torch.backend import scatter_add
+from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
+from dpa.dpmodel.trainable import gradient_tree, trainable_flags
+from dpa.errors import ConfigError
+from dpa.tree import merge_variables, split_variables
 
 LossFn = Callable[[dict, dict, float], tuple[Any, dict]]
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFileError
+from dpa.errors import ModelFileError
 
 # Ops inside the functions reachable from the object graph and the signatures. Obtained by
 # exporting one small model of each descriptor type (se_e2_a, se_atten/DPA-1, DPA-2, DPA-3: the

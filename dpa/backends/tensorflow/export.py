@@ -1,5 +1,5 @@
 """Export a model as a TensorFlow SavedModel: jax2tf (native serialization, shape-polymorphic)
-of the pure JAX functions in `dpa.export.graph`, wrapped in tf.functions with input checks.
+of the pure JAX functions in `dpa.backends.jax.graph`, wrapped in tf.functions with input checks.
 
 The SavedModel's callables (all float64 outputs):
 
@@ -37,33 +37,36 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from jax.experimental import jax2tf  # noqa: E402
 
-from .._version import __version__  # noqa: E402
-from ..io import dp  # noqa: E402
-from ..io.dp import _jsonable  # noqa: E402
-from ..io.savedmodel import FORMAT, FORMAT_VERSION, METADATA_ASSET, MODEL_ASSET  # noqa: E402
-from ..model import Model  # noqa: E402
-from . import graph  # noqa: E402
+from dpa._version import __version__  # noqa: E402
+from dpa.backends.jax import graph  # noqa: E402
+from dpa.backends.tensorflow.layout import FORMAT, FORMAT_VERSION, METADATA_ASSET, MODEL_ASSET  # noqa: E402
+from dpa.dpmodel.model import neighbor_spec  # noqa: E402
+from dpa.formats import dp  # noqa: E402
+from dpa.tree import jsonable  # noqa: E402
 
 # Platforms the serialized StableHLO is lowered for; TensorFlow picks the one it runs on.
 PLATFORMS = ("cpu", "cuda")
 OUTPUTS = ("energy", "force", "virial", "atom_energy")
 
 
-def metadata(model: Model, spec: graph.GraphSpec) -> dict[str, Any]:
-    """What a reader needs to use the SavedModel without dpa: conventions, sizes, versions."""
+def metadata(data: dict, spec: graph.GraphSpec) -> dict[str, Any]:
+    """What a reader needs to use the SavedModel of model `data` without dpa: conventions,
+    sizes, versions."""
     import jaxlib
+
+    descriptor = data["model"]["descriptor"]
 
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "type_map": list(spec.type_map),
         "rcut": spec.rcut,
-        "rcut_smth": model.rcut_smth,
+        "rcut_smth": neighbor_spec(descriptor).rcut_smth,
         "sel": list(spec.sel),
         "nsel": spec.nsel,
         "mixed_types": spec.mixed_types,
-        "descriptor": model.descriptor_type,
-        "precision": model.precision,
+        "descriptor": descriptor["type"],
+        "precision": str(descriptor.get("precision", "float64")),
         "image_range": spec.image_range,
         "conventions": {
             "units": "coord and box in Å; energy and virial in eV; force in eV/Å",
@@ -94,8 +97,8 @@ def metadata(model: Model, spec: graph.GraphSpec) -> dict[str, Any]:
             "platforms": list(PLATFORMS),
             "calling_convention_version": int(jax.config.jax_export_calling_convention_version),
         },
-        "model_def_script": _jsonable(model.data.get("model_def_script")),
-        "model_tree": _jsonable(spec.skeleton),  # variables: their index in `params`
+        "model_def_script": jsonable(data.get("model_def_script")),
+        "model_tree": jsonable(spec.skeleton),  # variables: their index in `params`
     }
 
 
@@ -111,17 +114,17 @@ class ExportedModel(tf.Module):
     """The tf.Module that is saved: variables, converted functions, checks and metadata."""
 
     def __init__(
-        self, model: Model, image_range: int = graph.IMAGE_RANGE, assets: Path | None = None
+        self, data: dict, image_range: int = graph.IMAGE_RANGE, assets: Path | None = None
     ) -> None:
         super().__init__(name="dpa")
-        spec, leaves = graph.graph_spec(model.tree, image_range)
+        spec, leaves = graph.graph_spec(data["model"], image_range)
         self._spec = spec
         self.params = [tf.Variable(a, trainable=False, name=f"p{i}") for i, a in enumerate(leaves)]
-        meta = metadata(model, spec)
+        meta = metadata(data, spec)
         self._metadata_json = json.dumps(meta, sort_keys=True)
         if assets is not None:  # copied into the SavedModel's assets/ by tf.saved_model.save
             (assets / METADATA_ASSET).write_text(json.dumps(meta, indent=1, sort_keys=True))
-            dp.write(assets / MODEL_ASSET, model.data)
+            dp.write(assets / MODEL_ASSET, data)
             self.metadata_file = tf.saved_model.Asset(str(assets / METADATA_ASSET))
             self.model_file = tf.saved_model.Asset(str(assets / MODEL_ASSET))
         convert = partial(
@@ -290,15 +293,14 @@ class ExportedModel(tf.Module):
 def build_module(data: dict, image_range: int = graph.IMAGE_RANGE) -> ExportedModel:
     """The exported module in memory (not saved): what the tensorflow backend runs for a model
     that was not loaded from a .savedmodel."""
-    return ExportedModel(Model(data), image_range)
+    return ExportedModel(data, image_range)
 
 
 def export(data: dict, path: str | os.PathLike, image_range: int = graph.IMAGE_RANGE) -> None:
     """Write `data` (a model) as a SavedModel into the empty or absent directory `path`.
 
-    Not atomic by itself: `dpa.io.save` / `dpa.io.savedmodel.write` wrap it in a temporary
+    Not atomic by itself: `dpa.io.save` / `dpa.backends.tensorflow.savedmodel.write` wrap it in a temporary
     directory that is renamed when complete."""
-    model = Model(data)
     with tempfile.TemporaryDirectory(prefix="dpa-savedmodel-assets-") as staging:
-        module = ExportedModel(model, image_range, Path(staging))
+        module = ExportedModel(data, image_range, Path(staging))
         tf.saved_model.save(module, str(path), signatures=module.signatures)

@@ -12,14 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..dpmodel.descriptor.common import Edges
-from ..dpmodel.model import atomic_energy, edge_vectors, energy_split, forces_and_virials
-from ..dpmodel.trainable import gradient_tree, trainable_flags
-from ..errors import ConfigError
-from ..tree import merge_variables, split_variables
-from .allocator import release_free_memory
-from .jax_backend import JaxBackend, energy_and_edge_grad, scatter_add
-from .jax_checkpointed import checkpointed_phases, run_phases
+from dpa.backends.allocator import release_free_memory
+from dpa.backends.jax.backend import JaxBackend, energy_and_edge_grad, scatter_add
+from dpa.backends.jax.checkpointed import checkpointed_phases, run_phases
+from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.model import atomic_energy, edge_vectors, energy_split, forces_and_virials
+from dpa.dpmodel.trainable import gradient_tree, trainable_flags
+from dpa.errors import ConfigError
+from dpa.tree import merge_variables, split_variables
 
 jax.config.update("jax_enable_x64", True)
 
@@ -101,7 +101,7 @@ class JaxTrainer:
         max_norm: float | None = None,
         checkpointing: bool = False,
     ) -> None:
-        """checkpointing: compute each step's gradient in phases (`jax_checkpointed`), for less
+        """checkpointing: compute each step's gradient in phases (`checkpointed`), for less
         memory and more time; it needs a model with a cut (DPA-3)."""
         split = energy_split(tree)
         if checkpointing and split is None:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from ..dpmodel.array_api import register_row_block_bytes, register_stop_gradient
-from ..dpmodel.network import register_fused_activation, silut_constants
+from dpa.dpmodel.array_api import register_row_block_bytes, register_stop_gradient
+from dpa.dpmodel.network import register_fused_activation, silut_constants
 
 NAMESPACE = "jax.numpy"
 

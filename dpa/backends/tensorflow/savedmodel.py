@@ -1,10 +1,10 @@
-"""`.savedmodel`: a TensorFlow SavedModel directory exported through jax2tf (`dpa.export`).
+"""`.savedmodel`: a TensorFlow SavedModel directory exported through jax2tf (`export`).
 
 Layout (everything dpa needs is readable without TensorFlow):
 
     m.savedmodel/
       saved_model.pb, variables/       the TF graph: signatures `serving_default`,
-                                       `evaluate_nlist`, `get_metadata` (see dpa.export.savedmodel)
+                                       `evaluate_nlist`, `get_metadata` (see `export`)
       assets/dpa_metadata.json         format, format_version, type_map, rcut, sel, versions, ...
       assets/dpa_model.dp              the full model (`.dp`), so the file converts back exactly
 
@@ -24,15 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .._version import __version__
-from ..errors import BackendError, ModelFileError
-from . import dp
-
-FORMAT = "dpa.savedmodel"
-# Bump on any change of signatures, conventions or asset layout that old readers would misread.
-FORMAT_VERSION = 1
-METADATA_ASSET = "dpa_metadata.json"
-MODEL_ASSET = "dpa_model.dp"
+from dpa._version import __version__
+from dpa.backends.tensorflow.layout import FORMAT, FORMAT_VERSION, METADATA_ASSET, MODEL_ASSET
+from dpa.errors import BackendError, ModelFileError
+from dpa.formats import dp
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -83,7 +78,7 @@ def read(path: Path) -> dict:
 def write(path: Path, data: dict) -> None:
     """Export `data` (a model) as a SavedModel at `path`, atomically (see the module docstring)."""
     try:
-        from ..export.savedmodel import export
+        from dpa.backends.tensorflow.export import export
     except ImportError as err:
         raise BackendError(
             f"writing {path.name} needs jax and tensorflow ({err}); pip install 'dpa[jax,tf]'"

@@ -1,0 +1,1 @@
+"""NumPy, the reference backend: energies from the array-API model, no autograd."""
