@@ -1,4 +1,7 @@
-"""JAX: jit-compiled energy, forces and virials (float64 enabled); GPU when present."""
+"""JAX: jit-compiled energy, forces and virials; GPU when present.
+
+Importing this module sets JAX's process-wide state once for every dpa module that uses JAX
+(they all import it): wide vectors on AVX-512 CPUs, float64 arrays, the fused kernels."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dpa.backends.jax.backend import energy_and_edge_grad, scatter_add
@@ -43,10 +44,6 @@ from dpa.dpmodel.model import (
 from dpa.errors import ConfigError, ModelFileError
 from dpa.neighbor import build_neighbor_list_xp, fold_pair_exclusion
 from dpa.tree import merge_variables, split_variables
-
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
 
 # Periodic images searched in-graph: a cube of +-IMAGE_RANGE cell vectors around the cell, so a
 # box is accepted when every face distance is at least rcut / IMAGE_RANGE. The graph holds one

@@ -21,8 +21,6 @@ from dpa.dpmodel.trainable import gradient_tree, trainable_flags
 from dpa.errors import ConfigError
 from dpa.tree import merge_variables, split_variables
 
-jax.config.update("jax_enable_x64", True)
-
 LossFn = Callable[[dict, dict, Any], tuple[Any, dict]]
 
 
