@@ -565,10 +565,13 @@ def _check_dpa3(desc: dict) -> None:
             f"model.descriptor.repflow: a_dim * a_compress_e_rate ({a_dim} * {e_rate}) must be "
             f"divisible by 2 * a_compress_rate (2 * {rate})"
         )
-    if rate and a_dim % rate:
+    if rate and a_dim % (2 * rate):
+        # DeePMD-kit 3.2.0 sizes the angle layers for a + (1 + e_rate) n_c inputs while the
+        # angle input holds a + n_c + 2 e_c channels: the two agree only for an even n_c
         raise ConfigError(
-            f"model.descriptor.repflow.a_dim ({a_dim}) must be divisible by a_compress_rate "
-            f"({rate})"
+            f"model.descriptor.repflow.a_dim ({a_dim}) must be divisible by 2 * a_compress_rate "
+            f"(2 * {rate}): with an odd a_dim / a_compress_rate the angle layers' widths do not "
+            "match their input (DeePMD-kit fails on such a model as well)"
         )
     if rate and flow["a_compress_use_split"]:
         n_c, e_c = a_dim // rate, (a_dim // (2 * rate)) * e_rate

@@ -315,6 +315,10 @@ def dpa3(**repflow) -> dict:
             dpa3(a_dim=32, a_compress_rate=3),
             r"a_dim \* a_compress_e_rate \(32 \* 1\) must be divisible by 2 \* a_compress_rate",
         ),
+        (  # a_dim / rate = 3 is odd: DeePMD-kit's angle layers would not fit their input
+            dpa3(a_dim=6, a_compress_rate=2, a_compress_e_rate=2),
+            r"repflow.a_dim \(6\) must be divisible by 2 \* a_compress_rate \(2 \* 2\)",
+        ),
         (
             dpa3(sequential_update=True, update_style="res_avg"),
             r"sequential_update = true needs update_style 'res_residual'.*res_avg",
