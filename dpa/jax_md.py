@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from ._version import pip_install
 from .backends.jax import backend as jax_backend  # enables float64 and the fused kernels
 from .dpmodel.descriptor.common import Edges
 from .dpmodel.model import atomic_energy, edge_vectors
@@ -248,7 +249,7 @@ def neighbor_list(
         from jax_md import partition
     except ImportError as err:
         raise ConfigError(
-            "jax_md is not installed (pip install jax-md); without it call the energy "
+            f"jax_md is not installed ({pip_install('md')}); without it call the energy "
             "function with neighbor=None"
         ) from err
     kwargs.setdefault("fractional_coordinates", energy.fractional_coordinates)
@@ -282,7 +283,7 @@ def atomic_masses(type_map: list[str], atype: Any) -> np.ndarray:
         from ase.data import atomic_numbers
     except ImportError as err:
         raise ConfigError(
-            "atomic_masses needs ASE (pip install ase); pass masses yourself"
+            f"atomic_masses needs ASE ({pip_install('ase')}); pass masses yourself"
         ) from err
     unknown = sorted({name for name in type_map if name not in atomic_numbers})
     if unknown:

@@ -10,14 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from .._version import pip_install
 from ..errors import BackendError
 
 # backend name -> the framework it imports
 BACKENDS = {"numpy": "numpy", "torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
 _INSTALL_HINT = {
-    "torch": "pip install 'dpa[torch]'",
-    "jax": "pip install 'dpa[jax]'",
-    "tensorflow": "pip install 'dpa[tf]'",
+    "torch": pip_install("torch"),
+    "jax": pip_install("jax"),
+    "tensorflow": pip_install("tf"),
 }
 # backends that evaluate any model file; tensorflow runs exported SavedModels (`.savedmodel`)
 GENERAL_BACKENDS = ("numpy", "torch", "jax")

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dpa._version import __version__
+from dpa._version import __version__, pip_install
 from dpa.backends.tensorflow.layout import FORMAT, FORMAT_VERSION, METADATA_ASSET, MODEL_ASSET
 from dpa.errors import BackendError, ModelFileError
 from dpa.formats import dp
@@ -81,7 +81,7 @@ def write(path: Path, data: dict) -> None:
         from dpa.backends.tensorflow.export import export
     except ImportError as err:
         raise BackendError(
-            f"writing {path.name} needs jax and tensorflow ({err}); pip install 'dpa[jax,tf]'"
+            f"writing {path.name} needs jax and tensorflow ({err}); {pip_install('jax,tf')}"
         ) from err
     with atomic_directory(path) as tmp:
         export(data, tmp)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dpa._version import pip_install
 from dpa.errors import BackendError
 from dpa.formats import checksum
 from dpa.tree import map_variables
@@ -21,9 +22,7 @@ def _torch():
     try:
         import torch
     except ImportError as err:
-        raise BackendError(
-            ".pth files need PyTorch: pip install 'dpa[torch]' (or use .dp)"
-        ) from err
+        raise BackendError(f".pth files need PyTorch: {pip_install('torch')} (or use .dp)") from err
     return torch
 
 
