@@ -13,7 +13,8 @@ from ._version import __version__
 from .config import parse_model_config
 from .dpmodel import fitting
 from .dpmodel.deepmd_init import draw_like_deepmd
-from .dpmodel.model import NeighborSpec, descriptor_module, is_mixed_types, neighbor_spec
+from .dpmodel.descriptor.registry import kind_of
+from .dpmodel.model import NeighborSpec, is_mixed_types, neighbor_spec
 from .errors import ConfigError, ModelFileError
 from .model_check import MAX_SEL, MAX_WIDTH, check_model_tree
 from .modelfiles import write_data
@@ -160,10 +161,10 @@ def build_model(config: dict[str, Any], seed: int = 0) -> Model:
     desc_cfg = cfg["descriptor"]
     _check_sizes(desc_cfg, "model.descriptor")
     _check_sizes(cfg["fitting_net"], "model.fitting_net")
-    module = descriptor_module(desc_cfg)
-    desc = module.build(desc_cfg, type_map, rng)
+    kind = kind_of(desc_cfg)
+    desc = kind.build(desc_cfg, type_map, rng)
     fit_cfg = {**cfg["fitting_net"], "exclude_types": cfg["atom_exclude_types"]}
-    fit = fitting.build(fit_cfg, type_map, module.dim_out(desc), is_mixed_types(desc), rng)
+    fit = fitting.build(fit_cfg, type_map, kind.dim_out(desc), is_mixed_types(desc), rng)
     # DeePMD-kit's own draws where its module tree is mapped: the same input, the same start
     draw_like_deepmd(
         {"descriptor": desc, "fitting": fit},

@@ -3,7 +3,7 @@
 A periodic image of atom j is atom j itself plus ``S @ box``, so the pair vector is
 ``r_ij = x[j] - x[i] + S @ box`` with ``x`` the coordinates exactly as given (not wrapped). The
 model computes ``r_ij`` inside its autograd graph; this module only decides *which* (j, S) pairs
-fill the slots, reproducing the DeePMD-kit rules of MODEL_SPEC §2.3:
+fill the slots, reproducing the DeePMD-kit rules of spec §2.3:
 
 * candidates are all periodic images of all real atoms within ``d <= rcut`` (the zero-shift self
   pair excluded, other images of atom i itself included), sorted by increasing distance (ties by
@@ -696,7 +696,7 @@ def build_neighbor_list(
     method: str = "auto",
     pair_cache: VerletPairs | None = None,
 ) -> NeighborList:
-    """Build the (j, S) neighbor list of MODEL_SPEC §2.3 in NumPy; see the module docstring.
+    """Build the (j, S) neighbor list of spec §2.3 in NumPy; see the module docstring.
 
     ``coord`` (nf, nat, 3) (or (nf, nat*3), (nat, 3)); ``atype`` (nat,) or (nf, nat), < 0 marks
     virtual atoms; ``box`` (nf, 3, 3) / (nf, 9) / (3, 3) with cell vectors as rows, or None.

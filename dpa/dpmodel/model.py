@@ -3,109 +3,27 @@ conversion of edge-vector gradients into forces and virials."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
 from array_api_compat import device
 
 from ..errors import ConfigError
 from .array_api import Array, gather_neighbors, like, to_dtype, xp_of
-from .descriptor.common import Edges, empty_slots_alike
+from .descriptor.common import Edges
+from .descriptor.protocol import NeighborSpec, PhaseSplit
+from .descriptor.registry import kind_of
 from .fitting import forward as fitting_forward
-
-# serialized descriptor `type` -> module of dpa.dpmodel.descriptor (imported on first use)
-DESCRIPTORS: dict[str, str] = {
-    "se_e2_a": "se_e2_a",
-    "se_a": "se_e2_a",
-    "dpa1": "dpa1",
-    "se_atten": "dpa1",
-    "se_atten_v2": "dpa1",
-    "dpa2": "dpa2",
-    "dpa3": "dpa3",
-}
-
-
-def descriptor_module(desc: dict) -> ModuleType:
-    """The module implementing a serialized descriptor's `type`."""
-    kind = desc.get("type")
-    if kind not in DESCRIPTORS:
-        raise ConfigError(
-            f"unknown descriptor type {kind!r}; supported: {', '.join(sorted(DESCRIPTORS))}"
-        )
-    return importlib.import_module(f"{__package__}.descriptor.{DESCRIPTORS[kind]}")
 
 
 def is_mixed_types(desc: dict) -> bool:
     """True when the neighbor list is one distance-sorted list (all but se_e2_a)."""
-    return DESCRIPTORS.get(desc.get("type"), "") != "se_e2_a"
-
-
-@dataclass(frozen=True)
-class NeighborSpec:
-    """What the model-level neighbor list of a descriptor must look like (spec §2.3, §10).
-
-    rcut, sel: the list's cutoff and width (DPA-2: repinit; DPA-3: edges);
-    compact: re-sort after model-level pair exclusion so holes go last (DPA-2/3);
-    trimmable: slots empty in every row may be cut off (normalizers do not use the width); with
-      per-type blocks (not mixed_types, se_e2_a) each block is cut on its own;
-    keep_empty_slot: when trimming, keep one slot past the widest row (of each block): the
-      descriptor reads the (row-independent) contribution of the cut empty slots off it;
-    count_radii: radii r for which the descriptor wants the host-side hint "most slots within r";
-    message_passing: E_i depends on other atoms' edges (general atom-virial form, spec §9).
-    """
-
-    rcut: float
-    rcut_smth: float
-    sel: list[int]
-    mixed_types: bool
-    compact: bool = False
-    trimmable: bool = False
-    keep_empty_slot: bool = False
-    count_radii: tuple[float, ...] = ()
-    message_passing: bool = False
+    return neighbor_spec(desc).mixed_types
 
 
 def neighbor_spec(desc: dict) -> NeighborSpec:
     """The model-level neighbor list a serialized descriptor consumes."""
-    kind = DESCRIPTORS.get(desc.get("type"))
-    if kind == "dpa2":
-        rep = desc["repinit_args"]
-        return NeighborSpec(
-            float(rep["rcut"]),
-            float(rep["rcut_smth"]),
-            [int(rep["nsel"])],
-            True,
-            compact=True,
-            count_radii=(float(desc["repformer_args"]["rcut"]),),
-            message_passing=True,
-        )
-    if kind == "dpa3":
-        flow = desc["repflow_args"]
-        return NeighborSpec(
-            float(flow["e_rcut"]),
-            float(flow["e_rcut_smth"]),
-            [int(flow["e_sel"])],
-            True,
-            compact=True,
-            trimmable=True,
-            count_radii=(float(flow["a_rcut"]),),
-            message_passing=True,
-        )
-    descriptor_module(desc)  # unknown types fail here
-    sel = desc["sel"]
-    sel = [int(sel)] if isinstance(sel, int | float) else [int(s) for s in sel]
-    trim = kind in ("dpa1", "se_e2_a") and empty_slots_alike(desc)
-    return NeighborSpec(
-        float(desc["rcut"]),
-        float(desc["rcut_smth"]),
-        sel,
-        is_mixed_types(desc),
-        trimmable=trim,
-        keep_empty_slot=trim,
-    )
+    return kind_of(desc).neighbor_spec(desc)
 
 
 def edge_vectors(coord: Array, box: Array | None, nlist: Array, shift: Array) -> Array:
@@ -128,28 +46,36 @@ def atomic_energy(
 ) -> Array:
     """Per-atom energies E_i (nf, nat) in float64, including out_bias and exclusions."""
     desc = model["descriptor"]
-    descriptor = descriptor_module(desc).forward(desc, edges)
+    descriptor = kind_of(desc).forward(desc, edges)
     return _energy_of_descriptor(model, edges, descriptor, fparam, aparam)
 
 
 def energy_split(model: dict) -> int | None:
     """The cut of a checkpointed training step (`atomic_energy_head`/`_tail`); None when the
     descriptor has none (all but DPA-3)."""
-    module = descriptor_module(model["descriptor"])
-    return module.split_layer(model["descriptor"]) if hasattr(module, "split_layer") else None
+    phases = kind_of(model["descriptor"]).phases
+    return None if phases is None else phases.layer(model["descriptor"])
 
 
 def atomic_energy_head(model: dict, edges: Edges, split: int) -> tuple[Array, ...]:
     """The descriptor's inner state at the cut `split` (see `energy_split`)."""
-    return descriptor_module(model["descriptor"]).forward_head(model["descriptor"], edges, split)
+    desc = model["descriptor"]
+    return _phases(desc).head(desc, edges, split)
 
 
 def atomic_energy_tail(model: dict, edges: Edges, state: tuple[Array, ...], split: int) -> Array:
     """`atomic_energy` from an `atomic_energy_head` state: the rest of the descriptor and the
     fitting (no fparam/aparam, which training does not feed)."""
     desc = model["descriptor"]
-    descriptor = descriptor_module(desc).forward_tail(desc, edges, state, split)
+    descriptor = _phases(desc).tail(desc, edges, state, split)
     return _energy_of_descriptor(model, edges, descriptor, None, None)
+
+
+def _phases(desc: dict) -> PhaseSplit:
+    phases = kind_of(desc).phases
+    if phases is None:
+        raise ConfigError(f"descriptor {desc.get('type')!r} has no checkpointing phases")
+    return phases
 
 
 def _energy_of_descriptor(

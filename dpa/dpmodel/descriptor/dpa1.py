@@ -41,6 +41,7 @@ from .common import (
     stand_in_weights,
     symmetry_descriptor,
 )
+from .protocol import DescriptorKind, NeighborSpec, sel_list
 
 
 def dim_out(desc: dict) -> int:
@@ -429,3 +430,22 @@ def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
             [make_embedding_net(rng, type_in, neuron, **net_kw)], 0, ntypes, "embedding_network"
         )
     return desc
+
+
+def neighbor_spec(desc: dict) -> NeighborSpec:
+    """One distance-sorted list of width sum(sel); trailing empty slots cut where they all look
+    alike."""
+    trim = empty_slots_alike(desc)
+    return NeighborSpec(
+        float(desc["rcut"]),
+        float(desc["rcut_smth"]),
+        sel_list(desc["sel"]),
+        True,
+        trimmable=trim,
+        keep_empty_slot=trim,
+    )
+
+
+DESCRIPTOR = DescriptorKind(
+    "dpa1", ("se_atten", "se_atten_v2"), build, forward, dim_out, neighbor_spec
+)

@@ -19,6 +19,7 @@ from ..network import (
 from ..type_embed import make_type_embedding, type_embedding_table
 from .common import Edges, contract_env, descriptor_dtype, pair_keep_mask, symmetry_descriptor
 from .dpa1 import pair_embedding
+from .protocol import DescriptorKind, NeighborSpec
 from .repformer import build_block, repformer_forward
 
 
@@ -368,3 +369,21 @@ def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
             )
         desc["repinit_three_body_variable"] = three
     return desc
+
+
+def neighbor_spec(desc: dict) -> NeighborSpec:
+    """The repinit's list (the widest), compacted after pair exclusion; the repformer's radius
+    as a counting hint."""
+    rep = desc["repinit_args"]
+    return NeighborSpec(
+        float(rep["rcut"]),
+        float(rep["rcut_smth"]),
+        [int(rep["nsel"])],
+        True,
+        compact=True,
+        count_radii=(float(desc["repformer_args"]["rcut"]),),
+        message_passing=True,
+    )
+
+
+DESCRIPTOR = DescriptorKind("dpa2", (), build, forward, dim_out, neighbor_spec)

@@ -12,6 +12,7 @@ from ..env_mat import environment_matrix, exponential_switch, polynomial_switch
 from ..network import activation, make_layer
 from ..type_embed import make_type_embedding, type_embedding_table
 from .common import Edges, descriptor_dtype, pair_keep_mask
+from .protocol import DescriptorKind, NeighborSpec, PhaseSplit
 from .repflow import Activation, Graph, RankOne, angle_dense, layer_forward
 
 UNIT_EPS = 1e-6  # û = r / (|r| + 1e-6)
@@ -343,3 +344,30 @@ def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
             },
         },
     }
+
+
+def neighbor_spec(desc: dict) -> NeighborSpec:
+    """The edge list, compacted after pair exclusion and trimmable; the angle radius as a
+    counting hint."""
+    flow = desc["repflow_args"]
+    return NeighborSpec(
+        float(flow["e_rcut"]),
+        float(flow["e_rcut_smth"]),
+        [int(flow["e_sel"])],
+        True,
+        compact=True,
+        trimmable=True,
+        count_radii=(float(flow["a_rcut"]),),
+        message_passing=True,
+    )
+
+
+DESCRIPTOR = DescriptorKind(
+    "dpa3",
+    (),
+    build,
+    forward,
+    dim_out,
+    neighbor_spec,
+    phases=PhaseSplit(split_layer, forward_head, forward_tail),
+)

@@ -12,10 +12,12 @@ from .common import (
     apply_per_center_type,
     contract_env,
     descriptor_dtype,
+    empty_slots_alike,
     pair_keep_mask,
     stand_in_weights,
     symmetry_descriptor,
 )
+from .protocol import DescriptorKind, NeighborSpec, sel_list
 
 
 def dim_out(desc: dict) -> int:
@@ -118,3 +120,19 @@ def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
         "type_one_side": one_side,
         "spin": None,
     }
+
+
+def neighbor_spec(desc: dict) -> NeighborSpec:
+    """Per-type blocks of widths sel; trailing empty slots cut where they all look alike."""
+    trim = empty_slots_alike(desc)
+    return NeighborSpec(
+        float(desc["rcut"]),
+        float(desc["rcut_smth"]),
+        sel_list(desc["sel"]),
+        False,
+        trimmable=trim,
+        keep_empty_slot=trim,
+    )
+
+
+DESCRIPTOR = DescriptorKind("se_e2_a", ("se_a",), build, forward, dim_out, neighbor_spec)

@@ -1,0 +1,79 @@
+"""What a descriptor declares to the rest of dpa: one `DescriptorKind` per descriptor module,
+found by `type` name in `registry`. The model, the neighbor lists and the trainers ask the kind,
+never the module's name, so a new descriptor plugs in without edits elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..array_api import Array
+from .common import Edges
+
+
+@dataclass(frozen=True)
+class NeighborSpec:
+    """What the model-level neighbor list of a descriptor must look like (spec §2.3, §10).
+
+    rcut, sel: the list's cutoff and width (DPA-2: repinit; DPA-3: edges);
+    mixed_types: one distance-sorted list (True) or per-type blocks of widths sel (se_e2_a);
+    compact: re-sort after model-level pair exclusion so holes go last (DPA-2/3);
+    trimmable: slots empty in every row may be cut off (normalizers do not use the width); with
+      per-type blocks each block is cut on its own;
+    keep_empty_slot: when trimming, keep one slot past the widest row (of each block): the
+      descriptor reads the (row-independent) contribution of the cut empty slots off it;
+    count_radii: radii r for which the descriptor wants the host-side hint "most slots within r";
+    message_passing: E_i depends on other atoms' edges (general atom-virial form, spec §9).
+    """
+
+    rcut: float
+    rcut_smth: float
+    sel: list[int]
+    mixed_types: bool
+    compact: bool = False
+    trimmable: bool = False
+    keep_empty_slot: bool = False
+    count_radii: tuple[float, ...] = ()
+    message_passing: bool = False
+
+
+@dataclass(frozen=True)
+class PhaseSplit:
+    """An optional cut of the forward pass for checkpointed training: the layer index to cut
+    at (None: no cut for this config), the state at the cut, and the rest from that state."""
+
+    layer: Callable[[dict], int | None]
+    head: Callable[[dict, Edges, int], tuple[Array, ...]]
+    tail: Callable[[dict, Edges, tuple[Array, ...], int], Array]
+
+
+@dataclass(frozen=True)
+class DescriptorKind:
+    """One descriptor type: its names and the functions of its serialized tree `desc`.
+
+    name, aliases: the serialized `type` and the other names inputs may use for it;
+    build(config, type_map, rng): a serialized descriptor tree from an input section;
+    forward(desc, edges): the descriptor (nf, nat, dim_out(desc)) in its precision;
+    neighbor_spec(desc): the neighbor list it consumes;
+    phases: the optional cut for checkpointed training.
+    """
+
+    name: str
+    aliases: tuple[str, ...]
+    build: Callable[[dict, list[str], np.random.Generator], dict]
+    forward: Callable[[dict, Edges], Array]
+    dim_out: Callable[[dict], int]
+    neighbor_spec: Callable[[dict], NeighborSpec]
+    phases: PhaseSplit | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+def sel_list(sel: Any) -> list[int]:
+    """`sel` as a list of ints (an input may give one number)."""
+    return [int(sel)] if isinstance(sel, int | float) else [int(s) for s in sel]
