@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import dpa
-from dpa.dpmodel.descriptor import dpa2
+from dpa.dpmodel.descriptor.dpa2 import descriptor as dpa2
 from dpa.errors import ConfigError
 from dpa.formats import dp
 

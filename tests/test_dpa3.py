@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dpa.dpmodel.array_api import gather_neighbors
-from dpa.dpmodel.descriptor import dpa3
 from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.descriptor.dpa3 import descriptor as dpa3
 from dpa.formats import dp
 
 LAM = Path(__file__).parent / "fixtures" / "deepmd_lam"

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpa.dpmodel.descriptor import dpa1, se_e2_a
 from dpa.dpmodel.descriptor.common import TYPE_BLOCKS, Edges
+from dpa.dpmodel.descriptor.dpa1 import descriptor as dpa1
+from dpa.dpmodel.descriptor.se_e2_a import descriptor as se_e2_a
 from dpa.dpmodel.model import edge_vectors, neighbor_spec
 from dpa.formats import dp
 from dpa.neighbor import build_neighbor_list

@@ -6,20 +6,20 @@ import dataclasses
 
 import numpy as np
 
-from ...errors import ConfigError
-from ..array_api import Array, safe_norm, to_dtype, xp_of
-from ..env_mat import environment_matrix, normalize
-from ..network import (
+from ....errors import ConfigError
+from ...array_api import Array, safe_norm, to_dtype, xp_of
+from ...env_mat import environment_matrix, normalize
+from ...network import (
     dense,
     embedding_net,
     make_embedding_net,
     make_layer,
     network_collection,
 )
-from ..type_embed import make_type_embedding, type_embedding_table
-from .common import Edges, contract_env, descriptor_dtype, pair_keep_mask, symmetry_descriptor
-from .dpa1 import pair_embedding
-from .protocol import DescriptorKind, NeighborSpec
+from ...type_embed import make_type_embedding, type_embedding_table
+from ..common import Edges, contract_env, descriptor_dtype, pair_keep_mask, symmetry_descriptor
+from ..dpa1.descriptor import pair_embedding
+from ..protocol import NeighborSpec
 from .repformer import build_block, repformer_forward
 
 
@@ -93,7 +93,7 @@ def _repinit(desc: dict, edges: Edges, tebd_table: Array) -> Array:
 
 def _finish_layer(layer: dict, pre: Array) -> Array:
     """φ(pre) ⊙ idt of a layer without skip (the rest of `dense`)."""
-    from ..network import activation
+    from ...network import activation
 
     y = activation(layer.get("activation_function"))(xp_of(pre), pre)
     idt = layer["@variables"].get("idt")
@@ -384,6 +384,3 @@ def neighbor_spec(desc: dict) -> NeighborSpec:
         count_radii=(float(desc["repformer_args"]["rcut"]),),
         message_passing=True,
     )
-
-
-DESCRIPTOR = DescriptorKind("dpa2", (), build, forward, dim_out, neighbor_spec)

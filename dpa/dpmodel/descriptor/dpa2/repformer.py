@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import ConfigError
-from ..array_api import Array, gather_neighbors, like, safe_norm, stop_gradient, xp_of
-from ..env_mat import environment_matrix, normalize
-from ..network import activation, dense, layer_norm, make_layer, make_layer_norm
-from .common import ATTN_LOGIT_SHIFT, MASKED_LOGIT, Edges
+from ....errors import ConfigError
+from ...array_api import Array, gather_neighbors, like, safe_norm, stop_gradient, xp_of
+from ...env_mat import environment_matrix, normalize
+from ...network import activation, dense, layer_norm, make_layer, make_layer_norm
+from ..common import ATTN_LOGIT_SHIFT, MASKED_LOGIT, Edges
 
 NNEI_EPS = 1e-4  # protection of 1/n_i in the non-smooth normalizers
 

@@ -6,13 +6,13 @@ import math
 
 import numpy as np
 
-from ...errors import ConfigError
-from ..array_api import Array, safe_norm, to_dtype, xp_of
-from ..env_mat import environment_matrix, exponential_switch, polynomial_switch
-from ..network import activation, make_layer
-from ..type_embed import make_type_embedding, type_embedding_table
-from .common import Edges, descriptor_dtype, pair_keep_mask
-from .protocol import DescriptorKind, NeighborSpec, PhaseSplit
+from ....errors import ConfigError
+from ...array_api import Array, safe_norm, to_dtype, xp_of
+from ...env_mat import environment_matrix, exponential_switch, polynomial_switch
+from ...network import activation, make_layer
+from ...type_embed import make_type_embedding, type_embedding_table
+from ..common import Edges, descriptor_dtype, pair_keep_mask
+from ..protocol import NeighborSpec
 from .repflow import Activation, Graph, RankOne, angle_dense, layer_forward
 
 UNIT_EPS = 1e-6  # û = r / (|r| + 1e-6)
@@ -360,14 +360,3 @@ def neighbor_spec(desc: dict) -> NeighborSpec:
         count_radii=(float(flow["a_rcut"]),),
         message_passing=True,
     )
-
-
-DESCRIPTOR = DescriptorKind(
-    "dpa3",
-    (),
-    build,
-    forward,
-    dim_out,
-    neighbor_spec,
-    phases=PhaseSplit(split_layer, forward_head, forward_tail),
-)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import device
 
-from ...errors import ConfigError
-from ..array_api import (
+from ....errors import ConfigError
+from ...array_api import (
     Array,
     like,
     neighbor_groups,
@@ -19,8 +19,8 @@ from ..array_api import (
     wants_neighbor_groups,
     xp_of,
 )
-from ..env_mat import environment_matrix, normalize
-from ..network import (
+from ...env_mat import environment_matrix, normalize
+from ...network import (
     dense,
     embedding_net,
     layer_norm,
@@ -29,8 +29,8 @@ from ..network import (
     make_layer_norm,
     network_collection,
 )
-from ..type_embed import make_type_embedding, type_embedding_table
-from .common import (
+from ...type_embed import make_type_embedding, type_embedding_table
+from ..common import (
     ATTN_LOGIT_SHIFT,
     MASKED_LOGIT,
     Edges,
@@ -41,7 +41,7 @@ from .common import (
     stand_in_weights,
     symmetry_descriptor,
 )
-from .protocol import DescriptorKind, NeighborSpec, sel_list
+from ..protocol import NeighborSpec, sel_list
 
 
 def dim_out(desc: dict) -> int:
@@ -444,8 +444,3 @@ def neighbor_spec(desc: dict) -> NeighborSpec:
         trimmable=trim,
         keep_empty_slot=trim,
     )
-
-
-DESCRIPTOR = DescriptorKind(
-    "dpa1", ("se_atten", "se_atten_v2"), build, forward, dim_out, neighbor_spec
-)

@@ -18,7 +18,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from ..array_api import Array, gather_neighbors, xp_of
+from ...array_api import Array, gather_neighbors, xp_of
 
 Activation = Callable[[Any, Array], Array]
 

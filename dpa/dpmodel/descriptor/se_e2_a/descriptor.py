@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..array_api import Array, to_dtype, xp_of
-from ..env_mat import environment_matrix, normalize
-from ..network import embedding_net, make_embedding_net, network_collection
-from .common import (
+from ...array_api import Array, to_dtype, xp_of
+from ...env_mat import environment_matrix, normalize
+from ...network import embedding_net, make_embedding_net, network_collection
+from ..common import (
     Edges,
     apply_per_center_type,
     contract_env,
@@ -17,7 +17,7 @@ from .common import (
     stand_in_weights,
     symmetry_descriptor,
 )
-from .protocol import DescriptorKind, NeighborSpec, sel_list
+from ..protocol import NeighborSpec, sel_list
 
 
 def dim_out(desc: dict) -> int:
@@ -133,6 +133,3 @@ def neighbor_spec(desc: dict) -> NeighborSpec:
         trimmable=trim,
         keep_empty_slot=trim,
     )
-
-
-DESCRIPTOR = DescriptorKind("se_e2_a", ("se_a",), build, forward, dim_out, neighbor_spec)
