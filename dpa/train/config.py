@@ -27,9 +27,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, PydanticUndefined
 
-from ..config import _format_error, _strip_comments, parse_model_config
-from ..config import _Section as _ModelSection
+from ..config import parse_model_config
 from ..errors import ConfigError
+from ..schema import Section as _ModelSection
+from ..schema import format_error, section_of, strip_comments
 
 __all__ = [
     "IGNORED_KEYS",
@@ -552,17 +553,6 @@ class TrainInput:
         return found
 
 
-def _section_of(annotation: Any) -> type[BaseModel] | None:
-    """The section class a field holds (also inside `X | None`), else None."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                return arg
-    return None
-
-
 def _names(field: Any, name: str) -> tuple[str, ...]:
     """Every accepted spelling of a field: its name and its aliases."""
     alias = field.validation_alias
@@ -584,7 +574,7 @@ def _key_problems(data: dict, cls: type[BaseModel], path: str) -> list[str]:
             problems.append(f"unknown key '{path}.{key}'; allowed keys: {allowed}")
             continue
         given.setdefault(spelling[key], []).append(key)
-        sub = _section_of(cls.model_fields[spelling[key]].annotation)
+        sub = section_of(cls.model_fields[spelling[key]].annotation)
         if sub is not None and isinstance(value, dict):
             problems += _key_problems(value, sub, f"{path}.{key}")
     for name, keys in given.items():
@@ -602,7 +592,7 @@ def parse_train_input(config: dict, source: str = "input") -> TrainInput:
         raise ConfigError(
             f"{source}: a training input must be a JSON object, got {type(config).__name__}"
         )
-    data = _strip_comments(config)
+    data = strip_comments(config)
     problems = []
     for key in data:
         if key not in _TOP_LEVEL:
@@ -629,7 +619,7 @@ def parse_train_input(config: dict, source: str = "input") -> TrainInput:
         try:
             sections[key] = cls.model_validate(data.get(key) or {})
         except ValidationError as err:
-            message = _format_error(err, key).removeprefix("invalid model config: ")
+            message = format_error(err, key, cls)
             raise ConfigError(f"{source}: {message}") from None
     problems = _cross_checks(sections)
     if problems:
@@ -732,7 +722,7 @@ def _doc_section(cls: type[BaseModel], path: str, lines: list[str]) -> None:
         default = _DEFAULT_NOTES.get(key, _default_text(field))
         lines.append(f"  {name}{also}: {_type_name(field.annotation)} = {default}{ignored}")
         lines.append(f"      {field.description}")
-        sub = _section_of(field.annotation)
+        sub = section_of(field.annotation)
         if sub is not None:
             subs.append((sub, key))
     for sub, key in subs:

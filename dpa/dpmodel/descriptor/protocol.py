@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from ..array_api import Array
 from .common import Edges
@@ -55,7 +56,10 @@ class DescriptorKind:
     """One descriptor type: its names and the functions of its serialized tree `desc`.
 
     name, aliases: the serialized `type` and the other names inputs may use for it;
-    build(config, type_map, rng): a serialized descriptor tree from an input section;
+    config: the pydantic class of its input section (`model.descriptor`);
+    finish(section, ntypes): fills the defaults that depend on other keys and checks the keys
+      against each other (ConfigError naming them), on the validated section as a dict;
+    build(config, type_map, rng): a serialized descriptor tree from a finished section;
     forward(desc, edges): the descriptor (nf, nat, dim_out(desc)) in its precision;
     neighbor_spec(desc): the neighbor list it consumes;
     phases: the optional cut for checkpointed training.
@@ -63,6 +67,8 @@ class DescriptorKind:
 
     name: str
     aliases: tuple[str, ...]
+    config: type[BaseModel]
+    finish: Callable[[dict, int], None]
     build: Callable[[dict, list[str], np.random.Generator], dict]
     forward: Callable[[dict, Edges], Array]
     dim_out: Callable[[dict], int]

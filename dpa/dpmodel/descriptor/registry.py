@@ -54,9 +54,9 @@ def kind_of(desc: dict | str) -> DescriptorKind:
 
 
 def names() -> list[str]:
-    """Every registered `type` name, aliases included, sorted."""
+    """Every registered `type` name, aliases included, in registration order."""
     _load_built_in()
-    return sorted(_KINDS)
+    return list(_KINDS)
 
 
 def _load_built_in() -> None:

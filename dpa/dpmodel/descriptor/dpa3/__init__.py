@@ -1,6 +1,7 @@
 """DPA-3 (`dpa3`): the repflow block, spec §7."""
 
 from ..protocol import DescriptorKind, PhaseSplit
+from .config import DPA3Config, finish
 from .descriptor import (
     build,
     dim_out,
@@ -14,6 +15,8 @@ from .descriptor import (
 DESCRIPTOR = DescriptorKind(
     "dpa3",
     (),
+    DPA3Config,
+    finish,
     build,
     forward,
     dim_out,
