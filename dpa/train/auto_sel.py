@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..data.system import System
+from ..dpmodel.descriptor.registry import kind_of
 from ..errors import ConfigError
 from ..neighbor import neighbor_stat
 
@@ -56,36 +57,32 @@ def resolve_auto_sel(
     """A copy of the `model` section with every "auto" sel replaced by numbers from the data."""
     cfg = copy.deepcopy(model_config)
     desc = cfg.get("descriptor", {})
-    kind = desc.get("type")
     ntypes = len(cfg["type_map"])
-
-    def auto(section: dict, key: str, rcut: float, per_type: bool) -> None:
-        ratio = _ratio(section.get(key))
+    for sel in kind_of(desc).sel_keys(desc):
+        section = desc
+        for key in sel.path:
+            section = section.setdefault(key, {})
+        ratio = _ratio(section.get(sel.key))
         if ratio is None:
-            return
-        counts = max_neighbors(systems, atypes, rcut, ntypes if per_type else None)
-        sel = [_wrap(c * ratio) for c in counts.tolist()]
-        section[key] = sel if per_type else sel[0]
-
-    if kind in ("se_e2_a", "se_a"):
-        auto(desc, "sel", float(desc.get("rcut", 6.0)), per_type=True)
-    elif kind in ("dpa1", "se_atten", "se_atten_v2"):
-        auto(desc, "sel", float(desc.get("rcut", 6.0)), per_type=False)
-    elif kind == "dpa2":
-        rep, former = desc.setdefault("repinit", {}), desc.setdefault("repformer", {})
-        auto(rep, "nsel", float(rep.get("rcut", 6.0)), per_type=False)
-        auto(rep, "three_body_sel", float(rep.get("three_body_rcut", 4.0)), per_type=False)
-        auto(former, "nsel", float(former.get("rcut", 4.0)), per_type=False)
-    elif kind == "dpa3":
-        flow = desc.setdefault("repflow", {})
-        auto(flow, "e_sel", float(flow.get("e_rcut", 6.0)), per_type=False)
-        auto(flow, "a_sel", float(flow.get("a_rcut", 4.0)), per_type=False)
+            continue
+        counts = max_neighbors(systems, atypes, sel.rcut, ntypes if sel.per_type else None)
+        values = [_wrap(c * ratio) for c in counts.tolist()]
+        section[sel.key] = values if sel.per_type else values[0]
     return cfg
 
 
 def has_auto_sel(model_config: dict) -> bool:
-    """True if any sel of the descriptor is "auto[:ratio]"."""
+    """True if any sel of the descriptor is "auto[:ratio]" (False for an unknown descriptor
+    type, which the model's validation reports)."""
     desc = model_config.get("descriptor", {})
-    blocks = [desc, desc.get("repinit", {}), desc.get("repformer", {}), desc.get("repflow", {})]
-    keys = ("sel", "nsel", "three_body_sel", "e_sel", "a_sel")
-    return any(isinstance(b.get(k), str) for b in blocks for k in keys)
+    try:
+        keys = kind_of(desc).sel_keys(desc)
+    except ConfigError:
+        return False
+    for sel in keys:
+        section = desc
+        for key in sel.path:
+            section = section.get(key, {}) if isinstance(section, dict) else {}
+        if isinstance(section, dict) and isinstance(section.get(sel.key), str):
+            return True
+    return False

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dpa.data.system import System
+from dpa.dpmodel.descriptor.protocol import EnvBlock
+from dpa.dpmodel.descriptor.registry import kind_of
 from dpa.dpmodel.env_mat import environment_matrix
 from dpa.dpmodel.model import edge_vectors
 from dpa.errors import ConfigError, DataError
@@ -38,118 +39,9 @@ STD_NO_DATA = 1e-1  # std of a center type with no atoms in the sampled frames
 _CHUNK_ENTRIES = 4_000_000
 
 
-@dataclass(frozen=True)
-class EnvBlock:
-    """One env-mat block of a descriptor: where its davg/dstd live and how its list is built.
-
-    ``path``: keys leading from the descriptor dict to the dict holding ``davg``/``dstd``;
-    ``fixed_std``: DPA-3 ``fix_stat_std`` (non-zero: no statistics, dstd is this constant).
-    """
-
-    path: tuple[str, ...]
-    rcut: float
-    rcut_smth: float
-    sel: tuple[int, ...]
-    mixed_types: bool
-    set_davg_zero: bool
-    protection: float
-    fixed_std: float = 0.0
-
-    @property
-    def nsel(self) -> int:
-        """Number of slots (the second axis of davg/dstd)."""
-        return sum(self.sel)
-
-
-def _sel(value: Any) -> tuple[int, ...]:
-    """`sel` as a tuple of ints (an int or a list in the serialized dict)."""
-    if isinstance(value, int | float):
-        return (int(value),)
-    return tuple(int(s) for s in value)
-
-
 def env_blocks(desc: dict) -> list[EnvBlock]:
-    """Every env-mat block of a serialized descriptor with its own rcut/rcut_smth/sel (spec §2.6).
-
-    DPA-2 blocks build their own lists at their own cutoff and width, as DeePMD-kit does for stats.
-    """
-    kind = desc.get("type")
-    prot = float(desc.get("env_protection", desc.get("env_mat", {}).get("protection", 0.0)))
-    if kind in ("se_e2_a", "se_a"):
-        return [
-            EnvBlock(
-                ("@variables",),
-                float(desc["rcut"]),
-                float(desc["rcut_smth"]),
-                _sel(desc["sel"]),
-                False,
-                bool(desc.get("set_davg_zero", False)),
-                prot,
-            )
-        ]
-    if kind in ("dpa1", "se_atten", "se_atten_v2"):
-        return [
-            EnvBlock(
-                ("@variables",),
-                float(desc["rcut"]),
-                float(desc["rcut_smth"]),
-                (sum(_sel(desc["sel"])),),
-                True,
-                bool(desc.get("set_davg_zero", True)),
-                prot,
-            )
-        ]
-    if kind == "dpa2":
-        rep, frm = desc["repinit_args"], desc["repformer_args"]
-        rep_zero = bool(rep.get("set_davg_zero", True))
-        blocks = [
-            EnvBlock(
-                ("repinit_variable", "@variables"),
-                float(rep["rcut"]),
-                float(rep["rcut_smth"]),
-                (int(rep["nsel"]),),
-                True,
-                rep_zero,
-                prot,
-            ),
-            EnvBlock(
-                ("repformers_variable", "@variables"),
-                float(frm["rcut"]),
-                float(frm["rcut_smth"]),
-                (int(frm["nsel"]),),
-                True,
-                bool(frm.get("set_davg_zero", True)),
-                prot,
-            ),
-        ]
-        if rep.get("use_three_body", False):
-            blocks.append(
-                EnvBlock(
-                    ("repinit_three_body_variable", "@variables"),
-                    float(rep["three_body_rcut"]),
-                    float(rep["three_body_rcut_smth"]),
-                    (int(rep["three_body_sel"]),),
-                    True,
-                    rep_zero,
-                    prot,
-                )
-            )
-        return blocks
-    if kind == "dpa3":
-        flow = desc["repflow_args"]
-        return [
-            EnvBlock(
-                ("repflow_variable", "@variables"),
-                float(flow["e_rcut"]),
-                float(flow["e_rcut_smth"]),
-                (int(flow["e_sel"]),),
-                True,
-                True,  # DPA-3 always keeps davg = 0
-                prot,
-                float(flow.get("fix_stat_std", 0.3)),
-            )
-        ]
-    raise ConfigError(f"no statistics known for descriptor type {kind!r}")
+    """Every env-mat block of a serialized descriptor with its own rcut/rcut_smth/sel (spec §2.6)."""
+    return kind_of(desc).stat_blocks(desc)
 
 
 def stat_frames(

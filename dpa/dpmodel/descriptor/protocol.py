@@ -42,6 +42,41 @@ class NeighborSpec:
 
 
 @dataclass(frozen=True)
+class EnvBlock:
+    """One env-mat block of a descriptor: where its davg/dstd live and how its list is built.
+
+    ``path``: keys leading from the descriptor dict to the dict holding ``davg``/``dstd``;
+    ``fixed_std``: DPA-3 ``fix_stat_std`` (non-zero: no statistics, dstd is this constant).
+    """
+
+    path: tuple[str, ...]
+    rcut: float
+    rcut_smth: float
+    sel: tuple[int, ...]
+    mixed_types: bool
+    set_davg_zero: bool
+    protection: float
+    fixed_std: float = 0.0
+
+    @property
+    def nsel(self) -> int:
+        """Number of slots (the second axis of davg/dstd)."""
+        return sum(self.sel)
+
+
+@dataclass(frozen=True)
+class SelKey:
+    """A neighbor count of an input section that may be "auto" (resolved from the data): the
+    keys leading to the dict that holds it, its name, the radius to count within, and whether
+    it counts per neighbor type (a list) or all types together (one number)."""
+
+    path: tuple[str, ...]
+    key: str
+    rcut: float
+    per_type: bool = False
+
+
+@dataclass(frozen=True)
 class PhaseSplit:
     """An optional cut of the forward pass for checkpointed training: the layer index to cut
     at (None: no cut for this config), the state at the cut, and the rest from that state."""
@@ -62,6 +97,8 @@ class DescriptorKind:
     build(config, type_map, rng): a serialized descriptor tree from a finished section;
     forward(desc, edges): the descriptor (nf, nat, dim_out(desc)) in its precision;
     neighbor_spec(desc): the neighbor list it consumes;
+    stat_blocks(desc): its env-mat blocks whose davg/dstd statistics set (spec §2.6);
+    sel_keys(section): the neighbor counts of an input section that may be "auto";
     phases: the optional cut for checkpointed training.
     """
 
@@ -73,6 +110,8 @@ class DescriptorKind:
     forward: Callable[[dict, Edges], Array]
     dim_out: Callable[[dict], int]
     neighbor_spec: Callable[[dict], NeighborSpec]
+    stat_blocks: Callable[[dict], list[EnvBlock]]
+    sel_keys: Callable[[dict], list[SelKey]]
     phases: PhaseSplit | None = None
 
     @property
@@ -83,3 +122,8 @@ class DescriptorKind:
 def sel_list(sel: Any) -> list[int]:
     """`sel` as a list of ints (an input may give one number)."""
     return [int(sel)] if isinstance(sel, int | float) else [int(s) for s in sel]
+
+
+def protection(desc: dict) -> float:
+    """The env-mat protection of a serialized descriptor (input key or stored env_mat)."""
+    return float(desc.get("env_protection", desc.get("env_mat", {}).get("protection", 0.0)))

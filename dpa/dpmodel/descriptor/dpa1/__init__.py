@@ -3,7 +3,17 @@
 from ..protocol import DescriptorKind
 from .config import DPA1Config, finish
 from .descriptor import build, dim_out, forward, neighbor_spec
+from .stats import sel_keys, stat_blocks
 
 DESCRIPTOR = DescriptorKind(
-    "dpa1", ("se_atten", "se_atten_v2"), DPA1Config, finish, build, forward, dim_out, neighbor_spec
+    name="dpa1",
+    aliases=("se_atten", "se_atten_v2"),
+    config=DPA1Config,
+    finish=finish,
+    build=build,
+    forward=forward,
+    dim_out=dim_out,
+    neighbor_spec=neighbor_spec,
+    stat_blocks=stat_blocks,
+    sel_keys=sel_keys,
 )

@@ -3,5 +3,17 @@
 from ..protocol import DescriptorKind
 from .config import DPA2Config, finish
 from .descriptor import build, dim_out, forward, neighbor_spec
+from .stats import sel_keys, stat_blocks
 
-DESCRIPTOR = DescriptorKind("dpa2", (), DPA2Config, finish, build, forward, dim_out, neighbor_spec)
+DESCRIPTOR = DescriptorKind(
+    name="dpa2",
+    aliases=(),
+    config=DPA2Config,
+    finish=finish,
+    build=build,
+    forward=forward,
+    dim_out=dim_out,
+    neighbor_spec=neighbor_spec,
+    stat_blocks=stat_blocks,
+    sel_keys=sel_keys,
+)

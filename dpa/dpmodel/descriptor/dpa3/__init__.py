@@ -11,15 +11,18 @@ from .descriptor import (
     neighbor_spec,
     split_layer,
 )
+from .stats import sel_keys, stat_blocks
 
 DESCRIPTOR = DescriptorKind(
-    "dpa3",
-    (),
-    DPA3Config,
-    finish,
-    build,
-    forward,
-    dim_out,
-    neighbor_spec,
+    name="dpa3",
+    aliases=(),
+    config=DPA3Config,
+    finish=finish,
+    build=build,
+    forward=forward,
+    dim_out=dim_out,
+    neighbor_spec=neighbor_spec,
+    stat_blocks=stat_blocks,
+    sel_keys=sel_keys,
     phases=PhaseSplit(split_layer, forward_head, forward_tail),
 )

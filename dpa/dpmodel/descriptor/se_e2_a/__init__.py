@@ -3,7 +3,17 @@
 from ..protocol import DescriptorKind
 from .config import SeE2AConfig, finish
 from .descriptor import build, dim_out, forward, neighbor_spec
+from .stats import sel_keys, stat_blocks
 
 DESCRIPTOR = DescriptorKind(
-    "se_e2_a", ("se_a",), SeE2AConfig, finish, build, forward, dim_out, neighbor_spec
+    name="se_e2_a",
+    aliases=("se_a",),
+    config=SeE2AConfig,
+    finish=finish,
+    build=build,
+    forward=forward,
+    dim_out=dim_out,
+    neighbor_spec=neighbor_spec,
+    stat_blocks=stat_blocks,
+    sel_keys=sel_keys,
 )
