@@ -2,6 +2,7 @@
 
 from ..protocol import DescriptorKind
 from .config import DPA1Config, finish
+from .deepmd_init import draw_like_deepmd
 from .descriptor import build, dim_out, forward, neighbor_spec
 from .stats import sel_keys, stat_blocks
 
@@ -16,4 +17,5 @@ DESCRIPTOR = DescriptorKind(
     neighbor_spec=neighbor_spec,
     stat_blocks=stat_blocks,
     sel_keys=sel_keys,
+    draw_like_deepmd=draw_like_deepmd,
 )

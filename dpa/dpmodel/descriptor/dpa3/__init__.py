@@ -2,6 +2,7 @@
 
 from ..protocol import DescriptorKind, PhaseSplit
 from .config import DPA3Config, finish
+from .deepmd_init import draw_like_deepmd
 from .descriptor import (
     build,
     dim_out,
@@ -24,5 +25,6 @@ DESCRIPTOR = DescriptorKind(
     neighbor_spec=neighbor_spec,
     stat_blocks=stat_blocks,
     sel_keys=sel_keys,
+    draw_like_deepmd=draw_like_deepmd,
     phases=PhaseSplit(split_layer, forward_head, forward_tail),
 )
