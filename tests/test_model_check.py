@@ -1,4 +1,4 @@
-"""Load-time model checks (dpa.model_check) and the finiteness check of evaluation outputs.
+"""Load-time model checks (dpa.dpmodel.check) and the finiteness check of evaluation outputs.
 
 Broken or edited model files must fail when they are read, with a ModelFileError naming the
 JSON path of the culprit, and never evaluate to NaN or to silently different energies; a

@@ -99,6 +99,8 @@ class DescriptorKind:
     neighbor_spec(desc): the neighbor list it consumes;
     stat_blocks(desc): its env-mat blocks whose davg/dstd statistics set (spec §2.6);
     sel_keys(section): the neighbor counts of an input section that may be "auto";
+    check_tree(node, ntypes): the load-time check of a stored tree (`dpa.dpmodel.check.Node`):
+      shapes, dtypes and bounds, a ModelFileError naming the JSON path;
     draw_like_deepmd(desc, seed): redraws a fresh tree's weights as DeePMD-kit's PyTorch
       backend would for that seed (None: dpa's own draws are kept);
     phases: the optional cut for checkpointed training.
@@ -114,6 +116,7 @@ class DescriptorKind:
     neighbor_spec: Callable[[dict], NeighborSpec]
     stat_blocks: Callable[[dict], list[EnvBlock]]
     sel_keys: Callable[[dict], list[SelKey]]
+    check_tree: Callable[[Any, int], None]
     draw_like_deepmd: Callable[[dict, int], None] | None = None
     phases: PhaseSplit | None = None
 

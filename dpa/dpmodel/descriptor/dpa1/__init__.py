@@ -1,6 +1,7 @@
 """DPA-1 (`dpa1`, aliases `se_atten` and `se_atten_v2`), spec §5."""
 
 from ..protocol import DescriptorKind
+from .check import check_tree
 from .config import DPA1Config, finish
 from .deepmd_init import draw_like_deepmd
 from .descriptor import build, dim_out, forward, neighbor_spec
@@ -17,5 +18,6 @@ DESCRIPTOR = DescriptorKind(
     neighbor_spec=neighbor_spec,
     stat_blocks=stat_blocks,
     sel_keys=sel_keys,
+    check_tree=check_tree,
     draw_like_deepmd=draw_like_deepmd,
 )

@@ -1,6 +1,7 @@
 """DPA-3 (`dpa3`): the repflow block, spec §7."""
 
 from ..protocol import DescriptorKind, PhaseSplit
+from .check import check_tree
 from .config import DPA3Config, finish
 from .deepmd_init import draw_like_deepmd
 from .descriptor import (
@@ -25,6 +26,7 @@ DESCRIPTOR = DescriptorKind(
     neighbor_spec=neighbor_spec,
     stat_blocks=stat_blocks,
     sel_keys=sel_keys,
+    check_tree=check_tree,
     draw_like_deepmd=draw_like_deepmd,
     phases=PhaseSplit(split_layer, forward_head, forward_tail),
 )

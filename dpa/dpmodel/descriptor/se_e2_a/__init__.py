@@ -1,6 +1,7 @@
 """DeepPot-SE `se_e2_a` (alias `se_a`), spec §4."""
 
 from ..protocol import DescriptorKind
+from .check import check_tree
 from .config import SeE2AConfig, finish
 from .deepmd_init import draw_like_deepmd
 from .descriptor import build, dim_out, forward, neighbor_spec
@@ -17,5 +18,6 @@ DESCRIPTOR = DescriptorKind(
     neighbor_spec=neighbor_spec,
     stat_blocks=stat_blocks,
     sel_keys=sel_keys,
+    check_tree=check_tree,
     draw_like_deepmd=draw_like_deepmd,
 )

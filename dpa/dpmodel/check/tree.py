@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..dpmodel.network import activation
-from ..errors import ConfigError, ModelFileError
+from ...errors import ConfigError, ModelFileError
+from ..network import activation
 from .nodes import FLAGS, FLOAT_DTYPES, PRECISIONS, Node, as_array, choice, fail
 
 

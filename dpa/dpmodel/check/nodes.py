@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..errors import ModelFileError
+from ...errors import ModelFileError
 
 MAX_SEL = 100_000  # most neighbor slots a list may have (sum of sel)
 MAX_RCUT = 100.0  # Å

@@ -1,18 +1,16 @@
-"""The se_e2_a and DPA-1 (se_atten, se_atten_v2) descriptor checks, and the se_atten pair
-embedding DPA-2's repinit block shares."""
+"""The load-time check of a DPA-1 tree (se_atten, se_atten_v2), and of the pair embedding that
+DPA-2's repinit block shares."""
 
 from __future__ import annotations
 
-from .networks import collection, dense, layer_norm, network, stats, type_embedding
-from .nodes import (
+from ...check.networks import collection, dense, env_mat, layer_norm, network, stats, type_embedding
+from ...check.nodes import (
     Node,
     choice,
     cutoffs,
     fail,
     integer,
     number,
-    protection,
-    same_cutoffs,
     same_ntypes,
     sel_total,
     type_pairs,
@@ -20,32 +18,7 @@ from .nodes import (
 )
 
 
-def _env_mat(desc: Node) -> None:
-    """The env_mat dict the se_e2_a/DPA-1 forward reads its protection from."""
-    protection(desc["env_mat"].get("protection", 0.0))
-    same_cutoffs(desc["env_mat"], desc["rcut"], desc["rcut_smth"])
-
-
-def se_e2_a(desc: Node, ntypes: int) -> None:
-    """se_e2_a (spec §4): per-type networks of input 1, statistics (ntypes, Σsel, 4)."""
-    cutoffs(desc["rcut"], desc["rcut_smth"])
-    sel = desc["sel"]
-    if len(sel.list()) != ntypes:
-        fail(sel, f"has {len(sel.list())} entries; expected one per type ({ntypes})")
-    nsel = sel_total(sel)
-    neuron = widths(desc["neuron"])
-    integer(desc["axis_neuron"], 1, neuron[-1])
-    _env_mat(desc)
-    type_pairs(desc.get("exclude_types", []), ntypes)
-    one_side = bool(desc.get("type_one_side", False).value)
-    count = ntypes if one_side else ntypes * ntypes
-    why = f"type_one_side: one per type, {ntypes}" if one_side else f"ntypes² = {count}"
-    for net in collection(desc["embeddings"], count, why):
-        network(net, 1, neuron[-1], "the radial env-mat input", f"{desc.path}.neuron[-1]")
-    stats(desc["@variables"], ntypes, nsel, f"{desc.path}.sel")
-
-
-def dpa1(desc: Node, ntypes: int) -> None:
+def check_tree(desc: Node, ntypes: int) -> None:
     """DPA-1 / se_atten / se_atten_v2 (spec §5): type embedding, embedding nets, attention."""
     cutoffs(desc["rcut"], desc["rcut_smth"])
     nsel = sel_total(desc["sel"])
@@ -55,7 +28,7 @@ def dpa1(desc: Node, ntypes: int) -> None:
     d_t = integer(desc["tebd_dim"], 1)
     if integer(desc.get("lmax", 1), 1, 4) != 1:
         fail(desc["lmax"], "is not 1: angular moments are not supported", "use a model with lmax 1")
-    _env_mat(desc)
+    env_mat(desc)
     type_pairs(desc.get("exclude_types", []), ntypes)
     type_embedding(desc["type_embedding"], ntypes, d_t, f"{desc.path}.tebd_dim")
     strip = desc.value["type"] == "se_atten_v2"

@@ -10,7 +10,7 @@ of the `build` functions and the forward code of `dpa.dpmodel`. NumPy only.
 
 from __future__ import annotations
 
-from ..errors import ModelFileError
+from ...errors import ModelFileError
 from .descriptors import check_descriptor
 from .fitting import check_fitting, check_model_level
 from .nodes import FIX, MAX_SEL, MAX_WIDTH, Node, type_map

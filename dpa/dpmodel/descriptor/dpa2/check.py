@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .networks import (
+from ...check.networks import (
     collection,
     dense,
     layer_norm,
@@ -12,7 +12,7 @@ from .networks import (
     type_embedding,
     update_layers,
 )
-from .nodes import (
+from ...check.nodes import (
     Node,
     choice,
     cutoffs,
@@ -25,10 +25,10 @@ from .nodes import (
     type_pairs,
     widths,
 )
-from .se_atten import pair_embedding
+from ..dpa1.check import pair_embedding
 
 
-def dpa2(desc: Node, ntypes: int) -> None:
+def check_tree(desc: Node, ntypes: int) -> None:
     """DPA-2 (spec §6): repinit (+ three-body), g1 shape transform, repformer layers."""
     same_ntypes(desc["ntypes"], ntypes)
     protection(desc.get("env_protection", 0.0))

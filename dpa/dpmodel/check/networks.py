@@ -3,9 +3,19 @@ and residual vectors: the building blocks the descriptor and fitting checks shar
 
 from __future__ import annotations
 
-from ..dpmodel.type_embed import ECONF_DIM, econf_vectors
-from ..errors import ConfigError
-from .nodes import Node, array, as_array, fail, number, optional_array, same_cutoffs, same_ntypes
+from ...errors import ConfigError
+from ..type_embed import ECONF_DIM, econf_vectors
+from .nodes import (
+    Node,
+    array,
+    as_array,
+    fail,
+    number,
+    optional_array,
+    protection,
+    same_cutoffs,
+    same_ntypes,
+)
 
 
 def dense(
@@ -99,3 +109,9 @@ def update_layers(
     if not layers:
         fail(block[key], f"is empty; expected at least one {key.split('_')[0]} layer")
     return layers
+
+
+def env_mat(desc: Node) -> None:
+    """The env_mat dict the se_e2_a/DPA-1 forward reads its protection from."""
+    protection(desc["env_mat"].get("protection", 0.0))
+    same_cutoffs(desc["env_mat"], desc["rcut"], desc["rcut_smth"])

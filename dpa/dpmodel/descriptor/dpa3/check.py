@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .networks import dense, residuals, type_embedding, update_layers
-from .nodes import (
+from ...check.networks import dense, residuals, type_embedding, update_layers
+from ...check.nodes import (
     MAX_RCUT,
     MAX_SEL,
     Node,
@@ -19,7 +19,7 @@ from .nodes import (
 )
 
 
-def dpa3(desc: Node, ntypes: int) -> None:
+def check_tree(desc: Node, ntypes: int) -> None:
     """DPA-3 (spec §7): type embedding, edge/angle embeddings, repflow layers."""
     same_ntypes(desc["ntypes"], ntypes)
     protection(desc.get("env_protection", 0.0))
