@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, PydanticUndefined
 
 from ..config import parse_model_config
+from ..dpmodel.descriptor.registry import names as descriptor_names
 from ..errors import ConfigError
 from ..schema import Section as _ModelSection
 from ..schema import format_error, section_of, strip_comments
@@ -384,8 +385,9 @@ class TrainingConfig(_Section):
     )
     gradient_checkpointing: bool = Field(
         False,
-        description="dpa extension, jax backend, DPA-3: compute each step's gradient in three "
-        "compiled phases with the repflow layers cut in two, recomputing the forward pass; "
+        description="dpa extension, jax backend, descriptors that declare phases (DPA-3): "
+        "compute each step's gradient in three compiled phases with the descriptor's layers cut "
+        "in two, recomputing the forward pass; "
         "about 0.7x the step's peak memory for about 1.4x its time",
     )
     disp_training: bool = Field(True, description="log progress while training")
@@ -736,7 +738,7 @@ def doc_train_input() -> str:
         "dpa training input (DeePMD-kit v3 input.json). Keys starting with '_' are comments.",
         "",
         "model: the model section; see the DeePMD-kit v3 `model` documentation "
-        "(descriptors se_e2_a, dpa1/se_atten, dpa2, dpa3; fitting_net type ener).",
+        f"(descriptor types {', '.join(descriptor_names())}; fitting_net type ener).",
     ]
     for name, cls in _SECTION_CLASSES.items():
         lines.append("")

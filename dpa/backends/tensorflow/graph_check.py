@@ -32,10 +32,10 @@ import numpy as np
 from dpa.errors import ModelFileError
 
 # Ops inside the functions reachable from the object graph and the signatures. Obtained by
-# exporting one small model of each descriptor type (se_e2_a, se_atten/DPA-1, DPA-2, DPA-3: the
-# configs of tests/test_savedmodel.py, exclusions included) with dpa 0.1.0, jax 0.10.2 and
-# TensorFlow 2.21.0, and collecting the ops of every reachable function with `reachable_ops`: all
-# four gave exactly this set. tests/test_savedmodel_untrusted.py checks that a fresh export stays
+# exporting one small model of each built-in descriptor type (the configs of
+# tests/test_savedmodel.py, exclusions included) with dpa 0.1.0, jax 0.10.2 and TensorFlow
+# 2.21.0, and collecting the ops of every reachable function with `reachable_ops`: all four
+# gave exactly this set. tests/test_savedmodel_untrusted.py checks that a fresh export stays
 # inside it; an exporter change that adds ops must re-measure and extend it. None of these reads
 # or writes files, runs Python, prints, or changes state beyond its own outputs (Assert only fails
 # the call with its message). The saver's functions (SaveV2, RestoreV2, MergeV2Checkpoints,

@@ -11,9 +11,9 @@ of the `build` functions and the forward code of `dpa.dpmodel`. NumPy only.
 from __future__ import annotations
 
 from ...errors import ModelFileError
-from .descriptors import check_descriptor
+from .descriptors import check_descriptor, descriptor_flags
 from .fitting import check_fitting, check_model_level
-from .nodes import FIX, MAX_SEL, MAX_WIDTH, Node, type_map
+from .nodes import FIX, FLAGS, MAX_SEL, MAX_WIDTH, Node, type_map
 from .tree import check_arrays, structure, walk_fields
 
 __all__ = ["MAX_SEL", "MAX_WIDTH", "check_model_tree"]
@@ -35,7 +35,7 @@ def _check_tree(root: Node) -> None:
     structure(root)
     ntypes = len(type_map(root["type_map"]))
     check_arrays(root)
-    walk_fields(root["descriptor"])
+    walk_fields(root["descriptor"], FLAGS | descriptor_flags(root["descriptor"]))
     walk_fields(root["fitting"])
     dim = check_descriptor(root["descriptor"], ntypes)
     check_fitting(root["fitting"], ntypes, dim)

@@ -15,3 +15,12 @@ def check_descriptor(desc: Node, ntypes: int) -> int:
         fail(desc["type"], f"is not supported ({err})", "convert the model to a supported type")
     kind.check_tree(desc, ntypes)
     return int(kind.dim_out(desc.value))
+
+
+def descriptor_flags(desc: Node) -> frozenset[str]:
+    """The boolean keys the descriptor's type declares (none for an unknown type, which
+    `check_descriptor` reports)."""
+    try:
+        return kind_of(desc.value).flags
+    except (ConfigError, AttributeError):
+        return frozenset()

@@ -17,16 +17,12 @@ PRECISIONS = ("default", "float64", "float32", "double", "single")
 FIX = "the file is corrupt or was edited; re-export it from its source"
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # switches the forward pass (or DeePMD-kit) reads as booleans: a string or a number there would
-# switch a branch on silently ("false" is truthy)
+# switch a branch on silently ("false" is truthy); a descriptor adds its own (`DescriptorKind.flags`)
 FLAGS = frozenset(
-    """a_compress_use_split add_chg_spin_ebd add_tebd_to_repinit_out attn2_has_gate attn_dotr
-    attn_mask bias bias_out concat_output_tebd direct_dist do_mask dotr edge_init_use_dist
-    g1_out_conv g1_out_mlp has_gate mixed_types normalize optim_update padding resnet resnet_dt
-    sequential_update set_davg_zero smooth smooth_edge_update smooth_type_embedding tot_ener_zero
-    trainable_ln type_one_side update_angle update_chnnl_2 update_g1_has_attn update_g1_has_conv
-    update_g1_has_drrd update_g1_has_grrg update_g2_has_attn update_g2_has_g1g1 update_h2
-    use_aparam_as_mask use_dynamic_sel use_econf_tebd use_exp_switch use_loc_mapping
-    use_sqrt_nnei use_tebd_bias use_three_body use_timestep""".split()
+    """attn_dotr attn_mask bias bias_out concat_output_tebd do_mask dotr has_gate mixed_types
+    normalize padding resnet resnet_dt set_davg_zero smooth smooth_type_embedding
+    tot_ener_zero trainable_ln type_one_side use_aparam_as_mask use_econf_tebd use_loc_mapping
+    use_tebd_bias use_timestep""".split()
 )
 
 

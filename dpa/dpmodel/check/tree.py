@@ -33,8 +33,9 @@ def structure(root: Node) -> None:
         )
 
 
-def walk_fields(node: Node) -> None:
-    """Every `activation_function` and `precision` field names a known function / precision."""
+def walk_fields(node: Node, flags: frozenset[str] = FLAGS) -> None:
+    """Every `activation_function` and `precision` field names a known function / precision,
+    and every key in `flags` holds true or false."""
     value = node.value
     if isinstance(value, dict):
         for key, child in value.items():
@@ -48,14 +49,14 @@ def walk_fields(node: Node) -> None:
                     fail(sub, f"is invalid ({err})")
             elif key == "precision":
                 choice(sub, PRECISIONS)
-            elif key in FLAGS:
+            elif key in flags:
                 if not isinstance(child, bool | np.bool_):
                     fail(sub, f"must be true or false, got {child!r}")
             else:
-                walk_fields(sub)
+                walk_fields(sub, flags)
     elif isinstance(value, list | tuple):
         for item in node.items():
-            walk_fields(item)
+            walk_fields(item, flags)
 
 
 def _leaves(node: Node, inside: bool = False) -> Iterator[Node]:

@@ -19,7 +19,7 @@ from .common import Edges
 class NeighborSpec:
     """What the model-level neighbor list of a descriptor must look like (spec §2.3, §10).
 
-    rcut, sel: the list's cutoff and width (DPA-2: repinit; DPA-3: edges);
+    rcut, sel: the list's cutoff and width (the widest block's, for descriptors of several);
     mixed_types: one distance-sorted list (True) or per-type blocks of widths sel (se_e2_a);
     compact: re-sort after model-level pair exclusion so holes go last (DPA-2/3);
     trimmable: slots empty in every row may be cut off (normalizers do not use the width); with
@@ -103,6 +103,7 @@ class DescriptorKind:
       shapes, dtypes and bounds, a ModelFileError naming the JSON path;
     draw_like_deepmd(desc, seed): redraws a fresh tree's weights as DeePMD-kit's PyTorch
       backend would for that seed (None: dpa's own draws are kept);
+    flags: its stored keys that must hold true or false (checked on load);
     phases: the optional cut for checkpointed training.
     """
 
@@ -118,6 +119,7 @@ class DescriptorKind:
     sel_keys: Callable[[dict], list[SelKey]]
     check_tree: Callable[[Any, int], None]
     draw_like_deepmd: Callable[[dict, int], None] | None = None
+    flags: frozenset[str] = frozenset()
     phases: PhaseSplit | None = None
 
     @property

@@ -20,4 +20,7 @@ DESCRIPTOR = DescriptorKind(
     sel_keys=sel_keys,
     check_tree=check_tree,
     draw_like_deepmd=draw_like_deepmd,
+    flags=frozenset(
+        """add_tebd_to_repinit_out attn2_has_gate direct_dist g1_out_conv g1_out_mlp update_chnnl_2 update_g1_has_attn update_g1_has_conv update_g1_has_drrd update_g1_has_grrg update_g2_has_attn update_g2_has_g1g1 update_h2 use_sqrt_nnei use_three_body""".split()
+    ),
 )

@@ -28,5 +28,8 @@ DESCRIPTOR = DescriptorKind(
     sel_keys=sel_keys,
     check_tree=check_tree,
     draw_like_deepmd=draw_like_deepmd,
+    flags=frozenset(
+        """a_compress_use_split add_chg_spin_ebd edge_init_use_dist optim_update sequential_update smooth_edge_update update_angle use_dynamic_sel use_exp_switch""".split()
+    ),
     phases=PhaseSplit(split_layer, forward_head, forward_tail),
 )
