@@ -14,8 +14,9 @@ from .config import parse_model_config
 from .dpmodel import fitting
 from .dpmodel.check import MAX_SEL, MAX_WIDTH, check_model_tree
 from .dpmodel.deepmd_init import draw_like_deepmd
+from .dpmodel.descriptor.protocol import NeighborSpec
 from .dpmodel.descriptor.registry import kind_of
-from .dpmodel.model import NeighborSpec, is_mixed_types, neighbor_spec
+from .dpmodel.model import is_mixed_types, neighbor_spec
 from .errors import ConfigError, ModelFileError
 from .modelfiles import write_data
 from .tree import map_variables, variables

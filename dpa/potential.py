@@ -8,7 +8,7 @@ import numpy as np
 
 from .backends.base import Backend
 from .dpmodel.descriptor.common import TYPE_BLOCKS
-from .dpmodel.model import NeighborSpec
+from .dpmodel.descriptor.protocol import NeighborSpec
 from .errors import BackendError, DataError, EvaluationError
 from .model import Model
 from .neighbor import VerletPairs, build_neighbor_list, fold_pair_exclusion
