@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from ._version import pip_install
-from .backends.jax import backend as jax_backend  # enables float64 and the fused kernels
+from .backends.jax import core as jax_core  # enables float64 and the fused kernels
 from .dpmodel.descriptor.common import Edges
 from .dpmodel.model import atomic_energy, edge_vectors
 from .errors import ConfigError, DataError
@@ -68,8 +68,8 @@ from .neighbor import (
 from .potential import Potential
 from .tree import merge_variables, split_variables
 
-jax = jax_backend.jax
-jnp = jax_backend.jnp
+jax = jax_core.jax
+jnp = jax_core.jnp
 
 #: One femtosecond in the time unit of Å, eV and amu (Å·sqrt(amu/eV) = 10.1805 fs).
 FS = 1e-15 / (1e-10 * math.sqrt(1.66053906660e-27 / 1.602176634e-19))

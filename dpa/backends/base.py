@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,8 +24,34 @@ _INSTALL_HINT = {
 GENERAL_BACKENDS = ("numpy", "torch", "jax")
 
 
+class Trainer(Protocol):
+    """What the training loop asks of a backend's trainer (see `backends/torch/train.py`).
+
+    A batch is `dpa.train.batches` inputs (coord, box, nlist, shift, atype, slot_counts) and
+    labels; `loss_fn(pred, labels, lr)` gives (loss, metrics) on the framework's arrays.
+    """
+
+    slot_rounding: int
+
+    def step(self, batch: dict, labels: dict, lr: float, loss_fn: Any) -> dict[str, float]:
+        """One optimizer update; the loss and its metrics as floats."""
+
+    def metrics(self, batch: dict, labels: dict, lr: float, loss_fn: Any) -> dict[str, float]:
+        """The loss's metrics without updating (validation)."""
+
+    def tree(self) -> dict:
+        """The current model tree as NumPy arrays."""
+
+    def optimizer_state(self) -> dict:
+        """The optimizer's state in the layout every trainer reads (count, mu, nu)."""
+
+    def load_optimizer_state(self, state: dict) -> None:
+        """Restore what `optimizer_state` of any trainer returned."""
+
+
 class Backend(ABC):
-    """One array framework behind one small interface."""
+    """One array framework behind one small interface: evaluation, and training where the
+    framework has autograd."""
 
     name: str
     can_compute_forces: bool
@@ -60,6 +86,22 @@ class Backend(ABC):
     @property
     def device(self) -> str:
         return "cpu"
+
+    def trainer(
+        self,
+        tree: dict,
+        *,
+        optimizer: str = "Adam",
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        max_norm: float | None = None,
+        checkpointing: bool = False,
+    ) -> Trainer:
+        """A trainer of `tree`'s variables with this optimizer (Adam or AdamW); `checkpointing`
+        computes each step's gradient in phases, for descriptors that declare them."""
+        raise BackendError(
+            f"backend {self.name!r} cannot train (no autograd); use --backend torch or jax"
+        )
 
 
 def default_backend_name() -> str | None:

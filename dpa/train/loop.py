@@ -15,8 +15,9 @@ from typing import Any
 
 from .. import io
 from ..atomic import atomic_path
+from ..backends.base import Trainer, get_backend
 from ..data.deepmd_order import DeepmdOrder
-from ..errors import ConfigError, DPAError, OutputError
+from ..errors import BackendError, ConfigError, DPAError, OutputError
 from ..model import Model, build_model
 from .auto_sel import has_auto_sel, resolve_auto_sel
 from .batches import Batch, DataSource, Prefetcher, follow_deepmd_order, make_batch
@@ -49,32 +50,20 @@ class TrainingDiverged(DPAError):
     """The loss became NaN or infinite."""
 
 
-def _trainer(backend: str, tree: dict, cfg: TrainInput) -> Any:
+def _trainer(backend: str, tree: dict, cfg: TrainInput) -> Trainer:
     """The backend's trainer over `tree` with the input's optimizer."""
     opt = cfg.optimizer
-    norm = cfg.training.gradient_max_norm or None
-    kwargs = {
-        "optimizer": opt.type,
-        "weight_decay": float(opt.weight_decay or 0.0),
-        "betas": (opt.adam_beta1, opt.adam_beta2),
-        "max_norm": norm,
-    }
-    checkpointing = cfg.training.gradient_checkpointing
-    if backend == "torch":
-        from ..backends.torch.train import TorchTrainer
-
-        if checkpointing:
-            raise ConfigError(
-                "training.gradient_checkpointing is implemented for the jax backend; use "
-                "--backend jax or remove the key"
-            )
-
-        return TorchTrainer(tree, **kwargs)
-    if backend == "jax":
-        from ..backends.jax.train import JaxTrainer
-
-        return JaxTrainer(tree, checkpointing=checkpointing, **kwargs)
-    raise ConfigError(f"backend {backend!r} cannot train; use --backend torch or jax")
+    try:
+        return get_backend(backend).trainer(
+            tree,
+            optimizer=opt.type,
+            weight_decay=float(opt.weight_decay or 0.0),
+            betas=(opt.adam_beta1, opt.adam_beta2),
+            max_norm=cfg.training.gradient_max_norm or None,
+            checkpointing=cfg.training.gradient_checkpointing,
+        )
+    except BackendError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _schedule(cfg: TrainInput, numb_steps: int) -> ExpDecay:

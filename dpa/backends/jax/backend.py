@@ -1,42 +1,25 @@
-"""JAX: jit-compiled energy, forces and virials; GPU when present.
-
-Importing this module sets JAX's process-wide state once for every dpa module that uses JAX
-(they all import it): wide vectors on AVX-512 CPUs, float64 arrays, the fused kernels."""
+"""JAX: jit-compiled energy, forces and virials; GPU when present (JAX's settings: `core`)."""
 
 from __future__ import annotations
 
 from functools import partial
 
-from dpa.backends.jax.xla_cpu import prefer_wide_vectors
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-prefer_wide_vectors()  # before JAX's CPU backend starts (its first computation)
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-
-from dpa.backends.base import Backend  # noqa: E402
-from dpa.backends.jax import ops as jax_ops  # noqa: E402
-from dpa.dpmodel.descriptor.common import Edges  # noqa: E402
-from dpa.dpmodel.model import (  # noqa: E402
+from dpa.backends.base import Backend
+from dpa.backends.jax.core import SLOT_ROUNDING, energy_and_edge_grad, scatter_add
+from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.model import (
     atomic_energy,
     edge_moment,
     edge_vectors,
     forces_and_virials,
     neighbor_spec,
 )
-from dpa.neighbor import wrapped_positions  # noqa: E402
-from dpa.tree import merge_variables, split_variables  # noqa: E402
-
-jax_ops.register()
-
-
-def scatter_add(values: jax.Array, index: jax.Array, size: int) -> jax.Array:
-    """Sum rows of `values` (1, m, ...) into `size` slots of axis 1 by `index` (m,)."""
-    return jnp.zeros((1, size, *values.shape[2:]), dtype=values.dtype).at[:, index].add(values)
+from dpa.neighbor import wrapped_positions
+from dpa.tree import merge_variables, split_variables
 
 
 def _evaluate(static, leaves, coord, box, nlist, shift, atype, fp, ap, positions):
@@ -67,17 +50,6 @@ def _evaluate(static, leaves, coord, box, nlist, shift, atype, fp, ap, positions
     return out
 
 
-def energy_and_edge_grad(atoms, rij):
-    """(E_i, dE/dr) from one backward pass."""
-
-    def total(r):
-        e_atom = atoms(r)
-        return jnp.sum(e_atom), e_atom
-
-    (_, e_atom), grad = jax.value_and_grad(total, has_aux=True)(rij)
-    return e_atom, grad
-
-
 class _Prepared:
     """Device arrays of a model plus the static skeleton and a cache of compiled functions."""
 
@@ -100,11 +72,17 @@ class JaxBackend(Backend):
 
     name = "jax"
     can_compute_forces = True
-    slot_rounding = 8
+    slot_rounding = SLOT_ROUNDING
 
     @property
     def device(self) -> str:
         return str(jax.devices()[0])
+
+    def trainer(self, tree: dict, *, checkpointing: bool = False, **options):
+        """A `JaxTrainer` (one compiled step per batch shape)."""
+        from dpa.backends.jax.train import JaxTrainer  # imports this module
+
+        return JaxTrainer(tree, checkpointing=checkpointing, **options)
 
     def prepare(self, tree: dict) -> _Prepared:
         return _Prepared(tree)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpa.backends.jax.backend import energy_and_edge_grad, scatter_add
+from dpa.backends.jax.core import energy_and_edge_grad, scatter_add
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.model import (
     atomic_energy,

@@ -13,8 +13,8 @@ import numpy as np
 import optax
 
 from dpa.backends.allocator import release_free_memory
-from dpa.backends.jax.backend import JaxBackend, energy_and_edge_grad, scatter_add
 from dpa.backends.jax.checkpointed import checkpointed_phases, run_phases
+from dpa.backends.jax.core import SLOT_ROUNDING, energy_and_edge_grad, scatter_add
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.model import atomic_energy, edge_vectors, energy_split, forces_and_virials
 from dpa.dpmodel.trainable import gradient_tree, trainable_flags
@@ -88,7 +88,7 @@ def _step(static, tx, loss_fn, params, fixed, opt_state, batch, labels, lr):
 class JaxTrainer:
     """The model's trainable variables as jax arrays, the optax state, and one training step."""
 
-    slot_rounding = JaxBackend.slot_rounding  # each new batch shape is a new compilation
+    slot_rounding = SLOT_ROUNDING  # each new batch shape is a new compilation
 
     def __init__(
         self,

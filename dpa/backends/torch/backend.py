@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dpa.backends.base import Backend
-from dpa.backends.torch import ops as torch_ops
+from dpa.backends.torch.core import scatter_add
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.model import (
     atomic_energy,
@@ -23,17 +23,9 @@ from dpa.dpmodel.model import (
     forces_and_virials,
     neighbor_spec,
 )
-from dpa.errors import DPAError
+from dpa.errors import ConfigError, DPAError
 from dpa.neighbor import wrapped_positions
 from dpa.tree import map_variables
-
-torch_ops.register()
-
-
-def scatter_add(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """Sum rows of `values` (1, m, ...) into `size` slots of axis 1 by `index` (m,)."""
-    out = torch.zeros((1, size, *values.shape[2:]), dtype=values.dtype, device=values.device)
-    return out.index_add(1, index, values)
 
 
 class _Prepared:
@@ -77,6 +69,17 @@ class TorchBackend(Backend):
     @property
     def device(self) -> str:
         return str(self._device)
+
+    def trainer(self, tree: dict, *, checkpointing: bool = False, **options):
+        """A `TorchTrainer` (eager; no checkpointed phases)."""
+        if checkpointing:
+            raise ConfigError(
+                "training.gradient_checkpointing is implemented for the jax backend; use "
+                "--backend jax or remove the key"
+            )
+        from dpa.backends.torch.train import TorchTrainer  # imports this module
+
+        return TorchTrainer(tree, device=str(self._device), **options)
 
     def tensor(self, array: np.ndarray | None, dtype: torch.dtype | None = None):
         """A NumPy array as a tensor on this backend's device."""

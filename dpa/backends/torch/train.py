@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from dpa.backends.allocator import keep_large_buffers
-from dpa.backends.torch.backend import scatter_add
+from dpa.backends.torch.core import scatter_add
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
 from dpa.dpmodel.trainable import gradient_tree, trainable_flags

@@ -1,0 +1,38 @@
+"""What every JAX module of dpa shares: importing this sets JAX's process-wide state once
+(wide vectors on AVX-512 CPUs, float64 arrays, the fused kernels), and the two steps of the
+force chain (energy and edge gradient in one backward pass; rows summed into atoms)."""
+
+from __future__ import annotations
+
+from dpa.backends.jax.xla_cpu import prefer_wide_vectors
+
+prefer_wide_vectors()  # before JAX's CPU backend starts (its first computation)
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+
+from dpa.backends.jax import ops as jax_ops  # noqa: E402
+
+jax_ops.register()
+
+# neighbor-list widths are rounded to multiples of this: every new shape is a new compilation
+SLOT_ROUNDING = 8
+
+
+def scatter_add(values: jax.Array, index: jax.Array, size: int) -> jax.Array:
+    """Sum rows of `values` (1, m, ...) into `size` slots of axis 1 by `index` (m,)."""
+    return jnp.zeros((1, size, *values.shape[2:]), dtype=values.dtype).at[:, index].add(values)
+
+
+def energy_and_edge_grad(atoms, rij):
+    """(E_i, dE/dr) from one backward pass."""
+
+    def total(r):
+        e_atom = atoms(r)
+        return jnp.sum(e_atom), e_atom
+
+    (_, e_atom), grad = jax.value_and_grad(total, has_aux=True)(rij)
+    return e_atom, grad
