@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import dpa
+from dpa._version import DISTRIBUTION
 from dpa.data import load_system
 from dpa_cli.main import cli
 
@@ -73,7 +74,7 @@ def test_version():
     result = run("--version")
     assert result.exit_code == 0
     assert result.stdout == f"dpa {dpa.__version__}\n"
-    assert dpa.__version__ == importlib.metadata.version("dpa")
+    assert dpa.__version__ == importlib.metadata.version(DISTRIBUTION)  # the PyPI name
 
 
 def test_import_is_light():
