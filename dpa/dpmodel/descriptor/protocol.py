@@ -97,7 +97,7 @@ class DescriptorKind:
     build(config, type_map, rng): a serialized descriptor tree from a finished section;
     forward(desc, edges): the descriptor (nf, nat, dim_out(desc)) in its precision;
     neighbor_spec(desc): the neighbor list it consumes;
-    stat_blocks(desc): its env-mat blocks whose davg/dstd statistics set (spec §2.6);
+    stat_blocks(desc): its env-mat blocks, whose davg/dstd the statistics set (spec §2.6);
     sel_keys(section): the neighbor counts of an input section that may be "auto";
     check_tree(node, ntypes): the load-time check of a stored tree (`dpa.dpmodel.check.Node`):
       shapes, dtypes and bounds, a ModelFileError naming the JSON path;
