@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from ..array_api import Array
-from .common import Edges
+from .common import Edges, empty_slots_alike
 
 
 @dataclass(frozen=True)
@@ -135,3 +135,34 @@ def sel_list(sel: Any) -> list[int]:
 def protection(desc: dict) -> float:
     """The env-mat protection of a serialized descriptor (input key or stored env_mat)."""
     return float(desc.get("env_protection", desc.get("env_mat", {}).get("protection", 0.0)))
+
+
+def trimmable_list_spec(desc: dict, mixed_types: bool) -> NeighborSpec:
+    """The neighbor list of a one-block descriptor (se_e2_a, DPA-1): width sel, one list or
+    per-type blocks; trailing empty slots cut where they all look alike (`empty_slots_alike`)."""
+    trim = empty_slots_alike(desc)
+    return NeighborSpec(
+        float(desc["rcut"]),
+        float(desc["rcut_smth"]),
+        sel_list(desc["sel"]),
+        mixed_types,
+        trimmable=trim,
+        keep_empty_slot=trim,
+    )
+
+
+def single_block(desc: dict, mixed_types: bool, davg_zero_default: bool) -> list[EnvBlock]:
+    """The statistics block of a one-block descriptor (se_e2_a, DPA-1): its davg/dstd at the
+    top level, over sel slots (one list: their sum)."""
+    sel = sel_list(desc["sel"])
+    return [
+        EnvBlock(
+            ("@variables",),
+            float(desc["rcut"]),
+            float(desc["rcut_smth"]),
+            (sum(sel),) if mixed_types else tuple(sel),
+            mixed_types,
+            bool(desc.get("set_davg_zero", davg_zero_default)),
+            protection(desc),
+        )
+    ]

@@ -41,7 +41,7 @@ from ..common import (
     stand_in_weights,
     symmetry_descriptor,
 )
-from ..protocol import NeighborSpec, sel_list
+from ..protocol import NeighborSpec, trimmable_list_spec
 
 
 def dim_out(desc: dict) -> int:
@@ -433,14 +433,5 @@ def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
 
 
 def neighbor_spec(desc: dict) -> NeighborSpec:
-    """One distance-sorted list of width sum(sel); trailing empty slots cut where they all look
-    alike."""
-    trim = empty_slots_alike(desc)
-    return NeighborSpec(
-        float(desc["rcut"]),
-        float(desc["rcut_smth"]),
-        sel_list(desc["sel"]),
-        True,
-        trimmable=trim,
-        keep_empty_slot=trim,
-    )
+    """One distance-sorted list of width sum(sel), trimmed where the empty slots all look alike."""
+    return trimmable_list_spec(desc, mixed_types=True)

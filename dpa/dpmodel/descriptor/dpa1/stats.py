@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from ..protocol import EnvBlock, SelKey, protection, sel_list
+from ..protocol import EnvBlock, SelKey, single_block
 
 
 def stat_blocks(desc: dict) -> list[EnvBlock]:
     """One block of one distance-sorted list."""
-    return [
-        EnvBlock(
-            ("@variables",),
-            float(desc["rcut"]),
-            float(desc["rcut_smth"]),
-            (sum(sel_list(desc["sel"])),),
-            True,
-            bool(desc.get("set_davg_zero", True)),
-            protection(desc),
-        )
-    ]
+    return single_block(desc, mixed_types=True, davg_zero_default=True)
 
 
 def sel_keys(section: dict) -> list[SelKey]:

@@ -12,12 +12,11 @@ from ..common import (
     apply_per_center_type,
     contract_env,
     descriptor_dtype,
-    empty_slots_alike,
     pair_keep_mask,
     stand_in_weights,
     symmetry_descriptor,
 )
-from ..protocol import NeighborSpec, sel_list
+from ..protocol import NeighborSpec, trimmable_list_spec
 
 
 def dim_out(desc: dict) -> int:
@@ -123,13 +122,5 @@ def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
 
 
 def neighbor_spec(desc: dict) -> NeighborSpec:
-    """Per-type blocks of widths sel; trailing empty slots cut where they all look alike."""
-    trim = empty_slots_alike(desc)
-    return NeighborSpec(
-        float(desc["rcut"]),
-        float(desc["rcut_smth"]),
-        sel_list(desc["sel"]),
-        False,
-        trimmable=trim,
-        keep_empty_slot=trim,
-    )
+    """Per-type blocks of widths sel, trimmed where the empty slots all look alike."""
+    return trimmable_list_spec(desc, mixed_types=False)

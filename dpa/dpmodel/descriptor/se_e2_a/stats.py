@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from ..protocol import EnvBlock, SelKey, protection, sel_list
+from ..protocol import EnvBlock, SelKey, single_block
 
 
 def stat_blocks(desc: dict) -> list[EnvBlock]:
     """One block of per-type slots."""
-    return [
-        EnvBlock(
-            ("@variables",),
-            float(desc["rcut"]),
-            float(desc["rcut_smth"]),
-            tuple(sel_list(desc["sel"])),
-            False,
-            bool(desc.get("set_davg_zero", False)),
-            protection(desc),
-        )
-    ]
+    return single_block(desc, mixed_types=False, davg_zero_default=False)
 
 
 def sel_keys(section: dict) -> list[SelKey]:
