@@ -258,6 +258,21 @@ class Potential:
     def can_compute_forces(self) -> bool:
         return self._backend.can_compute_forces
 
+    @property
+    def dim_fparam(self) -> int:
+        """Frame parameters the model takes per frame (its fitting's numb_fparam)."""
+        return int(self.model.tree["fitting"].get("numb_fparam", 0))
+
+    @property
+    def dim_aparam(self) -> int:
+        """Atomic parameters the model takes per atom (its fitting's numb_aparam)."""
+        return int(self.model.tree["fitting"].get("numb_aparam", 0))
+
+    @property
+    def has_default_fparam(self) -> bool:
+        """Whether the model falls back to a default_fparam when none is given."""
+        return self.model.tree["fitting"].get("default_fparam") is not None
+
     def neighbor_list(
         self, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:

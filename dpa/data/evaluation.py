@@ -11,7 +11,7 @@ import numpy as np
 
 from dpa.data.metrics import ErrorStat, error_stat
 from dpa.data.system import System
-from dpa.errors import EvaluationError
+from dpa.errors import DataError, EvaluationError
 from dpa.neighbor import NeighborOverflowWarning
 
 __all__ = ["SystemResult", "evaluate_system", "predict"]
@@ -44,6 +44,7 @@ def predict(
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     atype = system.remap_types(pot.type_map)
+    inputs = _parameters(pot, system)
     parts: dict[str, list[np.ndarray]] = {}
     keys = ("energy", "force", "virial") if pot.can_compute_forces else ("energy",)
     overflows: list[str] = []
@@ -53,7 +54,8 @@ def predict(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NeighborOverflowWarning)
             try:
-                out = pot.evaluate(system.coord[start:stop], atype, box, atomic=False)
+                params = {key: value[start:stop] for key, value in inputs.items()}
+                out = pot.evaluate(system.coord[start:stop], atype, box, atomic=False, **params)
             except EvaluationError as err:
                 raise _in_system(err, system, start) from None
         for w in caught:
@@ -80,6 +82,27 @@ def predict(
                 "it), or the coordinates and box of that frame are unphysical"
             )
     return pred
+
+
+def _parameters(pot: Any, system: System) -> dict[str, np.ndarray]:
+    """The system's fparam/aparam that the model takes (data may carry ones it does not);
+    a DataError naming the system where the model needs one the data lack."""
+    out = {}
+    for key in ("fparam", "aparam"):
+        width = int(getattr(pot, f"dim_{key}", 0))
+        value = getattr(system, key)
+        if not width:
+            continue
+        if value is None:
+            if key == "fparam" and getattr(pot, "has_default_fparam", False):
+                continue
+            raise DataError(
+                f"{system.name}: the model takes {key} ({width} per "
+                f"{'frame' if key == 'fparam' else 'atom'}) but the system has no {key}.npy; "
+                "add it to every set.* folder"
+            )
+        out[key] = value
+    return out
 
 
 def _in_system(err: EvaluationError, system: System, start: int) -> EvaluationError:

@@ -144,7 +144,9 @@ def _group_system(
 
     def per_atom(key: str) -> np.ndarray | None:
         value = folder.arrays[key]
-        return None if value is None else value[frames].reshape(-1, nat, 3)[:, keep]
+        if value is None:
+            return None
+        return value[frames].reshape(len(frames), nat, -1)[:, keep]
 
     name = folder.path if k is None else f"{folder.path}[group {k}: {formula(atype, type_map)}]"
     return System(
@@ -156,6 +158,8 @@ def _group_system(
         energy=per_frame("energy"),
         force=per_atom("force"),
         virial=per_frame("virial"),
+        fparam=per_frame("fparam"),
+        aparam=per_atom("aparam"),
         has_type_map=folder.has_type_map,
         origin=None if k is None else (folder.path, k),
     )

@@ -15,6 +15,8 @@ __all__ = ["NpyFolder", "read_deepmd_npy", "read_npy_folder"]
 #: Per-frame arrays of a set folder: file stem -> values per frame (None: 3 per atom).
 _PER_FRAME = {"coord": None, "box": 9, "energy": 1, "force": None, "virial": 9}
 _LABELS = ("energy", "force", "virial")
+#: Model inputs some data carry: per frame (fparam.npy) and per atom (aparam.npy), any width.
+_PARAMETERS = ("fparam", "aparam")
 
 
 @dataclass
@@ -43,6 +45,8 @@ def read_deepmd_npy(path: str) -> System:
         energy=folder.arrays["energy"],
         force=folder.arrays["force"],
         virial=folder.arrays["virial"],
+        fparam=folder.arrays["fparam"],
+        aparam=folder.arrays["aparam"],
         has_type_map=folder.has_type_map,
     )
 
@@ -61,7 +65,7 @@ def read_npy_folder(path: str) -> NpyFolder:
     if not sets:
         raise DataError(f"{path}: no set.* folder; frames go in set.000/coord.npy etc.")
 
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in _PER_FRAME}
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in (*_PER_FRAME, *_PARAMETERS)}
     set_frames = []
     for set_dir in sets:
         coord = _load_rows(set_dir, "coord", nat * 3, nat, must=True)
@@ -76,7 +80,11 @@ def read_npy_folder(path: str) -> NpyFolder:
             arr = _load_rows(set_dir, key, width, nat, must=False, nf=nf)
             if arr is not None:
                 chunks[key].append(arr)
-    for key in _LABELS:
+        for key in _PARAMETERS:
+            arr = _load_parameters(set_dir, key, nat, nf, chunks[key])
+            if arr is not None:
+                chunks[key].append(arr)
+    for key in (*_LABELS, *_PARAMETERS):
         have = len(chunks[key])
         if 0 < have < len(sets):
             missing = [
@@ -88,6 +96,27 @@ def read_npy_folder(path: str) -> NpyFolder:
             )
     arrays = {k: np.concatenate(v, axis=0) if v else None for k, v in chunks.items()}
     return NpyFolder(path, atype, type_map, has_type_map, nopbc, sets, set_frames, arrays)
+
+
+def _load_parameters(
+    set_dir: Path, key: str, nat: int, nf: int, earlier: list[np.ndarray]
+) -> np.ndarray | None:
+    """set_dir/fparam.npy as (nf, k) or aparam.npy as (nf, nat * k), k as in earlier sets."""
+    file = set_dir / f"{key}.npy"
+    if not file.is_file():
+        return None
+    try:
+        width = np.load(file, allow_pickle=False, mmap_mode="r").size // max(nf, 1)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{file}: cannot read it as a .npy array ({err})") from None
+    if earlier:
+        width = earlier[0].shape[1]
+    if key == "aparam" and (width == 0 or width % nat):
+        raise DataError(
+            f"{file}: holds {width} values per frame, expected numb_aparam values for each of "
+            f"the {nat} atoms of type.raw"
+        )
+    return _load_rows(set_dir, key, max(width, 1), nat, must=True, nf=nf)
 
 
 def _read_type_map(root: Path, ntypes: int) -> tuple[list[str], bool]:

@@ -33,6 +33,10 @@ class System:
     energy: np.ndarray | None = None
     force: np.ndarray | None = None
     virial: np.ndarray | None = None
+    #: Frame parameters (nframes, numb_fparam) and atomic parameters (nframes, natoms, numb_aparam)
+    #: that models with `numb_fparam`/`numb_aparam` take as input (fparam.npy, aparam.npy).
+    fparam: np.ndarray | None = None
+    aparam: np.ndarray | None = None
     #: False when the source gave type indices only (no type_map.raw): indices then are used as is.
     has_type_map: bool = field(default=True)
     #: (path, k) when one path gave several Systems (deepmd/npy/mixed groups, the compositions of
@@ -79,6 +83,26 @@ class System:
             self.force = self._frames("force", self.force, (nat, 3), nf)
         if self.virial is not None:
             self.virial = self._frames("virial", self.virial, (3, 3), nf)
+        if self.fparam is not None:
+            self.fparam = self._parameters("fparam", self.fparam, (), nf)
+        if self.aparam is not None:
+            self.aparam = self._parameters("aparam", self.aparam, (nat,), nf)
+
+    def _parameters(self, key: str, value: np.ndarray, per: tuple[int, ...], nf: int) -> np.ndarray:
+        """fparam as (nf, k) or aparam as (nf, nat, k), float64, from any layout that has nf
+        rows; k is what the rows hold (per atom for aparam)."""
+        arr = np.asarray(value, dtype=np.float64)
+        arr = arr.reshape(arr.shape[0], -1) if arr.ndim else arr.reshape(1, 1)
+        per_row = int(np.prod(per, dtype=np.int64))
+        if arr.shape[0] != nf or arr.shape[1] % per_row or arr.shape[1] == 0:
+            atoms = f" (natoms × numb_aparam values, {per_row} atoms)" if per else ""
+            raise DataError(
+                f"{self.path}: {key} has shape {np.shape(value)}, expected {nf} rows (one per "
+                f"frame) of the same width{atoms}"
+            )
+        arr = arr.reshape(nf, *per, arr.shape[1] // per_row)
+        _check_finite(arr, key, self.path)
+        return arr
 
     def _frames(
         self, key: str, value: np.ndarray, tail: tuple[int, ...], nf: int | None = None
@@ -145,6 +169,8 @@ class System:
             energy=pick(self.energy),
             force=pick(self.force),
             virial=pick(self.virial),
+            fparam=pick(self.fparam),
+            aparam=pick(self.aparam),
         )
         return sub
 

@@ -63,12 +63,19 @@ def atomic_energy_head(model: dict, edges: Edges, split: int) -> tuple[Array, ..
     return _phases(desc).head(desc, edges, split)
 
 
-def atomic_energy_tail(model: dict, edges: Edges, state: tuple[Array, ...], split: int) -> Array:
+def atomic_energy_tail(
+    model: dict,
+    edges: Edges,
+    state: tuple[Array, ...],
+    split: int,
+    fparam: Array | None = None,
+    aparam: Array | None = None,
+) -> Array:
     """`atomic_energy` from an `atomic_energy_head` state: the rest of the descriptor and the
-    fitting (no fparam/aparam, which training does not feed)."""
+    fitting."""
     desc = model["descriptor"]
     descriptor = _phases(desc).tail(desc, edges, state, split)
-    return _energy_of_descriptor(model, edges, descriptor, None, None)
+    return _energy_of_descriptor(model, edges, descriptor, fparam, aparam)
 
 
 def _phases(desc: dict) -> PhaseSplit:

@@ -90,6 +90,36 @@ class DataSource:
         self.sampler.set_state(json.loads(text))
 
 
+def check_model_inputs(source: DataSource, model: Model) -> None:
+    """Every system of `source` carries the frame and atomic parameters the model takes
+    (`numb_fparam`, `numb_aparam`) with the model's widths; fparam may be missing where the
+    model has a default_fparam. Raised before training starts, naming the system."""
+    fit = model.tree["fitting"]
+    needs = {"fparam": int(fit.get("numb_fparam", 0)), "aparam": int(fit.get("numb_aparam", 0))}
+    for system in source.systems:
+        for key, width in needs.items():
+            value = getattr(system, key)
+            if width == 0 or (value is None and key == "fparam" and _has_default_fparam(fit)):
+                continue
+            if value is None:
+                raise DataError(
+                    f"{system.path} ({source.what}): the model takes {key} ({width} per "
+                    f"{'frame' if key == 'fparam' else 'atom'}) but the system has no {key}.npy; "
+                    f"add {key}.npy to every set.* folder"
+                    + (" or give the model a default_fparam" if key == "fparam" else "")
+                )
+            if value.shape[-1] != width:
+                raise DataError(
+                    f"{system.path} ({source.what}): {key}.npy holds {value.shape[-1]} values per "
+                    f"{'frame' if key == 'fparam' else 'atom'} but the model's numb_{key} is "
+                    f"{width}; make them agree"
+                )
+
+
+def _has_default_fparam(fit: dict) -> bool:
+    return fit.get("default_fparam") is not None
+
+
 def follow_deepmd_order(
     train: DataSource,
     valid: DataSource | None,
@@ -131,12 +161,20 @@ def _plain(value: Any) -> Any:
 
 
 def batch_inputs(
-    model: Model, coord: np.ndarray, atype: np.ndarray, box: np.ndarray | None, rounding: int
+    model: Model,
+    coord: np.ndarray,
+    atype: np.ndarray,
+    box: np.ndarray | None,
+    rounding: int,
+    fparam: np.ndarray | None = None,
+    aparam: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """What a trainer's step takes: coord, box, atype and the model's trimmed neighbor list
-    (nlist, shift, slot_counts; `rounding` is the trainer's `slot_rounding`)."""
+    """What a trainer's step takes: coord, box, atype, the model's trimmed neighbor list
+    (nlist, shift, slot_counts; `rounding` is the trainer's `slot_rounding`) and the frame and
+    atomic parameters (None where the model takes none, or uses its default_fparam)."""
     nlist, shift = model_neighbor_list(model, coord, atype, box)
     nlist, shift, counts = slot_plan(model.neighbor_spec, coord, box, nlist, shift, rounding)
+    fit = model.tree["fitting"]
     return {
         "coord": coord,
         "box": box,
@@ -144,6 +182,8 @@ def batch_inputs(
         "shift": shift,
         "atype": atype,
         "slot_counts": counts,
+        "fparam": fparam if fit.get("numb_fparam", 0) else None,
+        "aparam": aparam if fit.get("numb_aparam", 0) else None,
     }
 
 
@@ -155,7 +195,9 @@ def make_batch(
     atype = source.atypes[index]
     coord = system.coord[frames]
     box = None if system.box is None else system.box[frames]
-    inputs = batch_inputs(model, coord, atype, box, rounding)
+    fparam = None if system.fparam is None else system.fparam[frames]
+    aparam = None if system.aparam is None else system.aparam[frames]
+    inputs = batch_inputs(model, coord, atype, box, rounding, fparam, aparam)
     nf, nat = coord.shape[:2]
     shapes = {"energy": (nf,), "force": (nf, nat, 3), "virial": (nf, 3, 3)}
     labels, finds = {}, {}

@@ -20,7 +20,14 @@ from ..data.deepmd_order import DeepmdOrder
 from ..errors import BackendError, ConfigError, DPAError, OutputError
 from ..model import Model, build_model
 from .auto_sel import has_auto_sel, resolve_auto_sel
-from .batches import Batch, DataSource, Prefetcher, follow_deepmd_order, make_batch
+from .batches import (
+    Batch,
+    DataSource,
+    Prefetcher,
+    check_model_inputs,
+    follow_deepmd_order,
+    make_batch,
+)
 from .checkpoint import (
     POINTER,
     checkpoint_model,
@@ -40,7 +47,12 @@ from .loss import (
 )
 from .outdir import LOCK_NAME, inside_output, locked_output_folder
 from .schedule import ExpDecay
-from .stat import compute_env_statistics, fit_energy_bias, set_energy_bias
+from .stat import (
+    compute_env_statistics,
+    compute_parameter_statistics,
+    fit_energy_bias,
+    set_energy_bias,
+)
 
 log = logging.getLogger("dpa.train")
 SUFFIX = {"torch": ".pth", "jax": ".jax"}
@@ -146,6 +158,7 @@ def _with_statistics(model: Model, cfg: TrainInput, source: DataSource) -> Model
     if picks is not None:
         systems, nbatch = [s.frames(f) for s, f in zip(systems, picks, strict=True)], None
     tree = compute_env_statistics(model.tree, systems, nbatch, sizes)
+    tree = compute_parameter_statistics(tree, systems, nbatch, sizes)
     if any(s.energy is not None for s in systems):
         tree = set_energy_bias(tree, fit_energy_bias(tree, systems, nbatch, sizes))
     return Model({**model.data, "model": tree})
@@ -308,6 +321,9 @@ def _train_in(
     valid_src = None
     if tcfg.validation_data is not None:
         valid_src = DataSource(tcfg.validation_data, model.type_map, seed + 1, "validation_data")
+    for src in (train_src, valid_src):
+        if src is not None:
+            check_model_inputs(src, model)
     if _use_deepmd_order(cfg, state):
         _follow_deepmd(
             cfg, train_src, valid_src, seed, model, fresh=state is None and not init_model

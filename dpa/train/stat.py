@@ -27,6 +27,7 @@ from dpa.neighbor import build_neighbor_list, fold_pair_exclusion
 __all__ = [
     "EnvBlock",
     "compute_env_statistics",
+    "compute_parameter_statistics",
     "env_blocks",
     "fit_energy_bias",
     "set_energy_bias",
@@ -183,6 +184,37 @@ def compute_env_statistics(
                 davg = old_avg
         var["davg"] = np.asarray(davg, dtype=old_avg.dtype)
         var["dstd"] = np.asarray(dstd, dtype=old_std.dtype)
+    return tree
+
+
+def compute_parameter_statistics(
+    model_tree: dict,
+    systems: Sequence[System],
+    nbatch: int | None = 10,
+    batch_size: int | Sequence[int] = 1,
+) -> dict:
+    """A copy of `model_tree` whose fitting normalizes fparam and aparam by their data
+    statistics: avg = mean and inv_std = 1/std (floored at 0.01) per component, over the frames
+    of :func:`stat_frames` (aparam over every atom of them), as DeePMD-kit's fitting
+    `compute_input_stats`. Systems without the parameter (a default_fparam stands in) are left
+    out; a model that takes neither is returned unchanged."""
+    fit = model_tree["fitting"]
+    widths = {"fparam": int(fit.get("numb_fparam", 0)), "aparam": int(fit.get("numb_aparam", 0))}
+    if not any(widths.values()):
+        return model_tree
+    tree = copy.deepcopy(model_tree)
+    variables = tree["fitting"]["@variables"]
+    frames = stat_frames(systems, nbatch, batch_size)
+    for key, width in widths.items():
+        values = [getattr(s, key) for s in frames if getattr(s, key) is not None]
+        if width == 0 or not values:
+            continue
+        rows = np.concatenate([v.reshape(-1, width) for v in values])
+        count = np.full(width, float(rows.shape[0]))
+        std = _std(count, rows.sum(axis=0), np.square(rows).sum(axis=0))
+        old = np.asarray(variables[f"{key}_avg"])
+        variables[f"{key}_avg"] = (rows.sum(axis=0) / rows.shape[0]).astype(old.dtype)
+        variables[f"{key}_inv_std"] = (1.0 / std).astype(old.dtype)
     return tree
 
 

@@ -68,7 +68,14 @@ def checkpointed_phases(
         return atomic_energy_head(model_of(params, fixed), edges(x, batch), split)
 
     def tail(state, x, params, fixed, batch):
-        return atomic_energy_tail(model_of(params, fixed), edges(x, batch), state, split)
+        return atomic_energy_tail(
+            model_of(params, fixed),
+            edges(x, batch),
+            state,
+            split,
+            batch.get("fparam"),
+            batch.get("aparam"),
+        )
 
     def first(params, fixed, batch, labels, lr):
         x = edge_vectors(batch["coord"], batch.get("box"), batch["nlist"], batch["shift"])

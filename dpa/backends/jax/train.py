@@ -50,8 +50,11 @@ def _predict(static, params, fixed, batch) -> dict:
     nlist, atype = batch["nlist"], batch["atype"]
     rij = edge_vectors(batch["coord"], batch.get("box"), nlist, batch["shift"])
 
+    fparam, aparam = batch.get("fparam"), batch.get("aparam")
+
     def atoms(r):
-        return atomic_energy(model, Edges(r, nlist, atype, atype_host, slot_counts), None, None)
+        edges = Edges(r, nlist, atype, atype_host, slot_counts)
+        return atomic_energy(model, edges, fparam, aparam)
 
     e_atom, grad = energy_and_edge_grad(atoms, rij)
     return _outputs(e_atom, grad, rij, batch)
@@ -165,8 +168,9 @@ class JaxTrainer:
     @staticmethod
     def _arrays(batch: dict) -> dict:
         out = {k: jnp.asarray(batch[k]) for k in ("coord", "nlist", "shift", "atype")}
-        if batch.get("box") is not None:
-            out["box"] = jnp.asarray(batch["box"])
+        for key in ("box", "fparam", "aparam"):  # optional inputs
+            if batch.get(key) is not None:
+                out[key] = jnp.asarray(batch[key])
         return out
 
     def predict(self, batch: dict, create_graph: bool = False) -> dict[str, jax.Array]:

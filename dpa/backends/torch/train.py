@@ -92,7 +92,8 @@ class TorchTrainer:
 
     def predict(self, batch: dict, create_graph: bool = True) -> dict[str, torch.Tensor]:
         """energy (nf,), force (nf, nat, 3), virial (nf, 3, 3), atom_energy (nf, nat) of a batch
-        {coord, box, nlist, shift, atype, slot_counts}; differentiable in the variables."""
+        {coord, box, nlist, shift, atype, slot_counts, fparam, aparam}; differentiable in the
+        variables."""
         f64 = torch.float64
         coord = torch.as_tensor(batch["coord"], dtype=f64, device=self.device)
         box = batch.get("box")
@@ -106,7 +107,13 @@ class TorchTrainer:
         rij.requires_grad_(True)
         tree = merge_variables(self.skeleton, self.leaves)
         edges = Edges(rij, nlist, atype, atype_host, tuple(batch.get("slot_counts", ())))
-        e_atom = atomic_energy(tree, edges, None, None)
+        fparam, aparam = (
+            None
+            if batch.get(k) is None
+            else torch.as_tensor(batch[k], dtype=f64, device=self.device)
+            for k in ("fparam", "aparam")
+        )
+        e_atom = atomic_energy(tree, edges, fparam, aparam)
         energy = torch.sum(e_atom, dim=1)
         (grad,) = torch.autograd.grad(torch.sum(energy), rij, create_graph=create_graph)
         out = forces_and_virials(grad, rij, nlist, scatter_add)
