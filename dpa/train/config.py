@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -107,10 +108,26 @@ class LearningRateConfig(_Section):
 
 # ---------------------------------------------------------------- loss
 
+#: Keys of DeePMD-kit 3.2's "ener" loss that dpa does not implement -> what they switch on. The
+#: schema accepts them only at their default, so no input trains with a term silently dropped.
+_UNSUPPORTED_LOSS_KEYS: dict[str, str] = {
+    "start_pref_pf": "the atomic-prefactor force term (atom_pref.npy)",
+    "limit_pref_pf": "the atomic-prefactor force term (atom_pref.npy)",
+    "use_default_pf": "the atomic-prefactor force term (atom_pref.npy)",
+    "start_pref_gf": "the generalized-force loss term (drdq.npy)",
+    "limit_pref_gf": "the generalized-force loss term (drdq.npy)",
+    "numb_generalized_coord": "the generalized-force loss term (drdq.npy)",
+    "start_pref_h": "the Hessian loss term",
+    "limit_pref_h": "the Hessian loss term",
+    "enable_atom_ener_coeff": "the energy weighted by atom_ener_coeff.npy",
+}
+_UNSUPPORTED = "not supported by dpa, only the default is accepted: "
+
 
 class LossConfig(_Section):
-    """`loss` (type `ener`): weighted energy, force, virial and atomic terms; each weight moves
-    from its start_pref to its limit_pref as the learning rate decays."""
+    """`loss` (type `ener`): weighted energy, force, virial and atomic-energy terms, as squared
+    errors (mse), absolute errors (mae) or Huber; each weight moves from its start_pref to its
+    limit_pref as the learning rate decays."""
 
     type: Literal["ener"] = Field("ener", description="loss kind; dpa implements 'ener' only")
     start_pref_e: float = Field(0.02, ge=0, description="energy weight at the start")
@@ -119,55 +136,107 @@ class LossConfig(_Section):
     limit_pref_f: float = Field(1.0, ge=0, description="force weight at the end")
     start_pref_v: float = Field(0.0, ge=0, description="virial weight at the start")
     limit_pref_v: float = Field(0.0, ge=0, description="virial weight at the end")
-    start_pref_h: float = Field(
-        0.0, ge=0, description="Hessian weight at the start; dpa supports 0 only"
-    )
-    limit_pref_h: float = Field(
-        0.0, ge=0, description="Hessian weight at the end; dpa supports 0 only"
-    )
+    start_pref_h: float = Field(0.0, ge=0, description=_UNSUPPORTED + "Hessian weight at the start")
+    limit_pref_h: float = Field(0.0, ge=0, description=_UNSUPPORTED + "Hessian weight at the end")
     start_pref_ae: float = Field(
         0.0, ge=0, description="atomic-energy weight at the start (needs atom_ener.npy)"
     )
     limit_pref_ae: float = Field(0.0, ge=0, description="atomic-energy weight at the end")
     start_pref_pf: float = Field(
-        0.0, ge=0, description="per-atom weighted force term at the start (needs atom_pref.npy)"
+        0.0, ge=0, description=_UNSUPPORTED + "per-atom weighted force term at the start"
     )
-    limit_pref_pf: float = Field(0.0, ge=0, description="per-atom weighted force term at the end")
+    limit_pref_pf: float = Field(
+        0.0, ge=0, description=_UNSUPPORTED + "per-atom weighted force term at the end"
+    )
     use_default_pf: bool = Field(
-        False, description="take atom_pref = 1 for systems without atom_pref.npy"
+        False, description=_UNSUPPORTED + "atom_pref = 1 for systems without atom_pref.npy"
     )
     relative_f: float | None = Field(
         None,
         ge=0,
-        description="divide force errors by |F_label| + relative_f (off when not given)",
+        description="divide each atom's force error by |F_label| + relative_f (off when null; "
+        "not with use_huber)",
     )
     enable_atom_ener_coeff: bool = Field(
-        False, description="energy is sum_i c_i E_i with c_i from atom_ener_coeff.npy"
+        False,
+        description=_UNSUPPORTED + "energy is sum_i c_i E_i with c_i from atom_ener_coeff.npy",
     )
     start_pref_gf: float = Field(
-        0.0, ge=0, description="generalized-force weight at the start; dpa supports 0 only"
+        0.0, ge=0, description=_UNSUPPORTED + "generalized-force weight at the start"
     )
     limit_pref_gf: float = Field(
-        0.0, ge=0, description="generalized-force weight at the end; dpa supports 0 only"
+        0.0, ge=0, description=_UNSUPPORTED + "generalized-force weight at the end"
     )
     numb_generalized_coord: int = Field(
-        0, ge=0, description="dimension of the generalized coordinates (generalized-force term)"
+        0, ge=0, description=_UNSUPPORTED + "dimension of the generalized coordinates"
     )
+    # the validators of f_use_norm and use_huber read the keys declared before them
     use_huber: bool = Field(
-        False, description="Huber instead of squared errors (robust to outliers)"
+        False,
+        description="with loss_func 'mse': Huber instead of squared errors for energy/N, force, "
+        "virial/N and atomic energy (the rmse_* columns stay RMSEs); no effect with 'mae'",
     )
     loss_func: Literal["mse", "mae"] = Field(
-        "mse", description="squared ('mse') or absolute ('mae') errors"
+        "mse",
+        description="'mse': squared errors, lcurve columns rmse_*; 'mae': absolute errors "
+        "(energy and virial per atom), columns mae_*",
     )
     f_use_norm: bool = Field(
-        False, description="with mae or Huber: penalize the norm of each force error vector"
+        False,
+        description="with loss_func 'mae' or use_huber: one error per atom, |F_label - F_pred|, "
+        "instead of three components",
     )
     huber_delta: float | list[float] = Field(
-        0.01, description="Huber threshold: one value, or [energy, force, virial]"
+        0.01,
+        description="Huber threshold: one value, or [energy, force, virial] (the energy one also "
+        "serves the atomic-energy term)",
     )
     intensive_ener_virial: bool = Field(
-        False, description="scale energy/virial MSE by 1/N^2 instead of the legacy 1/N"
+        False,
+        description="mse without Huber: scale energy/virial squared errors by 1/N^2 instead of "
+        "the legacy 1/N",
     )
+
+    @field_validator(*_UNSUPPORTED_LOSS_KEYS)
+    @classmethod
+    def _unsupported(cls, value: Any, info: ValidationInfo) -> Any:
+        """Options dpa does not implement pass only at their default, never silently ignored."""
+        key = info.field_name or ""
+        default = cls.model_fields[key].default
+        if value != default:
+            raise PydanticCustomError(
+                "unsupported",
+                "{what} is not supported by dpa; remove loss.{key} from the input or set it "
+                "to {default}",
+                {"what": _UNSUPPORTED_LOSS_KEYS[key], "key": key, "default": json.dumps(default)},
+            )
+        return value
+
+    @field_validator("use_huber")
+    @classmethod
+    def _huber_not_relative(cls, value: bool, info: ValidationInfo) -> bool:
+        """DeePMD-kit has no Huber form of the relative force error (its EnergyStdLoss refuses)."""
+        if value and info.data.get("relative_f") is not None:
+            raise PydanticCustomError(
+                "huber_relative_f",
+                "the Huber loss has no relative-force form; remove loss.use_huber or "
+                "loss.relative_f",
+            )
+        return value
+
+    @field_validator("f_use_norm")
+    @classmethod
+    def _norm_needs_mae_or_huber(cls, value: bool, info: ValidationInfo) -> bool:
+        """f_use_norm changes only the mae and Huber force terms; DeePMD-kit refuses it elsewhere."""
+        if "loss_func" not in info.data:  # loss_func itself is invalid, reported on its own
+            return value
+        if value and not (info.data.get("use_huber") or info.data["loss_func"] == "mae"):
+            raise PydanticCustomError(
+                "f_use_norm",
+                "only the mae and Huber force terms use it; set loss.loss_func = 'mae' or "
+                "loss.use_huber = true, or remove loss.f_use_norm",
+            )
+        return value
 
     @field_validator("huber_delta")
     @classmethod
@@ -423,18 +492,12 @@ class TrainingConfig(_Section):
 
 def _cross_checks(sections: dict[str, Any]) -> list[str]:
     """Checks across keys of a section, each naming the keys involved."""
-    lr, loss, tr = sections["learning_rate"], sections["loss"], sections["training"]
+    lr, tr = sections["learning_rate"], sections["training"]
     problems = []
     if "stop_lr" in lr.model_fields_set and lr.stop_lr_ratio is not None:
         problems.append("learning_rate: give stop_lr or stop_lr_ratio, not both")
     if lr.warmup_steps and lr.warmup_ratio is not None:
         problems.append("learning_rate: give warmup_steps or warmup_ratio, not both")
-    for term, name in (("h", "Hessian"), ("gf", "generalized-force")):
-        if getattr(loss, f"start_pref_{term}") or getattr(loss, f"limit_pref_{term}"):
-            problems.append(
-                f"loss.start_pref_{term}/limit_pref_{term}: the {name} loss term is not "
-                "supported by dpa; set both to 0"
-            )
     if tr.numb_steps is not None and tr.numb_epoch is not None:
         problems.append(
             "training: give numb_steps or numb_epoch, not both (both set the run length)"

@@ -332,7 +332,7 @@ def _train_in(
     if state is None and init_model is None:
         model = _with_statistics(model, cfg, train_src)
     schedule = _schedule(cfg, numb_steps)
-    loss_cfg = EnerLossConfig.from_params(cfg.loss.model_dump(), cfg.learning_rate.start_lr)
+    loss_cfg = EnerLossConfig.from_config(cfg.loss, cfg.learning_rate.start_lr)
     losses = _Losses(loss_cfg)
     trainer = _trainer(backend, model.tree, cfg)
     start = 0
@@ -410,9 +410,8 @@ def _append(path: Path, text: str) -> None:
 
 
 def _metric_keys(cfg: EnerLossConfig) -> list[str]:
-    """The lcurve columns of this loss: rmse plus one per active term."""
-    names = {"e": "rmse_e", "f": "rmse_f", "v": "rmse_v", "ae": "rmse_ae"}
-    return ["rmse"] + [name for term, name in names.items() if cfg.active(term)]
+    """The lcurve columns of this loss: rmse plus rmse_* (mse) or mae_* (mae) per active term."""
+    return cfg.metric_keys()
 
 
 class _Progress:

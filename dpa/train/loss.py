@@ -1,6 +1,10 @@
-"""The "ener" training loss of DeePMD-kit 3.2 (`EnergyStdLoss`, mse form) and its lcurve.out layout.
+"""The "ener" training loss of DeePMD-kit 3.2 (`EnergyStdLoss`: mse, mae and Huber) and its
+lcurve.out layout.
 
 Written against the Python array API, so one function serves NumPy, PyTorch (autograd) and JAX.
+Every term follows deepmd/pt/loss/ener.py (`EnergyStdLoss.forward`), order of operations included.
+The options DeePMD-kit has and dpa lacks are refused by the schema (dpa.train.config.LossConfig),
+which is also the one place of the defaults.
 """
 
 from __future__ import annotations
@@ -11,9 +15,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from array_api_compat import array_namespace, device
+from pydantic import ValidationError
 
 from dpa.dpmodel.array_api import stop_gradient
 from dpa.errors import ConfigError
+from dpa.schema import format_error, strip_comments
+
+from .config import LossConfig
 
 Array = Any
 
@@ -26,60 +34,52 @@ __all__ = [
     "weighted_average",
 ]
 
-# Keys of DeePMD's "ener" loss section that this implementation does not support; they must stay
-# at their defaults (zero / false / None), otherwise `EnerLossConfig.from_params` refuses them.
-_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
-    "start_pref_pf": 0.0,
-    "limit_pref_pf": 0.0,
-    "start_pref_gf": 0.0,
-    "limit_pref_gf": 0.0,
-    "start_pref_h": 0.0,
-    "limit_pref_h": 0.0,
-    "relative_f": None,
-    "enable_atom_ener_coeff": False,
-    "use_huber": False,
-    "f_use_norm": False,
-    "use_default_pf": False,
-    "loss_func": "mse",
-}
-_IGNORED_KEYS = {"type", "numb_generalized_coord", "huber_delta", "inference"}
+TERMS = ("e", "f", "v", "ae")
+
+
+def _default(key: str) -> Any:
+    """The schema's default of loss key `key` (DeePMD-kit's argcheck default)."""
+    return LossConfig.model_fields[key].default
 
 
 @dataclass(frozen=True)
 class EnerLossConfig:
-    """Prefactors of the "ener" loss with DeePMD-kit's argcheck defaults; start_lr sets lr/start_lr."""
+    """The "ener" loss as `ener_loss` reads it: a validated LossConfig plus start_lr (lr/start_lr
+    moves each prefactor). Build it with `from_config` or `from_params`; defaults are LossConfig's.
+    """
 
-    start_pref_e: float = 0.02
-    limit_pref_e: float = 1.0
-    start_pref_f: float = 1000.0
-    limit_pref_f: float = 1.0
-    start_pref_v: float = 0.0
-    limit_pref_v: float = 0.0
-    start_pref_ae: float = 0.0
-    limit_pref_ae: float = 0.0
-    intensive_ener_virial: bool = False
+    start_pref_e: float = _default("start_pref_e")
+    limit_pref_e: float = _default("limit_pref_e")
+    start_pref_f: float = _default("start_pref_f")
+    limit_pref_f: float = _default("limit_pref_f")
+    start_pref_v: float = _default("start_pref_v")
+    limit_pref_v: float = _default("limit_pref_v")
+    start_pref_ae: float = _default("start_pref_ae")
+    limit_pref_ae: float = _default("limit_pref_ae")
+    intensive_ener_virial: bool = _default("intensive_ener_virial")
+    loss_func: str = _default("loss_func")
+    use_huber: bool = _default("use_huber")
+    huber_delta: float | tuple[float, ...] = _default("huber_delta")
+    f_use_norm: bool = _default("f_use_norm")
+    relative_f: float | None = _default("relative_f")
     start_lr: float = 1.0
 
     @classmethod
+    def from_config(cls, loss: LossConfig, start_lr: float) -> EnerLossConfig:
+        """From the validated `loss` section and the schedule's start_lr."""
+        values = {f.name: getattr(loss, f.name) for f in fields(cls) if f.name != "start_lr"}
+        if isinstance(values["huber_delta"], list):
+            values["huber_delta"] = tuple(float(d) for d in values["huber_delta"])
+        return cls(start_lr=float(start_lr), **values)
+
+    @classmethod
     def from_params(cls, params: Mapping[str, Any], start_lr: float) -> EnerLossConfig:
-        """Build from a DeePMD "loss" input section (type "ener") and the schedule's start_lr."""
-        kind = params.get("type", "ener")
-        if kind != "ener":
-            raise ConfigError(f"loss.type {kind!r} is not supported; only 'ener' is")
-        known = {f.name for f in fields(cls)} - {"start_lr"}
-        kwargs: dict[str, Any] = {}
-        for key, val in params.items():
-            if key in known:
-                kwargs[key] = val
-            elif key in _UNSUPPORTED_DEFAULTS:
-                if val != _UNSUPPORTED_DEFAULTS[key]:
-                    raise ConfigError(
-                        f"loss.{key} = {val!r} is not supported; remove it or set it to "
-                        f"{_UNSUPPORTED_DEFAULTS[key]!r}"
-                    )
-            elif key not in _IGNORED_KEYS:
-                raise ConfigError(f"unknown key loss.{key}; expected one of {sorted(known)}")
-        return cls(start_lr=float(start_lr), **kwargs)
+        """From a raw "loss" input section, validated by LossConfig (ConfigError names the key)."""
+        try:
+            loss = LossConfig.model_validate(strip_comments(dict(params)))
+        except ValidationError as err:
+            raise ConfigError(format_error(err, "loss", LossConfig)) from None
+        return cls.from_config(loss, start_lr)
 
     def active(self, term: str) -> bool:
         """Whether term 'e', 'f', 'v' or 'ae' is used: DeePMD needs both start and limit non-zero."""
@@ -94,6 +94,23 @@ class EnerLossConfig:
         limit = getattr(self, f"limit_pref_{term}")
         return limit + (start - limit) * (lr / self.start_lr)
 
+    @property
+    def huber(self) -> bool:
+        """Whether the Huber form is used: DeePMD-kit applies it only with loss_func 'mse'."""
+        return self.use_huber and self.loss_func == "mse"
+
+    def deltas(self) -> tuple[float, float, float]:
+        """Huber thresholds (energy and atomic energy, force, virial) from one value or three."""
+        if isinstance(self.huber_delta, (tuple, list)):
+            energy, force, virial = self.huber_delta
+            return float(energy), float(force), float(virial)
+        return (float(self.huber_delta),) * 3
+
+    def metric_keys(self) -> list[str]:
+        """The displayed metrics (lcurve columns): rmse, then rmse_<term> or mae_<term> per term."""
+        kind = "mae" if self.loss_func == "mae" else "rmse"
+        return ["rmse"] + [f"{kind}_{term}" for term in TERMS if self.active(term)]
+
 
 def _find(label: Mapping[str, Any], key: str) -> Any:
     """The presence flag find_<key> as a python float when concrete (1.0 if the label has no flag)."""
@@ -102,6 +119,26 @@ def _find(label: Mapping[str, Any], key: str) -> Any:
         return float(flag)
     except Exception:  # a traced array (jax.jit): keep it symbolic
         return flag
+
+
+def _abs(xp: Any, x: Array) -> Array:
+    """|x| with derivative sign(x), so 0 at x = 0 as torch.abs (jax's abs has 1 there)."""
+    return x * xp.sign(x)
+
+
+def _norm(xp: Any, x: Array) -> Array:
+    """Euclidean norm over the last axis, with gradient 0 at a zero vector (as torch's norm)."""
+    sq = xp.sum(xp.square(x), axis=-1)
+    has = sq > 0
+    return xp.where(has, xp.sqrt(xp.where(has, sq, xp.ones_like(sq))), xp.zeros_like(sq))
+
+
+def _huber(xp: Any, residual: Array, delta: float) -> Array:
+    """Elementwise Huber: r^2/2 up to |r| = delta (inclusive), delta (|r| - delta/2) beyond."""
+    size = _abs(xp, residual)
+    quadratic = 0.5 * xp.square(residual)
+    linear = delta * (size - 0.5 * delta)
+    return xp.where(size <= delta, quadratic, linear)
 
 
 def _masked_atom_mean(xp: Any, elem: Array, mask: Array, ncomp: int) -> Array:
@@ -115,6 +152,129 @@ def _masked_atom_mean(xp: Any, elem: Array, mask: Array, ncomp: int) -> Array:
     return xp.where(has, total / safe, xp.zeros_like(total))
 
 
+@dataclass(frozen=True)
+class _Frames:
+    """What every term needs: the namespace, config, 1/natoms and, with a mask, per-frame 1/N."""
+
+    xp: Any
+    cfg: EnerLossConfig
+    atom_norm: float
+    mask: Array | None = None  # (nf, nat) of real atoms, in the loss's dtype
+    inv: Array | None = None  # (nf,) 1 / real atoms of each frame
+
+    def atom_mean(self, elem: Array, ncomp: int) -> Array:
+        """Mean of a per-atom quantity (rows of ncomp), over real atoms only when masked."""
+        if self.mask is None:
+            return self.xp.mean(elem)
+        return _masked_atom_mean(self.xp, elem, self.mask, ncomp)
+
+
+@dataclass(frozen=True)
+class _Term:
+    """One loss term: `value` enters as scale * ((pref * find) * value); `metrics` are shown."""
+
+    value: Array
+    metrics: dict[str, Array]
+    scale: float | None = None
+
+
+def _extensive_term(
+    fr: _Frames, pred: Array, label: Array, ncomp: int, delta: float, names: tuple[str, str, str]
+) -> _Term:
+    """Energy (ncomp 1) or virial (ncomp 9): a per-frame total, weighed per atom (1/N)."""
+    xp, cfg = fr.xp, fr.cfg
+    pred, label = xp.reshape(pred, (-1, ncomp)), xp.reshape(label, (-1, ncomp))
+    l2_name, rmse_name, mae_name = names
+    if cfg.loss_func == "mae":
+        err = _abs(xp, label - pred)
+        if fr.inv is None:
+            l1 = xp.mean(err)
+            return _Term(l1, {mae_name: l1 * fr.atom_norm}, fr.atom_norm)
+        value = xp.mean(xp.mean(err, axis=-1) * fr.inv)
+        return _Term(value, {mae_name: value})
+    sq = xp.square(label - pred)
+    l2 = xp.mean(sq)
+    exp = 2 if cfg.intensive_ener_virial else 1
+    if fr.inv is None:
+        metrics = {l2_name: l2, rmse_name: xp.sqrt(l2) * fr.atom_norm}
+        if cfg.huber:
+            residual = fr.atom_norm * label - fr.atom_norm * pred
+            return _Term(xp.mean(_huber(xp, residual, delta)), metrics)
+        return _Term(l2, metrics, fr.atom_norm**exp)
+    per_frame = xp.mean(sq, axis=-1)
+    metrics = {l2_name: l2, rmse_name: xp.sqrt(xp.mean(per_frame * fr.inv**2))}
+    if cfg.huber:
+        inv = xp.reshape(fr.inv, (-1, 1))
+        return _Term(xp.mean(_huber(xp, inv * label - inv * pred, delta)), metrics)
+    return _Term(xp.mean(per_frame * fr.inv**exp), metrics)
+
+
+def _energy_term(fr: _Frames, pred: Array, label: Array) -> _Term:
+    """The energy term: squared, Huber (on E/N) or absolute error of the frame energy."""
+    names = ("l2_ener_loss", "rmse_e", "mae_e")
+    return _extensive_term(fr, pred, label, 1, fr.cfg.deltas()[0], names)
+
+
+def _virial_term(fr: _Frames, pred: Array, label: Array) -> _Term:
+    """The virial term: squared, Huber (on V/N) or absolute error of the 9 components."""
+    names = ("l2_virial_loss", "rmse_v", "mae_v")
+    return _extensive_term(fr, pred, label, 9, fr.cfg.deltas()[2], names)
+
+
+def _force_term(fr: _Frames, pred: Array, label: Array) -> _Term:
+    """The force term: per component, or per atom as |dF| with f_use_norm (mae and Huber only);
+    relative_f divides each atom's error by |F_label| + relative_f first."""
+    xp, cfg = fr.xp, fr.cfg
+    label3 = xp.reshape(label, (-1, 3))
+    diff = label3 - xp.reshape(pred, (-1, 3))
+    if cfg.relative_f is not None:
+        diff = diff / (xp.reshape(_norm(xp, label3), (-1, 1)) + cfg.relative_f)
+    if cfg.f_use_norm and (cfg.huber or cfg.loss_func == "mae"):
+        per_atom = xp.reshape(_norm(xp, diff), (-1, 1))  # one error per atom
+    else:
+        per_atom = diff  # three errors per atom
+    if cfg.loss_func == "mae":
+        err = per_atom if per_atom.shape[-1] == 1 else _abs(xp, per_atom)  # a norm is >= 0
+        value = fr.atom_mean(err, err.shape[-1])
+        return _Term(value, {"mae_f": value})
+    sq = xp.square(diff)
+    l2_all = xp.mean(sq)  # over padding atoms too, as DeePMD-kit's l2_force_loss
+    l2 = l2_all if fr.mask is None else fr.atom_mean(sq, 3)
+    metrics = {"l2_force_loss": l2_all, "rmse_f": xp.sqrt(l2)}
+    if cfg.huber:
+        elem = _huber(xp, per_atom, cfg.deltas()[1])
+        return _Term(fr.atom_mean(elem, elem.shape[-1]), metrics)
+    return _Term(l2, metrics)
+
+
+def _atom_energy_term(fr: _Frames, pred: Array, label: Array) -> _Term:
+    """The atomic-energy term: squared, Huber (energy threshold) or absolute error per atom."""
+    xp, cfg = fr.xp, fr.cfg
+    diff = xp.reshape(label, (-1, 1)) - xp.reshape(pred, (-1, 1))
+    if cfg.loss_func == "mae":
+        value = fr.atom_mean(_abs(xp, diff), 1)
+        return _Term(value, {"mae_ae": value})
+    sq = xp.square(diff)
+    l2_all = xp.mean(sq)
+    l2 = l2_all if fr.mask is None else fr.atom_mean(sq, 1)
+    metrics = {"l2_atom_ener_loss": l2_all, "rmse_ae": xp.sqrt(l2)}
+    if cfg.huber:
+        return _Term(fr.atom_mean(_huber(xp, diff, cfg.deltas()[0]), 1), metrics)
+    return _Term(l2, metrics)
+
+
+def _frames(
+    xp: Any, pred: Mapping[str, Array], cfg: EnerLossConfig, natoms: int, dtype: Any
+) -> _Frames:
+    """The per-batch normalization: 1/natoms, and per-frame 1/N when pred carries a mask."""
+    mask = pred.get("mask")
+    if mask is None:
+        return _Frames(xp, cfg, 1.0 / natoms)
+    mask = xp.astype(mask, dtype)
+    inv = xp.reshape(1.0 / xp.sum(mask, axis=-1), (-1,))
+    return _Frames(xp, cfg, 1.0 / natoms, mask, inv)
+
+
 def ener_loss(
     pred: Mapping[str, Array],
     label: Mapping[str, Array],
@@ -122,25 +282,24 @@ def ener_loss(
     lr: float,
     cfg: EnerLossConfig,
 ) -> tuple[Array, dict[str, Array]]:
-    """The "ener" loss and the metrics DeePMD reports (rmse_e/f/v/ae, rmse, l2_*), any array library.
+    """The "ener" loss and the metrics DeePMD reports, any array library.
 
-    pred: energy (nf,), force (nf,nat,3), virial (nf,9|3,3), atom_energy (nf,nat) and an optional
-    mask (nf,nat) of real atoms; label: the same names (atom energy as atom_ener) plus optional
-    find_<name> flags (default 1). A term needs non-zero prefactors, the prediction and the label;
-    a flag of 0 removes it from the loss and turns its metric into NaN, as in DeePMD-kit.
+    Metrics: rmse (sqrt of the loss), then per term l2_* and rmse_* (mse, also with Huber) or
+    mae_* (loss_func 'mae'). pred: energy (nf,), force (nf,nat,3), virial (nf,9|3,3), atom_energy
+    (nf,nat) and an optional mask (nf,nat) of real atoms; label: the same names (atom energy as
+    atom_ener) plus optional find_<name> flags (default 1). A term needs non-zero prefactors, the
+    prediction and the label; a flag of 0 removes it from the loss and turns its metrics into NaN,
+    as in DeePMD-kit.
     """
     present = [pred[k] for k in ("energy", "force", "virial", "atom_energy") if k in pred]
     if not present:
         raise ValueError("ener_loss: pred holds none of energy, force, virial, atom_energy")
     xp = array_namespace(*present)
-    ref = present[0]
-    dtype = ref.dtype
-    dev = device(ref)
-    nan = xp.asarray(math.nan, dtype=dtype, device=dev)
-    loss = xp.zeros((), dtype=dtype, device=dev)
+    dtype = present[0].dtype
+    nan = xp.asarray(math.nan, dtype=dtype, device=device(present[0]))
+    loss = xp.zeros((), dtype=dtype, device=device(present[0]))
     metrics: dict[str, Array] = {}
-    atom_norm = 1.0 / natoms
-    norm_exp = 2 if cfg.intensive_ener_virial else 1
+    fr = _frames(xp, pred, cfg, natoms, dtype)
 
     def shown(value: Array, find: Any) -> Array:
         value = stop_gradient(value)
@@ -148,75 +307,30 @@ def ener_loss(
             return value if find != 0.0 else nan
         return xp.where(xp.asarray(find) != 0, value, nan)
 
-    def add(term: Array, pref: float, find: Any, scale: float | None = None) -> None:
-        # (pref * find) * term [* scale in front], in DeePMD's order of operations
+    def add(term: _Term, pref: float, find: Any) -> None:
+        # scale * ((pref * find) * value), in DeePMD's order of operations
         nonlocal loss
+        metrics.update({k: shown(v, find) for k, v in term.metrics.items()})
         if isinstance(find, float):
             if find == 0.0:
                 return
-            value = (pref * find) * term
+            value = (pref * find) * term.value
         else:
-            value = (pref * xp.astype(xp.asarray(find), dtype)) * term
-        loss = loss + (value if scale is None else scale * value)
-
-    mask = pred.get("mask")
-    if mask is not None:
-        mask = xp.astype(mask, dtype)
-        nf = mask.shape[0]
-        inv = xp.reshape(1.0 / xp.sum(mask, axis=-1), (-1,))
-
-    if cfg.active("e") and "energy" in pred and "energy" in label:
-        find = _find(label, "energy")
-        pref = cfg.prefactor("e", lr)
-        sq = xp.square(xp.reshape(pred["energy"], (-1,)) - xp.reshape(label["energy"], (-1,)))
-        l2 = xp.mean(sq)
-        metrics["l2_ener_loss"] = shown(l2, find)
-        if mask is not None:
-            add(xp.mean(sq * inv**norm_exp), pref, find)
-            rmse_e = xp.sqrt(xp.mean(sq * inv**2))
-        else:
-            add(l2, pref, find, atom_norm**norm_exp)
-            rmse_e = xp.sqrt(l2) * atom_norm
-        metrics["rmse_e"] = shown(rmse_e, find)
-
-    if cfg.active("f") and "force" in pred and "force" in label:
-        find = _find(label, "force")
-        pref = cfg.prefactor("f", lr)
-        diff = xp.reshape(label["force"] - pred["force"], (-1,))
-        l2 = xp.mean(xp.square(diff))
-        metrics["l2_force_loss"] = shown(l2, find)
-        if mask is not None:
-            l2 = _masked_atom_mean(xp, xp.square(diff), mask, 3)
-        add(l2, pref, find)
-        metrics["rmse_f"] = shown(xp.sqrt(l2), find)
-
-    if cfg.active("v") and "virial" in pred and "virial" in label:
-        find = _find(label, "virial")
-        pref = cfg.prefactor("v", lr)
-        diff = xp.reshape(label["virial"], (-1, 9)) - xp.reshape(pred["virial"], (-1, 9))
-        sq = xp.square(diff)
-        l2 = xp.mean(sq)
-        metrics["l2_virial_loss"] = shown(l2, find)
-        if mask is not None:
-            per_frame = xp.mean(xp.reshape(sq, (nf, -1)), axis=-1)
-            add(xp.mean(per_frame * inv**norm_exp), pref, find)
-            rmse_v = xp.sqrt(xp.mean(per_frame * inv**2))
-        else:
-            add(l2, pref, find, atom_norm**norm_exp)
-            rmse_v = xp.sqrt(l2) * atom_norm
-        metrics["rmse_v"] = shown(rmse_v, find)
+            value = (pref * xp.astype(xp.asarray(find), dtype)) * term.value
+        loss = loss + (value if term.scale is None else term.scale * value)
 
     ae_key = "atom_ener" if "atom_ener" in label else "atom_energy"
-    if cfg.active("ae") and "atom_energy" in pred and ae_key in label:
-        find = _find(label, ae_key)
-        pref = cfg.prefactor("ae", lr)
-        diff = xp.reshape(label[ae_key], (-1,)) - xp.reshape(pred["atom_energy"], (-1,))
-        l2 = xp.mean(xp.square(diff))
-        metrics["l2_atom_ener_loss"] = shown(l2, find)
-        if mask is not None:
-            l2 = _masked_atom_mean(xp, xp.square(diff), mask, 1)
-        add(l2, pref, find)
-        metrics["rmse_ae"] = shown(xp.sqrt(l2), find)
+    terms = (
+        ("e", "energy", "energy", _energy_term),
+        ("f", "force", "force", _force_term),
+        ("v", "virial", "virial", _virial_term),
+        ("ae", "atom_energy", ae_key, _atom_energy_term),
+    )
+    for term, pred_key, label_key, build in terms:
+        if cfg.active(term) and pred_key in pred and label_key in label:
+            find = _find(label, label_key)
+            pref = cfg.prefactor(term, lr)
+            add(build(fr, pred[pred_key], label[label_key]), pref, find)
 
     metrics["rmse"] = xp.sqrt(stop_gradient(loss))
     return loss, metrics
