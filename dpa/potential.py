@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .backends.base import Backend
+from .dpmodel.batch import Batch
 from .dpmodel.descriptor.common import TYPE_BLOCKS
 from .dpmodel.descriptor.protocol import NeighborSpec
 from .errors import BackendError, DataError, EvaluationError
@@ -315,20 +316,17 @@ class Potential:
                     self._backend.slot_rounding,
                     self._slot_floor,
                 )
-            chunks.append(
-                self._backend.evaluate(
-                    self._prepared,
-                    x_part,
-                    box_part,
-                    nl_part,
-                    shift_part,
-                    types,
-                    None if fp is None else fp[part],
-                    None if ap is None else ap[part],
-                    atomic,
-                    counts,
-                )
+            batch = Batch(
+                coord=x_part,
+                atype=types,
+                nlist=nl_part,
+                shift=shift_part,
+                box=box_part,
+                fparam=None if fp is None else fp[part],
+                aparam=None if ap is None else ap[part],
+                slot_counts=counts,
             )
+            chunks.append(self._backend.evaluate(self._prepared, batch, atomic))
         keys = ["energy", "force", "virial", "atom_energy"] + (["atom_virial"] if atomic else [])
         results = Results(
             {

@@ -114,7 +114,7 @@ def _force_loss(pred, labels, lr):
 def test_differentiable_prediction_equals_inference(kind, backend):
     model, pot, _, batch = _setup(kind)
     pred = _trainer(backend, model.tree).predict(batch)
-    ref = pot.evaluate(batch["coord"], batch["atype"], batch["box"])
+    ref = pot.evaluate(batch.coord, batch.atype, batch.box)
     for key in ("energy", "force", "virial", "atom_energy"):
         got = np.asarray(pred[key].detach() if backend == "torch" else pred[key])
         np.testing.assert_allclose(got, ref[key].reshape(got.shape), rtol=0, atol=1e-12)

@@ -81,7 +81,7 @@ def test_three_adam_steps_equal_deepmd(case: str, backend: str, system: str) -> 
     for k, lr in enumerate(ref["lr"].tolist()):
         box = ref[f"{system}_box"][k] if f"{system}_box" in ref.files else None
         inputs = batch_inputs(model, ref[f"{system}_coord"][k], atype, box, trainer.slot_rounding)
-        nf = inputs["coord"].shape[0]
+        nf = inputs.nframes
         labels = {
             "energy": ref[f"{system}_energy"][k],
             "force": ref[f"{system}_force"][k],

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dpa.dpmodel.batch import Batch
+
 from .._version import pip_install
 from ..errors import BackendError
 
@@ -27,16 +29,16 @@ GENERAL_BACKENDS = ("numpy", "torch", "jax")
 class Trainer(Protocol):
     """What the training loop asks of a backend's trainer (see `backends/torch/train.py`).
 
-    A batch is `dpa.train.batches` inputs (coord, box, nlist, shift, atype, slot_counts) and
-    labels; `loss_fn(pred, labels, lr)` gives (loss, metrics) on the framework's arrays.
+    A step takes the model's input `Batch` (as evaluation does) and labels;
+    `loss_fn(pred, labels, lr)` gives (loss, metrics) on the framework's arrays.
     """
 
     slot_rounding: int
 
-    def step(self, batch: dict, labels: dict, lr: float, loss_fn: Any) -> dict[str, float]:
+    def step(self, batch: Batch, labels: dict, lr: float, loss_fn: Any) -> dict[str, float]:
         """One optimizer update; the loss and its metrics as floats."""
 
-    def metrics(self, batch: dict, labels: dict, lr: float, loss_fn: Any) -> dict[str, float]:
+    def metrics(self, batch: Batch, labels: dict, lr: float, loss_fn: Any) -> dict[str, float]:
         """The loss's metrics without updating (validation)."""
 
     def tree(self) -> dict:
@@ -66,22 +68,9 @@ class Backend(ABC):
         """The model tree with variables converted to this backend's arrays (on its device)."""
 
     @abstractmethod
-    def evaluate(
-        self,
-        prepared: Any,
-        coord: np.ndarray,
-        box: np.ndarray | None,
-        nlist: np.ndarray,
-        shift: np.ndarray,
-        atype: np.ndarray,
-        fparam: np.ndarray | None,
-        aparam: np.ndarray | None,
-        atomic: bool,
-        slot_counts: tuple[tuple[Any, Any], ...] = (),
-    ) -> dict[str, np.ndarray]:
-        """energy (nf,), atom_energy (nf, nat) [, force, virial, atom_virial] as float64 NumPy.
-
-        `slot_counts`: host-side hints for the descriptor (`Edges.slot_counts`)."""
+    def evaluate(self, prepared: Any, batch: Batch, atomic: bool) -> dict[str, np.ndarray]:
+        """energy (nf,), atom_energy (nf, nat) [, force, virial, atom_virial] as float64 NumPy
+        for a batch of NumPy arrays (atom_virial when `atomic`)."""
 
     @property
     def device(self) -> str:

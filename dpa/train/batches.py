@@ -15,6 +15,7 @@ from ..data.batching import BatchSampler, unit_sampling
 from ..data.deepmd_order import DeepmdOrder, LoaderLayout, deepmd_workers
 from ..data.load import load_systems
 from ..data.system import System, system_units
+from ..dpmodel.batch import Batch
 from ..dpmodel.deepmd_init import skip_seedless_network_draws
 from ..errors import DataError
 from ..model import Model
@@ -24,12 +25,12 @@ LABELS = ("energy", "force", "virial")
 
 
 @dataclass
-class Batch:
-    """One batch: model inputs (`inputs`), labels with find_* flags, and the atom count."""
+class LabelledBatch:
+    """One training batch: the model's input, labels with find_* flags, and the atom count."""
 
     system: int
     frames: np.ndarray
-    inputs: dict[str, Any]
+    inputs: Batch
     labels: dict[str, np.ndarray]
     finds: dict[str, float]
     natoms: int
@@ -168,28 +169,28 @@ def batch_inputs(
     rounding: int,
     fparam: np.ndarray | None = None,
     aparam: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """What a trainer's step takes: coord, box, atype, the model's trimmed neighbor list
-    (nlist, shift, slot_counts; `rounding` is the trainer's `slot_rounding`) and the frame and
-    atomic parameters (None where the model takes none, or uses its default_fparam)."""
+) -> Batch:
+    """What a trainer's step takes: the frames with the model's trimmed neighbor list
+    (`rounding` is the trainer's `slot_rounding`) and the frame and atomic parameters the model
+    takes (None where it takes none, or uses its default_fparam)."""
     nlist, shift = model_neighbor_list(model, coord, atype, box)
     nlist, shift, counts = slot_plan(model.neighbor_spec, coord, box, nlist, shift, rounding)
     fit = model.tree["fitting"]
-    return {
-        "coord": coord,
-        "box": box,
-        "nlist": nlist,
-        "shift": shift,
-        "atype": atype,
-        "slot_counts": counts,
-        "fparam": fparam if fit.get("numb_fparam", 0) else None,
-        "aparam": aparam if fit.get("numb_aparam", 0) else None,
-    }
+    return Batch(
+        coord=coord,
+        atype=atype,
+        nlist=nlist,
+        shift=shift,
+        box=box,
+        fparam=fparam if fit.get("numb_fparam", 0) else None,
+        aparam=aparam if fit.get("numb_aparam", 0) else None,
+        slot_counts=counts,
+    )
 
 
 def make_batch(
     source: DataSource, index: int, frames: np.ndarray, model: Model, rounding: int
-) -> Batch:
+) -> LabelledBatch:
     """Inputs (see `batch_inputs`) and labels of `frames` of a system."""
     system = source.systems[index]
     atype = source.atypes[index]
@@ -205,7 +206,7 @@ def make_batch(
         value = getattr(system, key)
         finds[f"find_{key}"] = 0.0 if value is None else 1.0
         labels[key] = np.zeros(shapes[key]) if value is None else value[frames].reshape(shapes[key])
-    return Batch(index, frames, inputs, labels, finds, nat)
+    return LabelledBatch(index, frames, inputs, labels, finds, nat)
 
 
 class Prefetcher:
@@ -223,7 +224,7 @@ class Prefetcher:
         job = self.pool.submit(make_batch, self.source, index, frames, self.model, self.rounding)
         self.queue.append((state, job))
 
-    def next(self) -> Batch:
+    def next(self) -> LabelledBatch:
         """The next batch in sampler order."""
         while len(self.queue) < self.depth + 1:
             self._submit()

@@ -21,8 +21,8 @@ from ..errors import BackendError, ConfigError, DPAError, OutputError
 from ..model import Model, build_model
 from .auto_sel import has_auto_sel, resolve_auto_sel
 from .batches import (
-    Batch,
     DataSource,
+    LabelledBatch,
     Prefetcher,
     check_model_inputs,
     follow_deepmd_order,
@@ -109,7 +109,7 @@ class _Losses:
         self.cfg = cfg
         self.cache: dict = {}
 
-    def __call__(self, batch: Batch):
+    def __call__(self, batch: LabelledBatch):
         key = (batch.natoms, tuple(sorted(batch.finds.items())))
         if key not in self.cache:
             cfg, natoms, finds = self.cfg, batch.natoms, dict(batch.finds)
@@ -206,7 +206,9 @@ def _follow_deepmd(
         )
 
 
-def _validate(trainer, batches: list[Batch], losses: _Losses, lr: float) -> dict[str, float]:
+def _validate(
+    trainer, batches: list[LabelledBatch], losses: _Losses, lr: float
+) -> dict[str, float]:
     """Loss metrics averaged over validation batches, weighted by atoms (as DeePMD-kit)."""
     results = []
     for batch in batches:

@@ -10,6 +10,7 @@ import numpy as np
 
 from dpa.backends.base import Backend
 from dpa.backends.jax.core import SLOT_ROUNDING, energy_and_edge_grad, scatter_add
+from dpa.dpmodel.batch import Batch
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.model import (
     atomic_energy,
@@ -87,10 +88,10 @@ class JaxBackend(Backend):
     def prepare(self, tree: dict) -> _Prepared:
         return _Prepared(tree)
 
-    def evaluate(
-        self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts=()
-    ):
-        atype = np.asarray(atype)
+    def evaluate(self, prepared, batch: Batch, atomic: bool):
+        coord, box, nlist, shift = batch.coord, batch.box, batch.nlist, batch.shift
+        fparam, aparam, slot_counts = batch.fparam, batch.aparam, batch.slot_counts
+        atype = np.asarray(batch.atype)
         fn = prepared.function(atype, atomic, box is not None, tuple(slot_counts))
 
         def arr(a, dtype=None):

@@ -31,6 +31,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from dpa.backends.jax import pytrees  # noqa: F401  (Batch as a pytree)
+from dpa.dpmodel.batch import Batch
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.model import atomic_energy_head, atomic_energy_tail, edge_vectors
 
@@ -59,10 +61,10 @@ def checkpointed_phases(
     model_of(params, fixed) -> model tree; outputs(e_atom, d, x, batch) -> the prediction dict the
     loss takes; update(params, grads, opt_state, lr) -> (params, opt_state).
     """
-    _, _, atype_host, slot_counts = static
+    atype_host = static[2]
 
-    def edges(x: jax.Array, batch: dict) -> Edges:
-        return Edges(x, batch["nlist"], batch["atype"], atype_host, slot_counts)
+    def edges(x: jax.Array, batch: Batch) -> Edges:
+        return batch.edges(x, atype_host)
 
     def head(x, params, fixed, batch):
         return atomic_energy_head(model_of(params, fixed), edges(x, batch), split)
@@ -73,12 +75,12 @@ def checkpointed_phases(
             edges(x, batch),
             state,
             split,
-            batch.get("fparam"),
-            batch.get("aparam"),
+            batch.fparam,
+            batch.aparam,
         )
 
     def first(params, fixed, batch, labels, lr):
-        x = edge_vectors(batch["coord"], batch.get("box"), batch["nlist"], batch["shift"])
+        x = edge_vectors(batch.coord, batch.box, batch.nlist, batch.shift)
 
         def head_force(p, g_):
             return _vjp_x(lambda x_: head(x_, p, fixed, batch), x, g_)

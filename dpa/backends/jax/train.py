@@ -13,9 +13,10 @@ import numpy as np
 import optax
 
 from dpa.backends.allocator import release_free_memory
+from dpa.backends.jax import pytrees  # noqa: F401  (Batch as a pytree)
 from dpa.backends.jax.checkpointed import checkpointed_phases, run_phases
 from dpa.backends.jax.core import SLOT_ROUNDING, energy_and_edge_grad, scatter_add
-from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.batch import Batch
 from dpa.dpmodel.model import atomic_energy, edge_vectors, energy_split, forces_and_virials
 from dpa.dpmodel.trainable import gradient_tree, trainable_flags
 from dpa.errors import ConfigError
@@ -35,26 +36,22 @@ def _model_of(static, params, fixed) -> dict:
     return merge_variables(static[0], _leaves(static[1], params, fixed))
 
 
-def _outputs(e_atom, grad, rij, batch) -> dict:
+def _outputs(e_atom, grad, rij, batch: Batch) -> dict:
     """energy, force, virial, atom_energy from E_i and dE/dr_ij."""
-    out = forces_and_virials(grad, rij, batch["nlist"], scatter_add)
+    out = forces_and_virials(grad, rij, batch.nlist, scatter_add)
     out["energy"] = jnp.sum(e_atom, axis=1)
     out["atom_energy"] = e_atom
     return out
 
 
-def _predict(static, params, fixed, batch) -> dict:
+def _predict(static, params, fixed, batch: Batch) -> dict:
     """energy, force, virial, atom_energy of a batch; differentiable in `params`."""
-    _, _, atype_host, slot_counts = static
+    atype_host = static[2]
     model = _model_of(static, params, fixed)
-    nlist, atype = batch["nlist"], batch["atype"]
-    rij = edge_vectors(batch["coord"], batch.get("box"), nlist, batch["shift"])
-
-    fparam, aparam = batch.get("fparam"), batch.get("aparam")
+    rij = edge_vectors(batch.coord, batch.box, batch.nlist, batch.shift)
 
     def atoms(r):
-        edges = Edges(r, nlist, atype, atype_host, slot_counts)
-        return atomic_energy(model, edges, fparam, aparam)
+        return atomic_energy(model, batch.edges(r, atype_host), batch.fparam, batch.aparam)
 
     e_atom, grad = energy_and_edge_grad(atoms, rij)
     return _outputs(e_atom, grad, rij, batch)
@@ -161,24 +158,20 @@ class JaxTrainer:
         states[self._adam_index()] = adam
         self.opt_state = tuple(states)
 
-    def _static(self, batch: dict) -> tuple:
-        atype = np.asarray(batch["atype"])
-        return (self.skeleton, self.flags, atype, tuple(batch.get("slot_counts", ())))
+    def _static(self, batch: Batch) -> tuple:
+        atype = np.asarray(batch.atype)
+        return (self.skeleton, self.flags, atype, tuple(batch.slot_counts))
 
     @staticmethod
-    def _arrays(batch: dict) -> dict:
-        out = {k: jnp.asarray(batch[k]) for k in ("coord", "nlist", "shift", "atype")}
-        for key in ("box", "fparam", "aparam"):  # optional inputs
-            if batch.get(key) is not None:
-                out[key] = jnp.asarray(batch[key])
-        return out
+    def _arrays(batch: Batch) -> Batch:
+        return batch.map(lambda _, a: jnp.asarray(a))
 
-    def predict(self, batch: dict, create_graph: bool = False) -> dict[str, jax.Array]:
+    def predict(self, batch: Batch, create_graph: bool = False) -> dict[str, jax.Array]:
         """The model's outputs for a batch with the current variables (create_graph: unused;
         jax differentiates whatever calls it)."""
         return _predict(self._static(batch), self.params, self.fixed, self._arrays(batch))
 
-    def metrics(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
+    def metrics(self, batch: Batch, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
         """The loss's metrics on a batch without updating (validation); compiled once per batch
         shape, as the step (op-by-op it took seconds per call and hundreds of small compiles)."""
         fn = self._jitted("metrics", _metrics, batch, labels, loss_fn)
@@ -186,7 +179,7 @@ class JaxTrainer:
         metrics = fn(self.params, self.fixed, self._arrays(batch), labels, lr)
         return {k: float(v) for k, v in metrics.items()}
 
-    def _jitted(self, kind: str, fn: Callable, batch: dict, labels: dict, loss_fn: LossFn):
+    def _jitted(self, kind: str, fn: Callable, batch: Batch, labels: dict, loss_fn: LossFn):
         """`fn(static, loss_fn, ...)` jitted for this batch's shapes, compiled once per key."""
         static = self._static(batch)
         key = (kind, *self._cache_key(static, batch, labels, loss_fn))
@@ -195,7 +188,7 @@ class JaxTrainer:
         return self._compiled[key]
 
     def gradients(
-        self, batch: dict, labels: dict, lr: float, loss_fn: LossFn
+        self, batch: Batch, labels: dict, lr: float, loss_fn: LossFn
     ) -> tuple[dict[str, float], dict]:
         """The loss's metrics (with "loss") and its gradient as a model tree (trainable leaves;
         None at statistics and buffers), without updating: what `step` would apply."""
@@ -206,17 +199,17 @@ class JaxTrainer:
         return values, gradient_tree(self.skeleton, self.flags, [np.asarray(g) for g in grads])
 
     @staticmethod
-    def _cache_key(static: tuple, batch: dict, labels: dict, loss_fn: LossFn) -> tuple:
+    def _cache_key(static: tuple, batch: Batch, labels: dict, loss_fn: LossFn) -> tuple:
         """What a compiled step depends on besides the arrays' values."""
         return (
             static[2].tobytes(),
             static[3],
-            tuple((k, np.shape(v)) for k, v in sorted(batch.items()) if k != "slot_counts"),
+            tuple((k, np.shape(v)) for k, v in batch.arrays().items()),
             tuple(sorted(labels)),
             loss_fn,
         )
 
-    def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
+    def step(self, batch: Batch, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
         """One optimizer update at learning rate `lr`; the loss's metrics as floats."""
         static = self._static(batch)
         key = self._cache_key(static, batch, labels, loss_fn)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dpa.backends.base import Backend
-from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.batch import Batch
 from dpa.dpmodel.model import atomic_energy, edge_vectors
 
 
@@ -18,12 +18,9 @@ class NumpyBackend(Backend):
     def prepare(self, tree: dict) -> dict:
         return tree
 
-    def evaluate(
-        self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts=()
-    ):
-        rij = edge_vectors(coord, box, nlist, shift)
-        edges = Edges(rij, nlist, atype, atype, slot_counts)
-        e_atom = atomic_energy(prepared, edges, fparam, aparam)
+    def evaluate(self, prepared, batch: Batch, atomic: bool):
+        rij = edge_vectors(batch.coord, batch.box, batch.nlist, batch.shift)
+        e_atom = atomic_energy(prepared, batch.edges(rij), batch.fparam, batch.aparam)
         return {"energy": np.sum(e_atom, axis=1), "atom_energy": np.asarray(e_atom)}
 
 

@@ -30,6 +30,7 @@ from dpa.backends.base import Backend  # noqa: E402
 from dpa.backends.tensorflow.graph_check import check_savedmodel, check_variables, identical  # noqa: E402
 from dpa.backends.tensorflow.layout import METADATA_ASSET, MODEL_ASSET  # noqa: E402
 from dpa.backends.tensorflow.savedmodel import read_metadata  # noqa: E402
+from dpa.dpmodel.batch import Batch  # noqa: E402
 from dpa.errors import BackendError, DataError, ModelFileError  # noqa: E402
 from dpa.tree import (
     jsonable,  # noqa: E402
@@ -148,9 +149,15 @@ class TensorFlowBackend(Backend):
         module = build_module({"model": tree})
         return _Prepared(module.signatures["evaluate_nlist"], module)
 
-    def evaluate(
-        self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts=()
-    ) -> dict[str, np.ndarray]:
+    def evaluate(self, prepared, batch: Batch, atomic: bool) -> dict[str, np.ndarray]:
+        coord, box, nlist, shift, atype = (
+            batch.coord,
+            batch.box,
+            batch.nlist,
+            batch.shift,
+            batch.atype,
+        )
+        fparam, aparam = batch.fparam, batch.aparam
         if atomic:
             raise BackendError(
                 "the SavedModel export has no atom virial; evaluate with atomic=False, or load "

@@ -15,6 +15,7 @@ import torch
 
 from dpa.backends.base import Backend
 from dpa.backends.torch.core import scatter_add
+from dpa.dpmodel.batch import Batch
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.model import (
     atomic_energy,
@@ -93,10 +94,10 @@ class TorchBackend(Backend):
     def prepare(self, tree: dict) -> _Prepared:
         return _Prepared(map_variables(tree, self.tensor), self._compile)
 
-    def evaluate(
-        self, prepared, coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts=()
-    ):
-        args = (coord, box, nlist, shift, atype, fparam, aparam, atomic, slot_counts)
+    def evaluate(self, prepared, batch: Batch, atomic: bool):
+        b = batch
+        args = (b.coord, b.box, b.nlist, b.shift, b.atype, b.fparam, b.aparam, atomic)
+        args = (*args, b.slot_counts)
         if not prepared.compile:
             return self._evaluate(prepared, *args)
         try:

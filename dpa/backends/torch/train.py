@@ -11,7 +11,7 @@ import torch
 
 from dpa.backends.allocator import keep_large_buffers
 from dpa.backends.torch.core import scatter_add
-from dpa.dpmodel.descriptor.common import Edges
+from dpa.dpmodel.batch import Batch
 from dpa.dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
 from dpa.dpmodel.trainable import gradient_tree, trainable_flags
 from dpa.errors import ConfigError
@@ -90,45 +90,36 @@ class TorchTrainer:
         )
         self.optimizer.load_state_dict(full)
 
-    def predict(self, batch: dict, create_graph: bool = True) -> dict[str, torch.Tensor]:
-        """energy (nf,), force (nf, nat, 3), virial (nf, 3, 3), atom_energy (nf, nat) of a batch
-        {coord, box, nlist, shift, atype, slot_counts, fparam, aparam}; differentiable in the
-        variables."""
-        f64 = torch.float64
-        coord = torch.as_tensor(batch["coord"], dtype=f64, device=self.device)
-        box = batch.get("box")
-        cell = None if box is None else torch.as_tensor(box, dtype=f64, device=self.device)
-        nlist = torch.as_tensor(batch["nlist"], dtype=torch.int64, device=self.device)
-        shift = torch.as_tensor(batch["shift"], dtype=torch.int64, device=self.device)
-        atype_host = np.asarray(batch["atype"])
-        atype = torch.as_tensor(atype_host, dtype=torch.int64, device=self.device)
+    def predict(self, batch: Batch, create_graph: bool = True) -> dict[str, torch.Tensor]:
+        """energy (nf,), force (nf, nat, 3), virial (nf, 3, 3), atom_energy (nf, nat) of a batch;
+        differentiable in the variables."""
+        atype_host = np.asarray(batch.atype)
+        ints = ("atype", "nlist", "shift")
+        tensors = batch.map(
+            lambda name, a: torch.as_tensor(
+                a, dtype=torch.int64 if name in ints else torch.float64, device=self.device
+            )
+        )
         with torch.no_grad():
-            rij = edge_vectors(coord, cell, nlist, shift)
+            rij = edge_vectors(tensors.coord, tensors.box, tensors.nlist, tensors.shift)
         rij.requires_grad_(True)
         tree = merge_variables(self.skeleton, self.leaves)
-        edges = Edges(rij, nlist, atype, atype_host, tuple(batch.get("slot_counts", ())))
-        fparam, aparam = (
-            None
-            if batch.get(k) is None
-            else torch.as_tensor(batch[k], dtype=f64, device=self.device)
-            for k in ("fparam", "aparam")
-        )
-        e_atom = atomic_energy(tree, edges, fparam, aparam)
+        e_atom = atomic_energy(tree, tensors.edges(rij, atype_host), tensors.fparam, tensors.aparam)
         energy = torch.sum(e_atom, dim=1)
         (grad,) = torch.autograd.grad(torch.sum(energy), rij, create_graph=create_graph)
-        out = forces_and_virials(grad, rij, nlist, scatter_add)
+        out = forces_and_virials(grad, rij, tensors.nlist, scatter_add)
         out["energy"] = energy
         out["atom_energy"] = e_atom
         return out
 
-    def metrics(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
+    def metrics(self, batch: Batch, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
         """The loss's metrics on a batch without updating (validation)."""
         pred = {k: v.detach() for k, v in self.predict(batch, create_graph=False).items()}
         labels = {k: torch.as_tensor(v, device=self.device) for k, v in labels.items()}
         return {k: float(v) for k, v in loss_fn(pred, labels, lr)[1].items()}
 
     def gradients(
-        self, batch: dict, labels: dict, lr: float, loss_fn: LossFn
+        self, batch: Batch, labels: dict, lr: float, loss_fn: LossFn
     ) -> tuple[dict[str, float], dict]:
         """The loss's metrics (with "loss") and its gradient as a model tree (trainable leaves;
         None at statistics and buffers), without updating: what `step` would apply."""
@@ -138,12 +129,12 @@ class TorchTrainer:
                   for g, t in zip(grads, self.trainable, strict=True)]  # fmt: skip
         return _floats(loss, metrics), gradient_tree(self.skeleton, self.flags, arrays)
 
-    def _loss(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> tuple[Any, dict]:
+    def _loss(self, batch: Batch, labels: dict, lr: float, loss_fn: LossFn) -> tuple[Any, dict]:
         """(loss, metrics) of a batch with the graph kept for a gradient."""
         labels = {k: torch.as_tensor(v, device=self.device) for k, v in labels.items()}
         return loss_fn(self.predict(batch), labels, lr)
 
-    def step(self, batch: dict, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
+    def step(self, batch: Batch, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
         """One optimizer update at learning rate `lr`; the loss's metrics as floats."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
