@@ -253,3 +253,30 @@ def test_parameter_width_mismatch_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="fparam.npy holds 1 values per frame.*numb_fparam is 2"):
         train(work / "input.json", backend="torch", outdir=work)
+
+
+def test_atom_energy_labels_train(tmp_path: Path) -> None:
+    """atom_ener.npy is read as a label and drives the loss's atomic-energy term (its rmse_ae
+    columns in lcurve.out are finite numbers, not NaN)."""
+    from dpa.train.loop import train
+
+    data = tmp_path / "C4H3O1"
+    shutil.copytree(MOLECULE, data)
+    for set_dir in sorted(data.glob("set.*")):
+        energy = np.load(set_dir / "energy.npy").reshape(-1)
+        nat = len((data / "type.raw").read_text().split())
+        np.save(set_dir / "atom_ener.npy", np.repeat(energy[:, None] / nat, nat, axis=1))
+    system = load_system(str(data))
+    assert system.atom_ener.shape == (system.nframes, system.natoms)
+    np.testing.assert_allclose(system.atom_ener.sum(axis=1), system.energy, rtol=1e-12)
+    work = tmp_path / "run"
+    work.mkdir()
+    cfg = _input(data, 2)
+    cfg["loss"].update(start_pref_ae=1.0, limit_pref_ae=1.0)
+    (work / "input.json").write_text(json.dumps(cfg))
+    train(work / "input.json", backend="torch", outdir=work)
+    lines = (work / "lcurve.out").read_text().splitlines()
+    header = next(ln for ln in lines if ln.startswith("#")).lstrip("# ").split()
+    rows = [ln.split() for ln in lines if not ln.startswith("#")]
+    column = [i for i, name in enumerate(header) if name.startswith("rmse_ae")]
+    assert column and all(np.isfinite(float(r[i])) for r in rows for i in column)

@@ -158,6 +158,7 @@ def _group_system(
         energy=per_frame("energy"),
         force=per_atom("force"),
         virial=per_frame("virial"),
+        atom_ener=per_atom("atom_ener"),
         fparam=per_frame("fparam"),
         aparam=per_atom("aparam"),
         has_type_map=folder.has_type_map,

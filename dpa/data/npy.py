@@ -13,8 +13,8 @@ from dpa.errors import DataError
 __all__ = ["NpyFolder", "read_deepmd_npy", "read_npy_folder"]
 
 #: Per-frame arrays of a set folder: file stem -> values per frame (None: 3 per atom).
-_PER_FRAME = {"coord": None, "box": 9, "energy": 1, "force": None, "virial": 9}
-_LABELS = ("energy", "force", "virial")
+_PER_FRAME = {"coord": None, "box": 9, "energy": 1, "force": None, "virial": 9, "atom_ener": 0}
+_LABELS = ("energy", "force", "virial", "atom_ener")
 #: Model inputs some data carry: per frame (fparam.npy) and per atom (aparam.npy), any width.
 _PARAMETERS = ("fparam", "aparam")
 
@@ -45,6 +45,7 @@ def read_deepmd_npy(path: str) -> System:
         energy=folder.arrays["energy"],
         force=folder.arrays["force"],
         virial=folder.arrays["virial"],
+        atom_ener=folder.arrays["atom_ener"],
         fparam=folder.arrays["fparam"],
         aparam=folder.arrays["aparam"],
         has_type_map=folder.has_type_map,
@@ -76,7 +77,7 @@ def read_npy_folder(path: str) -> NpyFolder:
             box = _load_rows(set_dir, "box", 9, nat, must=True, nf=nf)
             chunks["box"].append(box)
         for key in _LABELS:
-            width = 3 * nat if _PER_FRAME[key] is None else _PER_FRAME[key]
+            width = {None: 3 * nat, 0: nat}.get(_PER_FRAME[key], _PER_FRAME[key])
             arr = _load_rows(set_dir, key, width, nat, must=False, nf=nf)
             if arr is not None:
                 chunks[key].append(arr)

@@ -33,6 +33,8 @@ class System:
     energy: np.ndarray | None = None
     force: np.ndarray | None = None
     virial: np.ndarray | None = None
+    #: Per-atom energy labels (nframes, natoms), atom_ener.npy (the loss's atomic-energy term).
+    atom_ener: np.ndarray | None = None
     #: Frame parameters (nframes, numb_fparam) and atomic parameters (nframes, natoms, numb_aparam)
     #: that models with `numb_fparam`/`numb_aparam` take as input (fparam.npy, aparam.npy).
     fparam: np.ndarray | None = None
@@ -83,6 +85,8 @@ class System:
             self.force = self._frames("force", self.force, (nat, 3), nf)
         if self.virial is not None:
             self.virial = self._frames("virial", self.virial, (3, 3), nf)
+        if self.atom_ener is not None:
+            self.atom_ener = self._frames("atom_ener", self.atom_ener, (nat,), nf)
         if self.fparam is not None:
             self.fparam = self._parameters("fparam", self.fparam, (), nf)
         if self.aparam is not None:
@@ -169,6 +173,7 @@ class System:
             energy=pick(self.energy),
             force=pick(self.force),
             virial=pick(self.virial),
+            atom_ener=pick(self.atom_ener),
             fparam=pick(self.fparam),
             aparam=pick(self.aparam),
         )

@@ -21,7 +21,7 @@ from ..errors import DataError
 from ..model import Model
 from ..potential import model_neighbor_list, slot_plan
 
-LABELS = ("energy", "force", "virial")
+LABELS = ("energy", "force", "virial", "atom_ener")
 
 
 @dataclass
@@ -53,9 +53,9 @@ class DataSource:
         self.systems: list[System] = systems
         self.atypes = [s.remap_types(type_map) for s in systems]
         for system in systems:
-            if system.energy is None and system.force is None and system.virial is None:
+            if all(getattr(system, key) is None for key in LABELS):
                 raise DataError(
-                    f"{system.path} ({what}): no energy, force or virial labels to train on"
+                    f"{system.path} ({what}): no energy, force, virial or atom_ener labels to train on"
                 )
         nframes, natoms = [s.nframes for s in systems], [s.natoms for s in systems]
         batch_size, sys_probs = unit_sampling(
@@ -200,7 +200,7 @@ def make_batch(
     aparam = None if system.aparam is None else system.aparam[frames]
     inputs = batch_inputs(model, coord, atype, box, rounding, fparam, aparam)
     nf, nat = coord.shape[:2]
-    shapes = {"energy": (nf,), "force": (nf, nat, 3), "virial": (nf, 3, 3)}
+    shapes = {"energy": (nf,), "force": (nf, nat, 3), "virial": (nf, 3, 3), "atom_ener": (nf, nat)}
     labels, finds = {}, {}
     for key in LABELS:
         value = getattr(system, key)
