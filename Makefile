@@ -20,6 +20,7 @@ example: install
 test: install
 	$(VENV)/bin/ruff check dpa cli tests bench examples
 	$(VENV)/bin/ruff format --check dpa cli tests bench examples
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -n 2 -q tests
 
 lint: install

@@ -66,7 +66,10 @@ def load_model(
             name = next((b for b in ("torch", "jax") if b in found), "numpy")
     runner = get_backend(name, compile=compile)
     if runner.name == "tensorflow" and not isinstance(path, Model) and precision is None:
-        runner = runner.bound_to(path)  # run the SavedModel file itself, not a fresh export
+        from .backends.tensorflow.backend import TensorFlowBackend  # loaded: runner is one
+
+        if isinstance(runner, TensorFlowBackend):  # run the SavedModel file, not a fresh export
+            runner = runner.bound_to(path)
     return Potential(model, runner)
 
 

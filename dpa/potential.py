@@ -85,7 +85,7 @@ def _type_blocks(sel: list[int]) -> list[tuple[int, int]]:
 
 def _last_real_slot(nlist: np.ndarray) -> int:
     """One past the last real (>= 0) slot over all rows; 0 when every slot is empty."""
-    real = (nlist >= 0).any(axis=tuple(range(nlist.ndim - 1)))
+    real = np.any(nlist >= 0, axis=tuple(range(nlist.ndim - 1)))
     return int(real.size - np.argmax(real[::-1])) if real.any() else 0
 
 
@@ -305,7 +305,8 @@ class Potential:
         for lo in range(0, nf, step):
             part = slice(lo, min(nf, lo + step))
             x_part, box_part = x[part], None if cell is None else cell[part]
-            nl_part, shift_part, counts = nlist[part], shift[part], ()
+            nl_part, shift_part = nlist[part], shift[part]
+            counts: tuple[tuple[Any, Any], ...] = ()  # no hints for a full-width list
             if self._backend.takes_trimmed_lists:
                 nl_part, shift_part, counts = slot_plan(
                     self.model.neighbor_spec,

@@ -1,6 +1,6 @@
-"""The backends' fused silu/silut kernels: value, slope and curvature equal the closed forms of
-the spec's formula (SiLU below the threshold, its C1 tanh continuation above), finite everywhere,
-on both sides of the threshold and at extreme inputs."""
+"""The frameworks' native silu/silut kernels (`dpa.dpmodel.native`): value, slope and
+curvature equal the closed forms of the spec's formula (SiLU below the threshold, its C1 tanh
+continuation above), finite everywhere, on both sides of the threshold and at extreme inputs."""
 
 from __future__ import annotations
 
@@ -50,9 +50,11 @@ def test_jax_kernels(threshold):
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    from dpa.backends.jax import ops as jax_ops
+    from dpa.dpmodel.native import jax as kernels
 
-    fn = jax_ops._silu if threshold is None else jax_ops._silut(threshold)
+    fn = (
+        kernels.silu if threshold is None else kernels.silut(threshold, *silut_constants(threshold))
+    )
 
     def slope_of(x):
         return jax.grad(lambda v: jnp.sum(fn(v)))(x)
@@ -65,11 +67,11 @@ def test_jax_kernels(threshold):
 @pytest.mark.parametrize("threshold", [None, THRESHOLD])
 def test_torch_kernels(threshold):
     torch = pytest.importorskip("torch")
-    import torch.nn.functional as F
+    from dpa.dpmodel.native import torch as kernels
 
-    from dpa.backends.torch import ops as torch_ops
-
-    fn = F.silu if threshold is None else torch_ops._silut(threshold)
+    fn = (
+        kernels.silu if threshold is None else kernels.silut(threshold, *silut_constants(threshold))
+    )
     x = torch.tensor(X, dtype=torch.float64, requires_grad=True)
     value = fn(x)
     (slope,) = torch.autograd.grad(value.sum(), x, create_graph=True)

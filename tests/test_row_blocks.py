@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import dpa
-from dpa.dpmodel import array_api
 from dpa.dpmodel.array_api import row_blocks
 
 DPA1 = {
@@ -29,7 +28,7 @@ DPA1 = {
 
 def test_blocks_cover_every_row_once() -> None:
     x = np.zeros(3)
-    assert row_blocks(x, 10, 100) == [slice(0, 10)]  # NumPy registers no budget
+    assert row_blocks(x, 10, 100) == [slice(0, 10)]  # NumPy has no row blocks
     jnp = pytest.importorskip("jax.numpy")
     pytest.importorskip("dpa.backends.jax.backend")
     y = jnp.zeros(3)
@@ -46,11 +45,13 @@ def test_blocks_cover_every_row_once() -> None:
 def test_blocked_attention_equals_one_block(get_system, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("jax")
     pytest.importorskip("torch")
+    from dpa.dpmodel.native import jax as kernels
+
     system = get_system("water")
     model = dpa.build_model(DPA1, seed=0)
     ref = dpa.load_model(model, backend="torch").evaluate(system.coord, system.atype, system.box)
     # a budget of one byte: the most blocks allowed (8 of 24 atoms for 192 atoms)
-    monkeypatch.setitem(array_api._ROW_BLOCK_BYTES, "jax.numpy", 1)
+    monkeypatch.setattr(kernels, "ROW_BLOCK_BYTES", 1)
     out = dpa.load_model(model, backend="jax").evaluate(system.coord, system.atype, system.box)
     np.testing.assert_allclose(out["energy"], ref["energy"], rtol=0, atol=1e-10)
     np.testing.assert_allclose(out["force"], ref["force"], rtol=0, atol=1e-10)

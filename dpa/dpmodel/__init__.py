@@ -10,7 +10,8 @@ Deviations from DESIGN's "array_api_compat and the standard library only", on pu
   pass); forces, virial and atom virial follow from them exactly (spec §9). The scatter-add this
   needs is supplied by each backend, since the array API has none. For message-passing
   descriptors (DPA-2, DPA-3) the atom virial needs three more backward passes (spec §9).
-- Backends may register fused kernels for the activations silu/silut
-  (`network.register_fused_activation`): same numbers to round-off, far fewer passes over the
-  DPA-3 angle tensors in eager torch. Without a registration the generic code runs.
+- `native/` holds torch's and JAX's own kernels (silu/silut, stop_gradient, row blocks, neighbor
+  groups), imported lazily only for arrays of that framework (`native.native_kernels`): same
+  numbers to round-off, far fewer passes over the DPA-3 angle tensors. Elsewhere the generic
+  array-API code runs.
 """

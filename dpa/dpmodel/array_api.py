@@ -6,24 +6,16 @@ same code runs on NumPy, PyTorch, JAX and array-api-strict.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace, device, to_device
 
+from .native import native_kernels
+
 Array = Any
 
 GROUP_OVERHEAD = 0.03  # relative cost of one more neighbor group (its extra operations)
-
-_STOP_GRADIENT: dict[str, Callable[[Array], Array]] = {}
-_ROW_BLOCK_BYTES: dict[str, int] = {}
-_NEIGHBOR_GROUPS: dict[str, tuple[int, Callable[[], bool]]] = {}
-
-
-def register_stop_gradient(namespace: str, fn: Callable[[Array], Array]) -> None:
-    """Tell `stop_gradient` how backend `namespace` (an array namespace's __name__) detaches."""
-    _STOP_GRADIENT[namespace] = fn
 
 
 def stop_gradient(x: Array) -> Array:
@@ -32,24 +24,20 @@ def stop_gradient(x: Array) -> Array:
     Only for values the result does not depend on mathematically, such as the shift of a
     softmax: their backward pass is work for nothing.
     """
-    fn = _STOP_GRADIENT.get(getattr(xp_of(x), "__name__", ""))
-    return x if fn is None else fn(x)
-
-
-def register_row_block_bytes(namespace: str, nbytes: int) -> None:
-    """Tell `row_blocks` the working set per block that suits backend `namespace`."""
-    _ROW_BLOCK_BYTES[namespace] = int(nbytes)
+    kernels = native_kernels(xp_of(x))
+    return x if kernels is None else kernels.stop_gradient(x)
 
 
 def row_blocks(x: Array, nrows: int, bytes_per_row: int, max_blocks: int = 8) -> list[slice]:
     """Slices that cut `nrows` independent rows into at most `max_blocks` blocks of about the
-    working set the backend of `x` registered (one block where it registered none).
+    working set that suits the framework of `x` (one block where it names none).
 
     XLA on CPU runs each elementwise pass over a whole array; over blocks that fit the CPU's
     cache, the passes of one block find their operands still in cache. The cap keeps compiled
     programs small for large inputs.
     """
-    budget = _ROW_BLOCK_BYTES.get(getattr(xp_of(x), "__name__", ""))
+    kernels = native_kernels(xp_of(x))
+    budget = None if kernels is None else kernels.row_block_bytes()
     if budget is None or not isinstance(nrows, int) or nrows <= 1:  # symbolic sizes: one block
         return [slice(0, nrows)]
     nblocks = min(max_blocks, nrows, -(-nrows * int(bytes_per_row) // budget))
@@ -57,19 +45,15 @@ def row_blocks(x: Array, nrows: int, bytes_per_row: int, max_blocks: int = 8) ->
     return [slice(i, min(i + size, nrows)) for i in range(0, nrows, size)]
 
 
-def register_neighbor_groups(
-    namespace: str, max_groups: int, eager: Callable[[], bool] = lambda: True
-) -> None:
-    """Let `neighbor_groups` cut rows into up to `max_groups` groups for backend `namespace`, one
-    that runs op by op and can read neighbor counts on the host, whenever `eager()` (not while
-    a compiler traces the code)."""
-    _NEIGHBOR_GROUPS[namespace] = (int(max_groups), eager)
+def _neighbor_group_limit(x: Array) -> int:
+    """The most neighbor groups the framework of `x` may cut rows into right now (1: none)."""
+    kernels = native_kernels(xp_of(x))
+    return 1 if kernels is None else kernels.neighbor_group_limit()
 
 
 def wants_neighbor_groups(x: Array) -> bool:
-    """Whether `x`'s backend registered neighbor groups and runs eagerly right now."""
-    most, eager = _NEIGHBOR_GROUPS.get(getattr(xp_of(x), "__name__", ""), (1, None))
-    return most > 1 and eager()
+    """Whether `x`'s framework cuts rows into neighbor groups (runs eagerly) right now."""
+    return _neighbor_group_limit(x) > 1
 
 
 def to_host(x: Array) -> np.ndarray:
@@ -85,12 +69,13 @@ def neighbor_groups(counts: Array, width: int) -> list[tuple[np.ndarray, int]] |
     counts: (nrows,) slots each row needs (all slots past them are empty) of a list `width`
     wide. Returns [(row indices, group width)] with each width one past the group's largest
     count (an empty slot to stand in for the cut ones) and at most `width`, or None where
-    the backend registered no grouping or the full list is cheapest. The cost counted is the
-    attention's, rows x width^2, plus a little per extra group for its extra operations.
+    the framework groups no rows (`native_kernels`) or the full list is cheapest. The cost
+    counted is the attention's, rows x width^2, plus a little per extra group for its extra
+    operations.
     """
-    if not wants_neighbor_groups(counts):
+    most = _neighbor_group_limit(counts)
+    if most <= 1:
         return None
-    most = _NEIGHBOR_GROUPS[getattr(xp_of(counts), "__name__", "")][0]
     host = to_host(counts).reshape(-1)
     order = np.argsort(host, kind="stable")
     ranked = host[order]

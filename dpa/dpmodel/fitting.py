@@ -9,7 +9,9 @@ from .descriptor.common import apply_per_center_type
 from .network import fitting_net, make_fitting_net, network_collection
 
 
-def _fitting_input(fit: dict, descriptor: Array, fparam: Array | None, aparam: Array | None):
+def _fitting_input(
+    fit: dict, descriptor: Array, fparam: Array | None, aparam: Array | None
+) -> list[Array]:
     """x = [D, normalized fparam, normalized aparam, case_embd] in the fitting precision."""
     xp = xp_of(descriptor)
     var = fit["@variables"]
@@ -67,7 +69,7 @@ def forward(
 
         def per_type(t: int, xt: Array) -> Array:
             res = fitting_net(networks[t], xt[..., :width])
-            if x_vacuum is not None and not (t < len(vacuum) and not vacuum[t]):
+            if vacuum is not None and (t >= len(vacuum) or vacuum[t]):  # then x_vacuum is set too
                 res = res - fitting_net(networks[t], xt[..., width:])
             return res
 

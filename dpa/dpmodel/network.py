@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .array_api import Array, xp_of
+from .native import native_kernels
 
 # --------------------------------------------------------------------------- activations
 
@@ -51,13 +52,31 @@ def _gelu(xp: Any, x: Array) -> Array:
     return 0.5 * x * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
 
 
+def _silu_or_native(xp: Any, x: Array) -> Array:
+    """silu: the framework's own kernel where it has one (`native_kernels`), else `_silu`."""
+    kernels = native_kernels(xp)
+    return _silu(xp, x) if kernels is None else kernels.silu(x)
+
+
+def _silut_or_native(threshold: float) -> Callable[[Any, Array], Array]:
+    """silut:threshold: the framework's own kernel where it has one, else `_silut`."""
+    generic = _silut(threshold)
+    constants = silut_constants(threshold)
+
+    def act(xp: Any, x: Array) -> Array:
+        kernels = native_kernels(xp)
+        return generic(xp, x) if kernels is None else kernels.silut(threshold, *constants)(x)
+
+    return act
+
+
 _ACTIVATIONS: dict[str, Callable[[Any, Array], Array]] = {
     "tanh": lambda xp, x: xp.tanh(x),
     "relu": lambda xp, x: xp.maximum(x, xp.zeros_like(x)),
     "relu6": lambda xp, x: xp.clip(x, 0.0, 6.0),
     "softplus": _softplus,
     "sigmoid": _sigmoid,
-    "silu": _silu,
+    "silu": _silu_or_native,
     "gelu": _gelu,
     "gelu_tf": _gelu,
     "linear": lambda xp, x: x,
@@ -65,39 +84,9 @@ _ACTIVATIONS: dict[str, Callable[[Any, Array], Array]] = {
 }
 
 
-# Fused versions a backend may register for its namespace: {(xp.__name__, family): factory},
-# where factory(threshold) -> fn(x). Same numbers to round-off, fewer passes over memory.
-_FUSED: dict[tuple[str, str], Callable[[float | None], Callable[[Array], Array]]] = {}
-
-
-def register_fused_activation(
-    namespace: str, family: str, factory: Callable[[float | None], Callable[[Array], Array]]
-) -> None:
-    """Let backend `namespace` (an array namespace's __name__) run `family` ("silu", "silut")
-    with its own kernels; dpmodel stays framework-free, the backend brings the speed."""
-    _FUSED[(namespace, family)] = factory
-
-
-def _with_fused(family: str, threshold: float | None, generic: Callable) -> Callable:
-    """`generic`, or the fused kernel registered for the array's namespace."""
-    cache: dict[str, Callable | None] = {}
-
-    def act(xp: Any, x: Array) -> Array:
-        name = getattr(xp, "__name__", "")
-        if name not in cache:
-            factory = _FUSED.get((name, family))
-            cache[name] = None if factory is None else factory(threshold)
-        fused = cache[name]
-        return generic(xp, x) if fused is None else fused(x)
-
-    return act
-
-
 def activation(name: str | None) -> Callable[[Any, Array], Array]:
     """The activation function φ(xp, x) named `name` (case-insensitive, `silut:T` allowed)."""
     key = "none" if name is None else str(name).lower()
-    if key == "silu":
-        return _with_fused("silu", None, _silu)
     if key in _ACTIVATIONS:
         return _ACTIVATIONS[key]
     for prefix in ("silut", "custom_silu"):
@@ -107,7 +96,7 @@ def activation(name: str | None) -> Callable[[Any, Array], Array]:
                 threshold = float(tail) if tail else 3.0
             except ValueError:
                 break
-            return _with_fused("silut", threshold, _silut(threshold))
+            return _silut_or_native(threshold)
     allowed = ", ".join([*sorted(_ACTIVATIONS), "silut[:T]"])
     raise ConfigError(f"unknown activation_function {name!r}; allowed: {allowed}")
 

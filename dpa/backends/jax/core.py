@@ -1,6 +1,6 @@
 """What every JAX module of dpa shares: importing this sets JAX's process-wide state once
-(wide vectors on AVX-512 CPUs, float64 arrays, the fused kernels), and the two steps of the
-force chain (energy and edge gradient in one backward pass; rows summed into atoms)."""
+(wide vectors on AVX-512 CPUs, float64 arrays), and the two steps of the force chain (energy
+and edge gradient in one backward pass; rows summed into atoms)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,6 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
-
-from dpa.backends.jax import ops as jax_ops  # noqa: E402
-
-jax_ops.register()
 
 # neighbor-list widths are rounded to multiples of this: every new shape is a new compilation
 SLOT_ROUNDING = 8

@@ -1,13 +1,9 @@
-"""What the torch modules of dpa share: importing this registers the fused kernels once, and
-rows of per-edge values are summed into atoms here (the force chain of evaluation and training)."""
+"""What the torch modules of dpa share: rows of per-edge values summed into atoms (the force
+chain of evaluation and training)."""
 
 from __future__ import annotations
 
 import torch
-
-from dpa.backends.torch import ops as torch_ops
-
-torch_ops.register()
 
 
 def scatter_add(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:

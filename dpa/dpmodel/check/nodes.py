@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -57,13 +58,13 @@ class Node:
             return Node(self.value[key], f"{self.path}.{key}")
         return Node(default, f"{self.path}.{key}")
 
-    def list(self) -> list:
+    def list(self) -> builtins.list[Any]:
         """The value as a list (a tuple is accepted)."""
         if not isinstance(self.value, list | tuple):
             fail(self, f"must be a list, got {type(self.value).__name__}")
         return list(self.value)
 
-    def items(self) -> list[Node]:
+    def items(self) -> builtins.list[Node]:
         """The entries of a list value as nodes."""
         return [Node(v, f"{self.path}[{i}]") for i, v in enumerate(self.list())]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from array_api_compat import device
@@ -141,7 +142,7 @@ def _attention_layer(
     s = sw[..., None] if smooth else None
     q = _scaled_rows(q, normalized, scale, s)
     k, v = (_scaled_rows(t, normalized, 1.0, s) for t in (k, v))
-    if smooth:
+    if s is not None:  # smooth
         # (λ q·k + 20) s_j s_k  ==  [λ q s, 20 s]_j · [k s, s]_k
         q_aug = xp.concat([q, ATTN_LOGIT_SHIFT * s], axis=-1)
         k_aug = xp.concat([k, s], axis=-1)
@@ -300,7 +301,9 @@ def _descriptor_rows(desc: dict, rows: _Rows, tebd_table: Array) -> Array:
     return symmetry_descriptor(contract_env(g, env, nsel), desc["axis_neuron"])
 
 
-def _attention_block(rng, config: dict, nnei: int, embed_dim: int, precision: str) -> dict:
+def _attention_block(
+    rng: np.random.Generator, config: dict, nnei: int, embed_dim: int, precision: str
+) -> dict:
     """The serialized `NeighborGatedAttention` stack with `attn_layer` layers."""
     hidden = config["attn"]
     common = {
@@ -316,7 +319,11 @@ def _attention_block(rng, config: dict, nnei: int, embed_dim: int, precision: st
     norm_common = {"trainable_ln": config["trainable_ln"], "ln_eps": config["ln_eps"]}
     layers = []
     for _ in range(config["attn_layer"]):
-        proj = {"activation_function": "none", "resnet": False, "precision": precision}
+        proj: dict[str, Any] = {
+            "activation_function": "none",
+            "resnet": False,
+            "precision": precision,
+        }
         layers.append(
             {
                 **common,

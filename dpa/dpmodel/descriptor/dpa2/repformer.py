@@ -8,6 +8,7 @@ and are masked wherever they could reach the output.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,7 @@ class AttentionMap:
     colf: Array
 
 
-def _act(name: str):
+def _act(name: str) -> Callable[[Array], Array]:
     """φ(x) of the block's activation, bound to the array namespace of x."""
     fn = activation(name)
     return lambda x: fn(xp_of(x), x)
@@ -219,7 +220,7 @@ def _update(old: Array, terms: list[Array], style: str, residual: list | None) -
         return old + acc * (1.0 / math.sqrt(len(terms)))
     if style == "res_residual":
         out = old
-        for zeta, t in zip(residual, terms, strict=True):
+        for zeta, t in zip(residual or [], terms, strict=True):
             out = out + zeta * t
         return out
     raise ConfigError(f"unknown repformer update_style {style!r}")
@@ -340,7 +341,9 @@ def repformer_forward(
 # --------------------------------------------------------------------------- builders
 
 
-def _residuals(rng, dim: int, count: int, args: dict, precision: str, trainable: bool) -> list:
+def _residuals(
+    rng: np.random.Generator, dim: int, count: int, args: dict, precision: str, trainable: bool
+) -> list[np.ndarray]:
     """`count` residual vectors initialised per `update_residual_init` (zeros if not trainable)."""
     dtype = np.float32 if precision == "float32" else np.float64
     scale, mode = args["update_residual"], args["update_residual_init"]
@@ -357,7 +360,9 @@ def _residuals(rng, dim: int, count: int, args: dict, precision: str, trainable:
     return out
 
 
-def _plain(rng, n_in: int, n_out: int, precision: str, bias: bool = True) -> dict:
+def _plain(
+    rng: np.random.Generator, n_in: int, n_out: int, precision: str, bias: bool = True
+) -> dict:
     """A dense layer without activation or resnet."""
     return make_layer(
         rng, n_in, n_out, activation_function="none", resnet=False, bias=bias, precision=precision
@@ -365,7 +370,13 @@ def _plain(rng, n_in: int, n_out: int, precision: str, bias: bool = True) -> dic
 
 
 def build_layer(
-    rng, args: dict, ntypes: int, last: bool, smooth: bool, precision: str, trainable: bool
+    rng: np.random.Generator,
+    args: dict,
+    ntypes: int,
+    last: bool,
+    smooth: bool,
+    precision: str,
+    trainable: bool,
 ) -> dict:
     """A serialized `RepformerLayer` (the last one has no channel-2 update)."""
     d1, d2, axis = args["g1_dim"], args["g2_dim"], args["axis_neuron"]
@@ -487,7 +498,7 @@ def build_layer(
 
 
 def build_block(
-    rng, args: dict, ntypes: int, smooth: bool, precision: str, trainable: bool
+    rng: np.random.Generator, args: dict, ntypes: int, smooth: bool, precision: str, trainable: bool
 ) -> dict:
     """The serialized `repformers_variable` of a DPA-2 descriptor."""
     if args["update_style"] not in ("res_avg", "res_incr", "res_residual"):

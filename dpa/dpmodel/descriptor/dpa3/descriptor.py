@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def _angle_width(args: dict, edges: Edges) -> int:
     return min(int(args["a_sel"]), edges.slots_within(float(args["a_rcut"])))
 
 
-def _edge_graph(desc: dict, edges: Edges, dtype) -> tuple[Graph, Array, Array, Array]:
+def _edge_graph(desc: dict, edges: Edges, dtype: Any) -> tuple[Graph, Array, Array, Array]:
     """The Graph, the edge-init input, the layer-0 angle input α and the (masked) distances."""
     xp = xp_of(edges.rij)
     args = desc["repflow_args"]
@@ -98,7 +99,9 @@ def _start(desc: dict, edges: Edges) -> tuple[Graph, Activation, Array, tuple]:
     return graph, act, tebd, (n, e, a)
 
 
-def _layers(desc: dict, graph: Graph, act: Activation, state: tuple, start: int, stop: int):
+def _layers(
+    desc: dict, graph: Graph, act: Activation, state: tuple, start: int, stop: int
+) -> tuple[Array, Array, Array | RankOne]:
     """Repflow layers [start, stop) applied to the state (n, e, a)."""
     layers = desc["repflow_variable"]["repflow_layers"]
     n, e, a = state
@@ -148,7 +151,9 @@ def forward_tail(desc: dict, edges: Edges, state: tuple[Array, Array, Array], st
 # --------------------------------------------------------------------------- build
 
 
-def _residuals(rng: np.random.Generator, count: int, dim: int, args: dict, dtype, trainable: bool):
+def _residuals(
+    rng: np.random.Generator, count: int, dim: int, args: dict, dtype: Any, trainable: bool
+) -> list[np.ndarray]:
     """`count` residual vectors: const (all = update_residual) or norm N(0, update_residual)."""
     scale = args["update_residual"]
     out = []

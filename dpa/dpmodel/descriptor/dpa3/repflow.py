@@ -228,6 +228,7 @@ def layer_forward(
     nu = gather_neighbors(n, graph.nlist)
     xp = xp_of(n)
     if args["update_angle"] and args.get("sequential_update", False):
+        e_res, a_res = var["e_residual"], var["a_residual"]  # sequential: res_residual only
         v_self = act(xp, edge_linear(layer["edge_self_linear"], n, e, graph.nlist))
         e1 = e + e_res[0] * v_self
         nc, ec = compress(layer, args, n, e1, graph)

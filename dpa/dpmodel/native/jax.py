@@ -1,4 +1,5 @@
-"""JAX versions of the DPA-3 activations (silu, silut) registered with dpmodel.
+"""JAX kernels for dpmodel (`native_kernels`): silu/silut with lean custom VJPs,
+lax.stop_gradient, and cache-sized row blocks for XLA on CPU.
 
 Autodiff of x·sigmoid(x) and of silut's tanh tail keeps several (atoms x angle pairs x channels)
 intermediates, and a training step differentiates twice (forces inside the loss). Here the value,
@@ -9,16 +10,32 @@ and the second only (x, cotangent); the derivatives are recomputed from them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from dpa.dpmodel.array_api import register_row_block_bytes, register_stop_gradient
-from dpa.dpmodel.network import register_fused_activation, silut_constants
-
-NAMESPACE = "jax.numpy"
+# working set per block of rows: DPA-1's attention over 192 water atoms in ~6 MiB blocks takes
+# ~0.85x the training step on 2 CPU cores
+ROW_BLOCK_BYTES = 6 << 20
 
 Derivatives = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def stop_gradient(x: jax.Array) -> jax.Array:
+    """lax.stop_gradient."""
+    return jax.lax.stop_gradient(x)
+
+
+def row_block_bytes() -> int | None:
+    """ROW_BLOCK_BYTES: XLA on CPU runs each elementwise pass over a whole array."""
+    return ROW_BLOCK_BYTES
+
+
+def neighbor_group_limit() -> int:
+    """1: JAX code runs under jit, where neighbor counts cannot be read on the host."""
+    return 1
 
 
 def _silu_slopes(x: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -41,14 +58,16 @@ def _tied(x: jax.Array, grad: jax.Array) -> jax.Array:
     return x + jnp.reshape(grad, (-1,))[0] * 0.0
 
 
-def _activation(value: Callable[[jax.Array], jax.Array], derivatives: Derivatives):
+def _activation(
+    value: Callable[[jax.Array], jax.Array], derivatives: Derivatives
+) -> Callable[[jax.Array], jax.Array]:
     """f with custom VJPs: f's keeps x; that of (x, g) -> g·f'(x) keeps (x, g)."""
 
     @jax.custom_vjp
     def scaled_slope(x: jax.Array, g: jax.Array) -> jax.Array:
         return g * derivatives(x)[0]
 
-    def scaled_slope_bwd(res, h):
+    def scaled_slope_bwd(res: Any, h: jax.Array) -> tuple[jax.Array, jax.Array]:
         x, g = res
         slope, curvature = derivatives(_tied(x, h))
         return h * g * curvature, h * slope
@@ -64,11 +83,12 @@ def _activation(value: Callable[[jax.Array], jax.Array], derivatives: Derivative
     return fn
 
 
-_silu = _activation(jax.nn.silu, _silu_derivatives)
+silu = _activation(jax.nn.silu, _silu_derivatives)
 
 
-def _silut(threshold: float | None):
-    slope, offset = silut_constants(threshold)
+@cache
+def silut(threshold: float, slope: float, offset: float) -> Callable[[jax.Array], jax.Array]:
+    """silut:threshold with custom VJPs (slope, offset: dpmodel's `silut_constants`)."""
 
     def exp_terms(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """(below, e, r): one exponential serves both pieces, e = exp(-x) below the threshold
@@ -93,13 +113,3 @@ def _silut(threshold: float | None):
         )
 
     return _activation(value, derivatives)
-
-
-def register() -> None:
-    """Make dpmodel's silu and silut use these on jax arrays; lax.stop_gradient for stop_gradient;
-    row blocks of ~6 MiB (DPA-1's attention over 192 water atoms: ~0.85x the training step on
-    2 CPU cores)."""
-    register_fused_activation(NAMESPACE, "silu", lambda _: _silu)
-    register_fused_activation(NAMESPACE, "silut", _silut)
-    register_stop_gradient(NAMESPACE, jax.lax.stop_gradient)
-    register_row_block_bytes(NAMESPACE, 6 << 20)

@@ -1,27 +1,59 @@
-"""Fused torch kernels for the activations of DPA-3 (silu, silut), registered with dpmodel.
+"""Torch kernels for dpmodel (`native_kernels`): fused silu/silut, detach, neighbor groups.
 
 Eager torch runs every elementwise operation as its own pass over memory and autograd keeps
 several intermediates; on the (atoms x angle pairs x channels) tensors of DPA-3 that dominated
-time and memory. These functions use torch's fused SiLU kernels, keep only the input for the
+time and memory. silu and silut use torch's fused SiLU kernels, keep only the input for the
 backward pass, and evaluate the tanh tail of silut only where x >= threshold.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from dpa.dpmodel.array_api import register_neighbor_groups, register_stop_gradient
-from dpa.dpmodel.network import register_fused_activation, silut_constants
+# eager torch reads neighbor counts on the host: rows cut into up to this many groups
+MAX_NEIGHBOR_GROUPS = 6
 
-NAMESPACE = "array_api_compat.torch"
+
+def stop_gradient(x: torch.Tensor) -> torch.Tensor:
+    """x detached from autograd."""
+    return x.detach()
+
+
+def row_block_bytes() -> int | None:
+    """None: torch computes all rows in one block."""
+    return None
+
+
+def neighbor_group_limit() -> int:
+    """MAX_NEIGHBOR_GROUPS while eager; 1 while torch.compile traces (no host reads there)."""
+    return 1 if torch.compiler.is_compiling() else MAX_NEIGHBOR_GROUPS
+
+
+def silu(x: torch.Tensor) -> torch.Tensor:
+    """torch's fused SiLU."""
+    return F.silu(x)
+
+
+@cache
+def silut(threshold: float, slope: float, offset: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """silut:threshold as one autograd Function (slope, offset: dpmodel's `silut_constants`)."""
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return _SiLUT.apply(x, threshold, slope, offset)
+
+    return fn
 
 
 class _SiLUT(torch.autograd.Function):
     """silut: SiLU below the threshold, tanh(slope (x - T)) + offset above it."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, threshold: float, slope: float, offset: float):
+    def forward(ctx: Any, x: torch.Tensor, threshold: float, slope: float, offset: float) -> Any:
         ctx.save_for_backward(x)
         # one reduction decides whether any element reaches the tail (rare: T is 3 to 10)
         ctx.constants = (threshold, slope, x.numel() > 0 and bool(torch.amax(x) >= threshold))
@@ -32,7 +64,7 @@ class _SiLUT(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
         (x,) = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph (training): a backward that has a backward
             return _SiLUTGrad.apply(grad, x, ctx.constants), None, None, None
@@ -68,30 +100,13 @@ class _SiLUTGrad(torch.autograd.Function):
     """(grad, x) -> grad · silut'(x), differentiable once more (forces inside a training loss)."""
 
     @staticmethod
-    def forward(ctx, grad: torch.Tensor, x: torch.Tensor, constants: tuple):
+    def forward(ctx: Any, grad: torch.Tensor, x: torch.Tensor, constants: tuple) -> Any:
         ctx.save_for_backward(grad, x)
         ctx.constants = constants
         return _first_derivative_times(grad, x, constants)
 
     @staticmethod
-    def backward(ctx, out_grad: torch.Tensor):
+    def backward(ctx: Any, out_grad: torch.Tensor) -> Any:
         grad, x = ctx.saved_tensors
         d1, d2 = _derivatives(x, ctx.constants)
         return out_grad * d1, out_grad * grad * d2, None
-
-
-def _silut(threshold: float | None):
-    slope, offset = silut_constants(threshold)
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        return _SiLUT.apply(x, threshold, slope, offset)
-
-    return fn
-
-
-def register() -> None:
-    """Make dpmodel's silu and silut use these kernels on torch tensors; detach = stop_gradient."""
-    register_fused_activation(NAMESPACE, "silu", lambda _: F.silu)
-    register_fused_activation(NAMESPACE, "silut", _silut)
-    register_stop_gradient(NAMESPACE, torch.Tensor.detach)
-    register_neighbor_groups(NAMESPACE, 6, lambda: not torch.compiler.is_compiling())
