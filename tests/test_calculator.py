@@ -13,24 +13,12 @@ pytest.importorskip("torch")
 from ase import Atoms  # noqa: E402
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress  # noqa: E402
 from ase.md.verlet import VelocityVerlet  # noqa: E402
+from builders import dpa1, model_config  # noqa: E402
 
 import dpa  # noqa: E402
 from dpa.calculator import DPACalculator  # noqa: E402
 
-CONFIG = {
-    "type_map": ["O", "H"],
-    "descriptor": {
-        "type": "dpa1",
-        "sel": 64,
-        "rcut": 3.5,
-        "rcut_smth": 0.5,
-        "neuron": [4, 8],
-        "axis_neuron": 4,
-        "attn": 8,
-        "attn_layer": 1,
-    },
-    "fitting_net": {"neuron": [8, 8]},
-}
+CONFIG = model_config(dpa1(64, rcut=3.5))
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import DATA, dpa1, model_config, needs_data
 from click.testing import CliRunner
 
 import dpa
 from dpa._version import DISTRIBUTION
 from dpa.data import load_system
 from dpa_cli.main import cli
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
 
 try:
     import dpa.neighbor as _neighbor  # noqa: F401
@@ -38,20 +36,7 @@ try:
     HAS_CONVERT = hasattr(_io, "convert")
 except ImportError:
     HAS_CONVERT = False
-CONFIG = {
-    "type_map": ["O", "H"],
-    "descriptor": {
-        "type": "dpa1",
-        "sel": 60,
-        "rcut": 4.0,
-        "rcut_smth": 0.5,
-        "neuron": [4, 8],
-        "axis_neuron": 4,
-        "attn": 8,
-        "attn_layer": 1,
-    },
-    "fitting_net": {"neuron": [8, 8]},
-}
+CONFIG = model_config(dpa1(60))
 
 
 def run(*args: str, env: dict | None = None):

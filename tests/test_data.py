@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import DATA, needs_data, writable_copy
 
 from dpa.data import System, load_system, load_systems
 from dpa.errors import DataError, DPAError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
 pytestmark = needs_data
 
 
@@ -21,16 +20,6 @@ def _raw(folder: Path, key: str) -> np.ndarray:
     """The rows of key.npy of every set.* folder, concatenated, straight from numpy."""
     sets = sorted(folder.glob("set.*"))
     return np.concatenate([np.load(s / f"{key}.npy") for s in sets]).astype(np.float64)
-
-
-def _copy(src: Path, tmp_path: Path, name: str = "sys") -> Path:
-    """A writable copy of a system folder."""
-    dst = tmp_path / name
-    shutil.copytree(src, dst)
-    for f in dst.rglob("*"):
-        f.chmod(0o755 if f.is_dir() else 0o644)
-    dst.chmod(0o755)
-    return dst
 
 
 def test_water_folder_expands_into_its_systems():
@@ -124,7 +113,7 @@ def test_remap_types_into_model_order():
 
 
 def test_remap_without_type_map_raw_uses_indices(tmp_path):
-    folder = _copy(DATA / "water" / "data_0", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_0", tmp_path)
     (folder / "type_map.raw").unlink()
     s = load_system(folder)
     assert not s.has_type_map
@@ -154,7 +143,7 @@ def test_system_constructor_checks_shapes():
 
 
 def test_missing_type_raw(tmp_path):
-    folder = _copy(DATA / "water" / "data_0", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_0", tmp_path)
     (folder / "type.raw").unlink()
     with pytest.raises(DataError, match=r"sys: missing type.raw"):
         load_system(folder)
@@ -167,7 +156,7 @@ def test_folder_without_any_system(tmp_path):
 
 
 def test_coord_rows_do_not_match_type_raw(tmp_path):
-    folder = _copy(DATA / "water" / "data_1", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_1", tmp_path)
     (folder / "type.raw").write_text("0\n" * 190)
     with pytest.raises(DataError) as info:
         load_system(folder)
@@ -177,7 +166,7 @@ def test_coord_rows_do_not_match_type_raw(tmp_path):
 
 
 def test_shape_mismatch_in_second_set_is_named(tmp_path):
-    folder = _copy(DATA / "water" / "data_1", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_1", tmp_path)
     coord = np.load(folder / "set.001" / "coord.npy")
     np.save(folder / "set.001" / "coord.npy", coord[:, :-3])
     with pytest.raises(DataError, match=r"set\.001/coord\.npy: rows have 573 values"):
@@ -185,7 +174,7 @@ def test_shape_mismatch_in_second_set_is_named(tmp_path):
 
 
 def test_nan_in_coord(tmp_path):
-    folder = _copy(DATA / "water" / "data_0", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_0", tmp_path)
     coord = np.load(folder / "set.000" / "coord.npy")
     coord[5, 3 * 17 + 1] = np.nan
     np.save(folder / "set.000" / "coord.npy", coord)
@@ -194,7 +183,7 @@ def test_nan_in_coord(tmp_path):
 
 
 def test_frame_count_mismatch(tmp_path):
-    folder = _copy(DATA / "water" / "data_0", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_0", tmp_path)
     energy = np.load(folder / "set.000" / "energy.npy")
     np.save(folder / "set.000" / "energy.npy", energy[:-1])
     with pytest.raises(
@@ -204,21 +193,21 @@ def test_frame_count_mismatch(tmp_path):
 
 
 def test_missing_box_suggests_nopbc(tmp_path):
-    folder = _copy(DATA / "water" / "data_0", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_0", tmp_path)
     (folder / "set.000" / "box.npy").unlink()
     with pytest.raises(DataError, match=r"set\.000: missing box\.npy .*nopbc"):
         load_system(folder)
 
 
 def test_no_set_folder(tmp_path):
-    folder = _copy(DATA / "water" / "data_0", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_0", tmp_path)
     shutil.rmtree(folder / "set.000")
     with pytest.raises(DataError, match=r"sys: no set\.\* folder"):
         load_system(folder)
 
 
 def test_label_missing_from_one_set(tmp_path):
-    folder = _copy(DATA / "water" / "data_1", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_1", tmp_path)
     (folder / "set.001" / "force.npy").unlink()
     with pytest.raises(
         DataError, match=r"force\.npy is in some set folders but missing from set\.001"
@@ -227,7 +216,7 @@ def test_label_missing_from_one_set(tmp_path):
 
 
 def test_type_map_too_short(tmp_path):
-    folder = _copy(DATA / "water" / "data_0", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_0", tmp_path)
     (folder / "type_map.raw").write_text("O\n")
     with pytest.raises(
         DataError, match=r"type_map\.raw: lists 1 elements but type\.raw uses type 1"
@@ -236,14 +225,14 @@ def test_type_map_too_short(tmp_path):
 
 
 def test_bad_type_raw(tmp_path):
-    folder = _copy(DATA / "water" / "data_0", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_0", tmp_path)
     (folder / "type.raw").write_text("0 1 x\n")
     with pytest.raises(DataError, match=r"type\.raw: not a list of integer type indices"):
         load_system(folder)
 
 
 def test_corrupt_npy(tmp_path):
-    folder = _copy(DATA / "water" / "data_0", tmp_path)
+    folder = writable_copy(DATA / "water" / "data_0", tmp_path)
     (folder / "set.000" / "force.npy").write_bytes(b"not an npy file")
     with pytest.raises(DataError, match=r"force\.npy: cannot read it as a \.npy array"):
         load_system(folder)

@@ -5,10 +5,10 @@ torch's CPU normal draws against torch itself."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import FIXTURES
 
 import dpa
 from dpa.dpmodel.torch_rng import TorchCpuGenerator, mix_seed
@@ -16,7 +16,7 @@ from dpa.dpmodel.trainable import trainable_flags
 from dpa.model import build_model
 from dpa.tree import split_variables
 
-HERE = Path(__file__).resolve().parent / "fixtures" / "init"
+HERE = FIXTURES / "init"
 CASES = json.loads((HERE / "cases.json").read_text())["cases"]
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import DATA, water_section, write_small_input
+from builders import FIXTURES as FIXTURE_ROOT
 
 from dpa.data.deepmd_order import DeepmdOrder, deepmd_workers
 from dpa.dpmodel.torch_rng import TorchCpuGenerator
@@ -18,8 +20,7 @@ from dpa.model import build_model
 from dpa.train.batches import DataSource, follow_deepmd_order
 from dpa.train.config import parse_train_input
 
-FIXTURES = Path(__file__).parent / "fixtures" / "order"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FIXTURES = FIXTURE_ROOT / "order"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.json"))
 
 
@@ -132,12 +133,9 @@ def test_generator_draws_equal_torch() -> None:
 
 
 def _small_run(tmp_path: Path, order: str, seeded: bool = True) -> Path:
-    from train_inputs import write_small_input
-
-    water = str(Path(__file__).resolve().parents[1] / "examples" / "data" / "water")
     data = {
-        "training_data": {"systems": [water], "batch_size": 1},
-        "validation_data": {"systems": [water], "batch_size": 1},
+        "training_data": water_section(),
+        "validation_data": water_section(),
         "batch_order": order,
     }
     tmp_path.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,10 @@ backends: nothing else in dpa names it."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import FORCE_BACKENDS, TRAIN_BACKENDS, water_frames, water_section
 from pydantic import Field
 
 import dpa
@@ -29,8 +29,6 @@ from dpa.dpmodel.env_mat import environment_matrix, normalize
 from dpa.dpmodel.network import embedding_net, make_embedding_net
 from dpa.errors import ConfigError
 from dpa.schema import Section
-
-WATER = str(Path(__file__).resolve().parents[1] / "examples" / "data" / "water")
 
 
 class RadialConfig(Section):
@@ -132,12 +130,11 @@ def test_a_registered_descriptor_evaluates_on_every_backend(toy, tmp_path):
     assert model.descriptor_type == "toy_radial"
     path = tmp_path / "toy.dp"
     model.save(path)
-    system = dpa.data.load_system(WATER)
-    frame = (system.coord[:2], system.atype, system.box[:2])
+    frame = water_frames(2)
     ref = dpa.load_model(path, backend="numpy").evaluate(*frame)
     assert np.all(np.abs(ref["energy"]) > 0)
     forces = []
-    for backend in ("torch", "jax"):
+    for backend in FORCE_BACKENDS:
         pytest.importorskip(backend)
         out = dpa.load_model(path, backend=backend).evaluate(*frame)
         np.testing.assert_allclose(out["energy"], ref["energy"], rtol=1e-12, atol=0)
@@ -155,7 +152,7 @@ def test_a_registered_descriptor_trains_on_both_backends(toy, tmp_path):
         "loss": {"type": "ener", "start_pref_e": 0.02, "limit_pref_e": 1, "start_pref_f": 1000,
                  "limit_pref_f": 1},
         "training": {
-            "training_data": {"systems": [WATER], "batch_size": 1},
+            "training_data": water_section(),
             "numb_steps": 4,
             "seed": 1,
             "disp_freq": 2,
@@ -165,7 +162,7 @@ def test_a_registered_descriptor_trains_on_both_backends(toy, tmp_path):
     path = tmp_path / "input.json"
     path.write_text(json.dumps(inp))
     first = {}
-    for backend in ("torch", "jax"):
+    for backend in TRAIN_BACKENDS:
         pytest.importorskip(backend)
         out = train(str(path), backend, tmp_path / backend)
         model = dpa.io.load(out)

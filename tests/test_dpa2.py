@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import LAM_FIXTURES as LAM
+from builders import neighbor_edges
 
 import dpa
 from dpa.dpmodel.descriptor.dpa2 import descriptor as dpa2
 from dpa.errors import ConfigError
 from dpa.formats import dp
 
-LAM = Path(__file__).resolve().parent / "fixtures" / "deepmd_lam"
 CASES = {
     c["name"]: c
     for c in json.loads((LAM / "cases.json").read_text())["cases"]
@@ -95,8 +95,6 @@ def test_numpy_and_torch_agree_on_a_built_model():
 def test_repformer_list_trimmed_by_the_hint_gives_same_numbers(name):
     """Slots the host hint proves empty are not materialized; the softmaxes count them."""
     from dpa.dpmodel.descriptor.common import Edges
-    from dpa.dpmodel.model import edge_vectors
-    from dpa.neighbor import build_neighbor_list
 
     desc = dp.read(LAM / f"{name}.dp")["model"]["descriptor"]
     rng = np.random.default_rng(7)
@@ -106,13 +104,13 @@ def test_repformer_list_trimmed_by_the_hint_gives_same_numbers(name):
     ref = np.load(LAM / f"{name}.npz")
     coord, atype, box = ref["water_coord"], ref["water_atype"], ref["water_box"]
     args = desc["repinit_args"]
-    nl = build_neighbor_list(coord, atype, box, args["rcut"], [args["nsel"]], True)
-    rij = edge_vectors(coord, box, nl.nlist, nl.shift)
+    edges, nl = neighbor_edges(coord, atype, box, args["rcut"], [args["nsel"]])
+    rij = edges.rij
     rcut, nsel = desc["repformer_args"]["rcut"], desc["repformer_args"]["nsel"]
     dist = np.where(nl.nlist >= 0, np.linalg.norm(rij, axis=-1), np.inf)
     used = int((dist <= rcut).sum(-1).max())
     assert used < nsel - 4  # the trimmed list is clearly narrower
-    full = dpa2.forward_parts(desc, Edges(rij, nl.nlist, atype, atype))
+    full = dpa2.forward_parts(desc, edges)
     hinted = Edges(rij, nl.nlist, atype, atype, ((rcut, used),))
     trimmed = dpa2.forward_parts(desc, hinted)
     assert trimmed[2].shape[2] == used  # g2 holds only the slots that can be real

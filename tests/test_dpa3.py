@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import LAM_FIXTURES as LAM
+from builders import TYPE_MAP, neighbor_edges
 
 from dpa.dpmodel.array_api import gather_neighbors
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.descriptor.dpa3 import descriptor as dpa3
 from dpa.formats import dp
 
-LAM = Path(__file__).parent / "fixtures" / "deepmd_lam"
 CASES = {
     c["name"]: c
     for c in json.loads((LAM / "cases.json").read_text())["cases"]
     if c["descriptor_type"] == "dpa3"
 }
-TYPE_MAP = ["O", "H", "C"]
 
 
 def _config(case: str) -> dict:
@@ -71,17 +70,12 @@ def test_build_fresh_statistics():
 
 def _water_edges(width: int | None = None):
     """Edges of two water frames within e_rcut 5.0 (68 slots), optionally trimmed to `width`."""
-    from dpa.dpmodel.model import edge_vectors
-    from dpa.neighbor import build_neighbor_list
-
     ref = np.load(LAM / "dpa3_default_f64.npz")
     coord, atype, box = ref["water_coord"], ref["water_atype"], ref["water_box"]
-    nl = build_neighbor_list(coord, atype, box, 5.0, [68], True)
-    rij = edge_vectors(coord, box, nl.nlist, nl.shift)
-    nlist = nl.nlist
-    if width is not None:
-        rij, nlist = rij[:, :, :width], nlist[:, :, :width]
-    return Edges(rij, nlist, atype, atype)
+    edges, _ = neighbor_edges(coord, atype, box, 5.0, [68])
+    if width is None:
+        return edges
+    return Edges(edges.rij[:, :, :width], edges.nlist[:, :, :width], atype, atype)
 
 
 @pytest.mark.parametrize("case", ["dpa3_default_f64", "dpa3_dynsel_f64", "dpa3_excl_f64"])

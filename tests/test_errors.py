@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from builders import CLUSTER_ATYPE as ATYPE
+from builders import CLUSTER_BOX as BOX
+from builders import CLUSTER_COORD as COORD
 
 import dpa
 import dpa.io
@@ -11,11 +14,6 @@ from dpa import BackendError, ConfigError, DataError, DPAError, ModelFileError
 
 DESCRIPTOR = {"type": "se_e2_a", "sel": [8, 8, 8], "rcut": 3.0, "neuron": [4], "axis_neuron": 2}
 CONFIG = {"type_map": ["O", "H", "C"], "descriptor": DESCRIPTOR, "fitting_net": {"neuron": [4]}}
-COORD = np.array(
-    [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.1, 0.0], [0.0, 0.0, 1.2], [1.3, 1.0, 0.2]]
-)
-ATYPE = np.array([0, 1, 1, 2, 0])
-BOX = np.eye(3) * 5.0
 
 
 def config(**changes) -> dict:

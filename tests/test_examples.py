@@ -10,13 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import EXAMPLES, WATER, read_lcurve
 
 import dpa
 from dpa.train.config import load_train_input, parse_train_input
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
-WATER = EXAMPLES / "data" / "water"  # 8 frames, 192 atoms
 FULL_INPUTS = ["water_dpa1", "water_dpa2", "water_dpa3"]
 MAIN = EXAMPLES / "train_water"
 
@@ -38,17 +36,12 @@ def _fast(config: dict, steps: int) -> dict:
     return config
 
 
-def _lcurve_rows(path: Path) -> list[list[float]]:
-    rows = [line.split() for line in path.read_text().splitlines() if not line.startswith("#")]
-    return [[float(x) for x in row] for row in rows]
-
-
 def _check_run(out: Path, final: Path, steps: int, columns: list[str]) -> None:
     """lcurve has one line per step with finite numbers in the given columns; the final model
     loads and gives finite energies on a water frame."""
     lcurve = out / "lcurve.out"
     header = lcurve.read_text().splitlines()[0].split()[1:]
-    rows = _lcurve_rows(lcurve)
+    rows = read_lcurve(lcurve)
     assert [int(r[0]) for r in rows] == list(range(1, steps + 1))
     for row in rows:
         values = dict(zip(header, row, strict=True))
@@ -77,12 +70,11 @@ def test_full_input_validates_and_its_data_exists(name):
             assert (path / "type.raw").is_file(), path
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])
 @pytest.mark.parametrize("name", FULL_INPUTS)
-def test_full_input_trains(name, backend, tmp_path):
-    pytest.importorskip("torch" if backend == "torch" else "optax")
+def test_full_input_trains(name, train_backend, tmp_path):
     from dpa.train.loop import train
 
+    backend = train_backend
     raw = json.loads((EXAMPLES / name / "input.json").read_text())
     model = json.loads(json.dumps(raw["model"]))
     steps = 2

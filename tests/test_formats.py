@@ -5,34 +5,23 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
-import pathlib
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from builders import DEEPMD_FIXTURES, Payload, dpa1
 
 import dpa
 import dpa.io
 from dpa.tree import split_variables, variables
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "deepmd"
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 
 CONFIGS = {
     "dpa1-f64": {
-        "descriptor": {
-            "type": "dpa1",
-            "sel": 56,
-            "rcut": 4.0,
-            "rcut_smth": 0.5,
-            "neuron": [4, 8],
-            "axis_neuron": 4,
-            "attn": 8,
-            "attn_layer": 1,
-            "tebd_input_mode": "strip",
-        },
+        "descriptor": dpa1(56, tebd_input_mode="strip"),
         "fitting_net": {"neuron": [8, 8], "numb_fparam": 1},
         "pair_exclude_types": [[0, 2]],
     },
@@ -101,11 +90,7 @@ def hdf5_content(path: Path) -> tuple:
         return tree, data, sorted(set(f.attrs) - {"json"})
 
 
-BACKENDS = [b for b in ("numpy", "torch", "jax") if importlib.util.find_spec(b)]
-
-
 @needs_torch
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_converted_models_evaluate_identically(backend, tmp_path, make_model, get_system):
     model = make_model(CONFIGS["dpa1-f64"], seed=4)
     model.save(tmp_path / "m.dp")
@@ -131,7 +116,7 @@ def test_converted_models_evaluate_identically(backend, tmp_path, make_model, ge
 
 @pytest.mark.parametrize("case", ["dpa1_fparam_f64", "se_e2_a_twoside_f32", "se_atten_v2_f64"])
 def test_deepmd_file_resaved_keeps_everything(case, tmp_path):
-    src = FIXTURES / f"{case}.dp"
+    src = DEEPMD_FIXTURES / f"{case}.dp"
     if not src.is_file():
         pytest.fail(f"fixture {src} is missing")
     original = dpa.io.load(src)
@@ -182,23 +167,13 @@ def test_failed_write_leaves_old_file_and_no_temporary(suffix, model, tmp_path, 
 # Loading never runs code
 
 
-class _Payload:
-    """Unpickling this object would create the file `marker` (it runs Path.touch)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
-
-
 @needs_torch
 def test_pth_with_pickled_object_is_rejected(tmp_path):
     import torch
 
     marker = tmp_path / "code-was-run"
     path = tmp_path / "evil.pth"
-    torch.save({"format": "dpa.pth", "version": 1, "data": _Payload(marker)}, path)
+    torch.save({"format": "dpa.pth", "version": 1, "data": Payload(marker)}, path)
     with pytest.raises(dpa.ModelFileError, match="evil.pth"):
         dpa.io.load(path)
     assert not marker.exists()
@@ -212,7 +187,7 @@ def test_jax_file_with_pickled_array_is_rejected(model, tmp_path):
     model.save(path)
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["v00000"] = np.array([_Payload(marker)], dtype=object)
+    arrays["v00000"] = np.array([Payload(marker)], dtype=object)
     with open(path, "wb") as f:
         np.savez(f, **arrays)
     with pytest.raises(dpa.ModelFileError, match="evil.jax"):

@@ -2,17 +2,16 @@
 conservation of 192-atom water with the ASE calculator and with JAX-MD, and an ASE cell
 relaxation.
 
-The water model is built, not trained (training takes minutes): `smooth_water.py`. It keeps atoms
-apart, so 150 fs of 300 K dynamics stay physical (no collapsing pairs).
+The water model is built, not trained (training takes minutes): `smooth_water_model` of
+builders.py. It keeps atoms apart, so 150 fs of 300 K dynamics stay physical (no collapsing
+pairs).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from smooth_water import smooth_water_model
+from builders import DEEPMD_FIXTURES, WATER, smooth_water_model
 
 import dpa
 from dpa.data import load_system
@@ -21,8 +20,6 @@ jax = pytest.importorskip("jax")
 djm = pytest.importorskip("dpa.jax_md")
 jnp = jax.numpy
 
-WATER = Path(__file__).resolve().parents[1] / "examples" / "data" / "water"
-FIXTURES = Path(__file__).parent / "fixtures" / "deepmd"
 DT_FS = 0.5
 STEPS = 300  # 150 fs
 TEMPERATURE = 300.0
@@ -88,7 +85,7 @@ def report(label: str, total: np.ndarray, potential: np.ndarray, natoms: int) ->
 def test_energy_fn_matches_potential(name, modes, water):
     """Energy and forces equal the jax backend's with candidate indices (jax_md's dense format);
     with fractional coordinates and the in-graph list, the box gradient gives the virial."""
-    model = dpa.io.load(FIXTURES / f"{name}.dp")
+    model = dpa.io.load(DEEPMD_FIXTURES / f"{name}.dp")
     atype = water.remap_types(model.type_map)
     coord, cell = water.coord[0], water.box[0]
     ref = dpa.load_model(model, backend="jax").evaluate(coord, atype, cell)
@@ -126,7 +123,7 @@ def test_energy_fn_small_skewed_cell(make_model, get_system):
 
 
 def test_energy_fn_errors():
-    model = dpa.io.load(FIXTURES / "se_e2_a_modelexcl_f64.dp")  # type_map O, H, C
+    model = dpa.io.load(DEEPMD_FIXTURES / "se_e2_a_modelexcl_f64.dp")  # type_map O, H, C
     with pytest.raises(dpa.DataError, match="outside 0..2"):
         djm.energy_fn(model, np.array([0, 3]), None)
     with pytest.raises(dpa.DataError, match="box must be"):

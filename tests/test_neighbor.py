@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import npy_frames
 
 import dpa.neighbor
 from dpa.errors import DataError
@@ -19,9 +19,6 @@ from dpa.neighbor import (
     image_shifts,
     neighbor_stat,
 )
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 # ---------------------------------------------------------------------------------------------
 # reference: wrap, explicit ghost atoms, sort, truncate, split (written straight from the spec)
@@ -135,28 +132,14 @@ def _canonical_order(vectors):
 # ---------------------------------------------------------------------------------------------
 
 
-def _load(system, nframes):
-    """coord (nf, nat, 3), atype (nat,), box (nf, 3, 3) or None from a deepmd/npy system."""
-    path = DATA / system
-    if not path.is_dir():
-        pytest.skip(f"test data {path} not available")
-    atype = np.loadtxt(path / "type.raw", dtype=np.int64, ndmin=1)
-    coord = np.load(path / "set.000" / "coord.npy")[:nframes].astype(np.float64)
-    coord = coord.reshape(-1, len(atype), 3)
-    box = None
-    if not (path / "nopbc").exists():
-        box = np.load(path / "set.000" / "box.npy")[:nframes].astype(np.float64).reshape(-1, 3, 3)
-    return coord, atype, box
-
-
 @pytest.fixture(scope="module")
 def water():
-    return _load("water/data_0", 1)
+    return npy_frames("water/data_0", 1, type_map=None)
 
 
 @pytest.fixture(scope="module")
 def molecule():
-    return _load("molecules_nopbc/C1H4O2", 3)
+    return npy_frames("molecules_nopbc/C1H4O2", 3, type_map=None)
 
 
 def small_triclinic():

@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 import pytest
+from builders import dpa1, se_e2_a
 
 import dpa
 
@@ -19,47 +20,21 @@ pytest.importorskip("torch")
 RCUT = 4.0
 FIT = {"neuron": [8, 8]}
 MODELS = {
-    "se_e2_a": {
-        "descriptor": {
-            "type": "se_e2_a",
-            "sel": [24, 32, 16],
-            "rcut": RCUT,
-            "rcut_smth": 1.0,
-            "neuron": [4, 8],
-            "axis_neuron": 4,
-        },
-        "fitting_net": FIT,
-    },
+    "se_e2_a": {"descriptor": se_e2_a([24, 32, 16], RCUT, rcut_smth=1.0), "fitting_net": FIT},
     # strip + smooth: smooth at rcut even with davg != 0 (empty slots do not depend on types)
     "dpa1_strip_smooth": {
-        "descriptor": {
-            "type": "dpa1",
-            "sel": 64,
-            "rcut": RCUT,
-            "rcut_smth": 1.0,
-            "neuron": [4, 8],
-            "axis_neuron": 4,
-            "attn": 8,
-            "attn_layer": 2,
-            "tebd_input_mode": "strip",
-            "smooth_type_embedding": True,
-        },
+        "descriptor": dpa1(
+            64,
+            RCUT,
+            rcut_smth=1.0,
+            attn_layer=2,
+            tebd_input_mode="strip",
+            smooth_type_embedding=True,
+        ),
         "fitting_net": FIT,
     },
     # concat, not smooth: exact derivatives and invariances, but not smooth at rcut
-    "dpa1_concat": {
-        "descriptor": {
-            "type": "dpa1",
-            "sel": 64,
-            "rcut": RCUT,
-            "rcut_smth": 0.5,
-            "neuron": [4, 8],
-            "axis_neuron": 4,
-            "attn": 8,
-            "attn_layer": 1,
-        },
-        "fitting_net": FIT,
-    },
+    "dpa1_concat": {"descriptor": dpa1(64, RCUT), "fitting_net": FIT},
     # DPA-2 with three-body, smooth attention, every repformer update; davg on the radial part
     # only (physical statistics) keeps it smooth at every cutoff
     "dpa2": {

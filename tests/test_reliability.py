@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import write_npy_system
 from click.testing import CliRunner
 
 import dpa
@@ -26,16 +27,15 @@ CONFIG = {
 
 def _npy_system(folder: Path, nframes: int, type_map: str = "O\nH\n", types: str = "0\n1\n1\n"):
     """A deepmd/npy water system of `nframes` frames (0 allowed) in `folder`."""
-    (folder / "set.000").mkdir(parents=True)
-    (folder / "type.raw").write_text(types)
-    (folder / "type_map.raw").write_text(type_map)
     nat = len(types.split())
     rng = np.random.default_rng(0)
-    np.save(folder / "set.000" / "coord.npy", rng.random((nframes, 3 * nat)) * 2)
-    np.save(folder / "set.000" / "box.npy", np.tile(np.eye(3).reshape(1, 9) * 8, (nframes, 1)))
-    np.save(folder / "set.000" / "energy.npy", np.zeros(nframes))
-    np.save(folder / "set.000" / "force.npy", np.zeros((nframes, 3 * nat)))
-    return folder
+    arrays = {
+        "coord": rng.random((nframes, 3 * nat)) * 2,
+        "box": np.tile(np.eye(3).reshape(1, 9) * 8, (nframes, 1)),
+        "energy": np.zeros(nframes),
+        "force": np.zeros((nframes, 3 * nat)),
+    }
+    return write_npy_system(folder, types, arrays, type_map)
 
 
 @pytest.fixture(scope="module")

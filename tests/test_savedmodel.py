@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import dpa1, dpa2, dpa3, se_e2_a, xla_optimizations_off
 
 import dpa
 import dpa.io
@@ -42,75 +43,16 @@ RCUT = 4.0
 FIT = {"neuron": [8, 8]}
 CONFIGS = {
     "se_e2_a": {  # per-type networks; descriptor pair exclusion; atom exclusion
-        "descriptor": {
-            "type": "se_e2_a",
-            "sel": [20, 28, 12],
-            "rcut": RCUT,
-            "rcut_smth": 0.5,
-            "neuron": [4, 8],
-            "axis_neuron": 4,
-            "exclude_types": [[0, 2]],
-        },
+        "descriptor": se_e2_a([20, 28, 12], RCUT, exclude_types=[[0, 2]]),
         "atom_exclude_types": [2],
     },
-    "dpa1": {
-        "descriptor": {
-            "type": "dpa1",
-            "sel": 56,
-            "rcut": RCUT,
-            "rcut_smth": 0.5,
-            "neuron": [4, 8],
-            "axis_neuron": 4,
-            "attn": 8,
-            "attn_layer": 1,
-            "tebd_dim": 4,
-        },
-    },
+    "dpa1": {"descriptor": dpa1(56, RCUT, tebd_dim=4)},
     "dpa2": {  # model-level pair exclusion (re-sorted list) and atom exclusion
-        "descriptor": {
-            "type": "dpa2",
-            "repinit": {
-                "rcut": RCUT,
-                "rcut_smth": 0.5,
-                "nsel": 56,
-                "neuron": [4, 8],
-                "axis_neuron": 4,
-                "tebd_dim": 4,
-            },
-            "repformer": {
-                "rcut": 3.0,
-                "rcut_smth": 2.5,
-                "nsel": 24,
-                "nlayers": 1,
-                "g1_dim": 8,
-                "g2_dim": 4,
-                "attn2_hidden": 4,
-                "attn2_nhead": 1,
-                "axis_neuron": 2,
-            },
-        },
+        "descriptor": dpa2(56, RCUT),
         "pair_exclude_types": [[1, 2]],
         "atom_exclude_types": [2],
     },
-    "dpa3": {
-        "descriptor": {
-            "type": "dpa3",
-            "repflow": {
-                "n_dim": 8,
-                "e_dim": 4,
-                "a_dim": 4,
-                "nlayers": 1,
-                "e_rcut": RCUT,
-                "e_rcut_smth": 3.5,
-                "e_sel": 56,
-                "a_rcut": 3.0,
-                "a_rcut_smth": 2.5,
-                "a_sel": 12,
-                "axis_neuron": 2,
-                "update_angle": True,
-            },
-        },
-    },
+    "dpa3": {"descriptor": dpa3(56, RCUT)},
 }
 KINDS = tuple(CONFIGS)
 SOURCE = {"se_e2_a": ".pth", "dpa1": ".jax", "dpa2": ".pth", "dpa3": ".jax"}
@@ -248,19 +190,13 @@ def plain_tf_process(exported, systems, tmp_path_factory):
 @pytest.fixture(scope="module")
 def references(exported, systems) -> dict:
     """(kind, system) -> outputs of the source file on its backend (torch .pth, jax .jax)."""
-    import jax
-
     refs = {}
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)  # compile time; round-off only
-    try:
+    with xla_optimizations_off():  # compile time; round-off only
         for kind, item in exported.items():
             pot = dpa.load_model(item["source"])
             assert pot.backend == BACKEND[SOURCE[kind]]
             for name, s in systems.items():
                 refs[kind, name] = pot.evaluate(s.coord, s.atype, s.box)
-    finally:
-        jax.config.update("jax_disable_most_optimizations", previous)
     return refs
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import DATA, dpa3
 from click.testing import CliRunner
 
 import dpa
@@ -31,29 +32,9 @@ pytestmark = pytest.mark.skipif(
     reason="needs tensorflow and jax",
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TOL = 1e-10
 OUTPUTS = ("energy", "force", "virial", "atom_energy")
-CONFIG = {
-    "descriptor": {
-        "type": "dpa3",
-        "repflow": {
-            "n_dim": 8,
-            "e_dim": 4,
-            "a_dim": 4,
-            "nlayers": 1,
-            "e_rcut": 4.0,
-            "e_rcut_smth": 3.5,
-            "e_sel": 56,
-            "a_rcut": 3.0,
-            "a_rcut_smth": 2.5,
-            "a_sel": 12,
-            "axis_neuron": 2,
-            "update_angle": True,
-        },
-    },
-    "fitting_net": {"neuron": [8, 8]},
-}
+CONFIG = {"descriptor": dpa3(56), "fitting_net": {"neuron": [8, 8]}}
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,15 @@ import json
 import subprocess
 import sys
 import sysconfig
-from pathlib import Path
 
 import pytest
-from smooth_water import smooth_water_model
+from builders import ROOT, WATER, smooth_water_model
 
 from dpa.data import load_system
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("jax")
 
-ROOT = Path(__file__).resolve().parents[1]
-WATER = ROOT / "examples" / "data" / "water"
 STEPS = 200  # 100 fs at 0.5 fs
 
 # `python -I -S`: no editable-install hook, no repo; the example runs with site-packages only

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from train_inputs import write_small_input
+from builders import FIXTURES, WATER, read_lcurve, water_frames, water_section, write_small_input
 
 import dpa
 from dpa.errors import ConfigError, DataError
@@ -22,13 +22,11 @@ from dpa.tree import variables
 pytest.importorskip("torch")
 from dpa.train.loop import TrainingDiverged, train  # noqa: E402
 
-WATER = str(Path(__file__).resolve().parents[1] / "examples" / "data" / "water")
-
 
 def _input(tmp: Path, steps: int = 12, **training) -> Path:
     data = {
-        "training_data": {"systems": [WATER], "batch_size": 1},
-        "validation_data": {"systems": [WATER], "batch_size": 1, "numb_btch": 1},
+        "training_data": water_section(),
+        "validation_data": water_section(numb_btch=1),
         "max_ckpt_keep": 2,
         **training,
     }
@@ -44,10 +42,17 @@ def _same_model(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(x, y)
 
 
-def test_outputs_and_determinism(tmp_path):
-    inp = _input(tmp_path)
-    final = train(inp, "torch", tmp_path / "a")
-    out = tmp_path / "a"
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(input, returned final model, output folder) of one run of the default 12-step input,
+    trained once for the tests that compare other runs with it."""
+    tmp = tmp_path_factory.mktemp("reference")
+    inp = _input(tmp)
+    return inp, train(inp, "torch", tmp / "a"), tmp / "a"
+
+
+def test_outputs_and_determinism(tmp_path, reference_run):
+    inp, final, out = reference_run
     assert final == out / "model.pth"
     lines = (out / "lcurve.out").read_text().splitlines()
     assert lines[0].split()[1:] == [
@@ -75,32 +80,27 @@ def test_outputs_and_determinism(tmp_path):
     want = [int(np.ceil(c * 1.1 / 4)) * 4 for c in counts]  # auto: max count x 1.1, up to 4s
     assert model.tree["descriptor"]["sel"] == want == [16, 28]
     pot = dpa.load_model(final)
-    assert np.isfinite(pot.evaluate(*_frame())["energy"]).all()
+    assert np.isfinite(pot.evaluate(*water_frames(1))["energy"]).all()
     # same input and seed: the same curve and the same weights, bitwise
     train(inp, "torch", tmp_path / "b")
     assert (tmp_path / "b" / "lcurve.out").read_text() == (out / "lcurve.out").read_text()
     _same_model(tmp_path / "b" / "model.pth", final)
 
 
-def _frame():
-    system = dpa.data.load_system(WATER)
-    return system.coord[:1], system.atype, system.box[:1]
-
-
-def test_restart_continues_the_same_curve(tmp_path):
-    inp = _input(tmp_path)
-    train(inp, "torch", tmp_path / "full")
+def test_restart_continues_the_same_curve(tmp_path, reference_run):
+    inp, _, full = reference_run
     part = tmp_path / "part"
     part.mkdir()
     for name in ("model.ckpt-8.pth", "lcurve.out"):
-        (part / name).write_bytes((tmp_path / "full" / name).read_bytes())
+        (part / name).write_bytes((full / name).read_bytes())
     train(inp, "torch", part, restart=str(part / "model.ckpt-8.pth"))
-    assert (part / "lcurve.out").read_text() == (tmp_path / "full" / "lcurve.out").read_text()
-    _same_model(part / "model.pth", tmp_path / "full" / "model.pth")
+    assert (part / "lcurve.out").read_text() == (full / "lcurve.out").read_text()
+    _same_model(part / "model.pth", full / "model.pth")
 
 
 def test_killed_run_resumes_where_it_would_have_been(tmp_path):
-    inp = _input(tmp_path, steps=400, save_freq=20, disp_freq=20, max_ckpt_keep=3)
+    # killed once checkpoint 60 exists, 60 steps before the end (plenty to be killed in)
+    inp = _input(tmp_path, steps=120, save_freq=20, disp_freq=20, max_ckpt_keep=3)
     train(inp, "torch", tmp_path / "ref")
     run = tmp_path / "run"
     cmd = [
@@ -136,7 +136,7 @@ def test_jax_follows_the_torch_curve(tmp_path):
     inp = _input(tmp_path, steps=6)
     train(inp, "torch", tmp_path / "t")
     train(inp, "jax", tmp_path / "j")
-    rows = [np.loadtxt(tmp_path / d / "lcurve.out", comments="#") for d in ("t", "j")]
+    rows = [read_lcurve(tmp_path / d / "lcurve.out") for d in ("t", "j")]
     np.testing.assert_allclose(rows[0], rows[1], rtol=1e-6)
     for a, b in zip(
         _arrays(tmp_path / "t/model.pth"), _arrays(tmp_path / "j/model.jax"), strict=True
@@ -154,7 +154,7 @@ def test_errors_before_the_first_step(tmp_path):
         train(tmp_path / "bad_lr.json", "torch", tmp_path / "o")
     with pytest.raises(DataError, match="batch size 20 is larger than its 8 frames"):
         train(
-            _input(tmp_path, training_data={"systems": [WATER], "batch_size": 20}),
+            _input(tmp_path, training_data=water_section(batch_size=20)),
             "torch",
             tmp_path / "o",
         )
@@ -205,9 +205,9 @@ def test_init_model_keeps_its_statistics_and_checks_the_type_map(tmp_path):
 def test_init_model_from_a_deepmd_kit_file(tmp_path):
     """A `.dp` written by DeePMD-kit carries its argcheck's model keys (srtab_add_bias, info,
     bridging_*, model_branch_alias); training starts from it and keeps its statistics."""
-    source = Path(__file__).resolve().parent / "fixtures" / "train_step" / "dpa1_attn.dp"
+    source = FIXTURES / "train_step" / "dpa1_attn.dp"
     assert "srtab_add_bias" in dpa.io.load(source).data["model_def_script"]
-    data = {"training_data": {"systems": [WATER], "batch_size": 1}}
+    data = {"training_data": water_section()}
     inp = write_small_input(tmp_path, ["O", "H", "C"], data, 2, disp_freq=1, save_freq=2)
     final = train(inp, "torch", tmp_path / "o", init_model=str(source))
     before, after = dpa.io.load(source).tree, dpa.io.load(final).tree

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from train_inputs import write_small_input
+from builders import DATA, WATER, needs_data, read_lcurve, write_small_input
 
 import dpa
 from dpa.data import System, load_path, load_system, load_systems
@@ -17,9 +17,6 @@ from dpa.data.batching import unit_sampling
 from dpa.data.system import system_units
 from dpa.errors import ConfigError, DataError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
-WATER = Path(__file__).resolve().parents[1] / "examples" / "data" / "water"
 OUTCAR = DATA / "vasp_OUTCAR"
 MOLECULES = DATA / "molecules_nopbc"
 
@@ -302,7 +299,7 @@ def _input(tmp: Path, type_map: list[str], training_data: dict, steps: int = 4, 
 
 def _curve(out: Path) -> np.ndarray:
     """lcurve.out as numbers, one row per logged step."""
-    return np.loadtxt(out / "lcurve.out", comments="#", ndmin=2)
+    return read_lcurve(out / "lcurve.out")
 
 
 def _drawn(inp: Path, type_map: list[str]) -> list[int]:

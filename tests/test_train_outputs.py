@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_inputs import write_small_input
+from builders import water_section, write_small_input
 
 from dpa.errors import ConfigError, OutputError
 from dpa.train.outdir import locked_output_folder
@@ -17,11 +17,9 @@ from dpa.train.outdir import locked_output_folder
 pytest.importorskip("torch")
 from dpa.train.loop import train  # noqa: E402
 
-WATER = str(Path(__file__).resolve().parents[1] / "examples" / "data" / "water")
-
 
 def _input(tmp: Path, steps: int = 2, **training) -> Path:
-    data = {"training_data": {"systems": [WATER], "batch_size": 1}, **training}
+    data = {"training_data": water_section(), **training}
     return write_small_input(tmp, ["O", "H"], data, steps, disp_freq=1, save_freq=2)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import FIXTURES, WATER
 
 import dpa
 from dpa.data.load import load_system
@@ -20,9 +20,7 @@ from dpa.train.stat import (
     stat_frames,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "stat"
-WATER = ROOT / "examples" / "data" / "water"
+FIXTURE = FIXTURES / "stat"
 META = json.loads((FIXTURE / "stat_cases.json").read_text())
 REF = np.load(FIXTURE / "stat_reference.npz")
 TYPE_MAP = META["type_map"]

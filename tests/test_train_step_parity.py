@@ -7,31 +7,19 @@ make_train_step_fixtures.py)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from builders import FIXTURES, make_trainer
 
 import dpa
 from dpa.train.batches import batch_inputs
 from dpa.train.loss import EnerLossConfig, ener_loss
 
-HERE = Path(__file__).resolve().parent / "fixtures" / "train_step"
+HERE = FIXTURES / "train_step"
 META = json.loads((HERE / "cases.json").read_text())
 TOL = 1e-10
-
-
-def _trainer(backend: str, tree: dict) -> Any:
-    if backend == "torch":
-        pytest.importorskip("torch")
-        from dpa.backends.torch.train import TorchTrainer
-
-        return TorchTrainer(tree, device="cpu")
-    pytest.importorskip("jax")
-    from dpa.backends.jax.train import JaxTrainer
-
-    return JaxTrainer(tree)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, np.ndarray]:
@@ -61,14 +49,14 @@ def _assert_trees_close(got: dict, want: dict, what: str) -> None:
 
 
 @pytest.mark.parametrize("system", sorted(META["systems"]))
-@pytest.mark.parametrize("backend", ["torch", "jax"])
 @pytest.mark.parametrize("case", sorted(META["cases"]))
-def test_three_adam_steps_equal_deepmd(case: str, backend: str, system: str) -> None:
+def test_three_adam_steps_equal_deepmd(case: str, train_backend: str, system: str) -> None:
+    backend = train_backend
     ref = np.load(HERE / f"{case}.npz")
     info = META["systems"][system]
     model = dpa.io.load(HERE / f"{case}.dp")
     assert model.type_map == META["type_map"]
-    trainer = _trainer(backend, model.tree)
+    trainer = make_trainer(backend, model.tree, torch_device="cpu")
     trainable = {k.split("/", 1)[1] for k in ref.files if k.startswith(f"{system}_step0_grad/")}
     assert len(trainable) > 5  # every trainable variable of the model is in the fixture
     cfg = EnerLossConfig.from_params(info["loss"], META["start_lr"])

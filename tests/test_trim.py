@@ -3,10 +3,10 @@ plus one empty slot give the full-width numbers; cut widths never shrink under a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from builders import DEEPMD_FIXTURES as FIXTURES
+from builders import neighbor_edges
 
 from dpa.dpmodel.descriptor.common import TYPE_BLOCKS, Edges
 from dpa.dpmodel.descriptor.dpa1 import descriptor as dpa1
@@ -15,8 +15,6 @@ from dpa.dpmodel.model import edge_vectors, neighbor_spec
 from dpa.formats import dp
 from dpa.neighbor import build_neighbor_list
 from dpa.potential import slot_plan
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "deepmd"
 
 
 def _with_random_stats(name: str) -> dict:
@@ -38,10 +36,8 @@ def _full_and_cut(name: str, module):
     spec = neighbor_spec(desc)
     ref = np.load(FIXTURES / f"{name}.npz")
     coord, atype, box = ref["water_coord"], ref["water_atype"], ref["water_box"]
-    nl = build_neighbor_list(coord, atype, box, spec.rcut, spec.sel, spec.mixed_types)
-    full = module.forward(
-        desc, Edges(edge_vectors(coord, box, nl.nlist, nl.shift), nl.nlist, atype, atype)
-    )
+    full_edges, nl = neighbor_edges(coord, atype, box, spec.rcut, spec.sel, spec.mixed_types)
+    full = module.forward(desc, full_edges)
     nlist, shift, hints = slot_plan(spec, coord, box, nl.nlist, nl.shift)
     edges = Edges(edge_vectors(coord, box, nlist, shift), nlist, atype, atype, hints)
     return spec, nl.nlist, nlist, hints, full, module.forward(desc, edges)
@@ -210,8 +206,9 @@ def test_atom_without_neighbors_gets_finite_rows(name):
     coord, atype = ref["water_coord"][:1], ref["water_atype"]
 
     def descriptor(c, t):
-        nl = build_neighbor_list(c, t, None, spec.rcut, spec.sel, spec.mixed_types)
-        return dpa1.forward(desc, Edges(edge_vectors(c, None, nl.nlist, nl.shift), nl.nlist, t, t))
+        return dpa1.forward(
+            desc, neighbor_edges(c, t, None, spec.rcut, spec.sel, spec.mixed_types)[0]
+        )
 
     far = coord[:, :1] + 100.0
     both = descriptor(np.concatenate([coord, far], axis=1), np.concatenate([atype, atype[:1]]))

@@ -6,12 +6,12 @@ and a bounded property-based fuzz of the model readers (hypothesis, derandomized
 from __future__ import annotations
 
 import copy
-import pathlib
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import Payload, write_npy_system
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,16 +44,6 @@ FUZZ = settings(
     derandomize=True,  # the same examples on every run: CI is reproducible
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-class _Payload:
-    """Unpickling this touches `marker`: proof that code from a file ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +91,8 @@ def _listing(folder: Path) -> list[str]:
 
 def test_a_pickle_in_a_data_file_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "code-was-run"
-    system = tmp_path / "s"
-    (system / "set.000").mkdir(parents=True)
-    (system / "type.raw").write_text("0\n1\n")
-    np.save(system / "set.000" / "coord.npy", np.array([_Payload(marker)], dtype=object))
-    np.save(system / "set.000" / "box.npy", np.eye(3).reshape(1, 9))
+    arrays = {"coord": np.array([Payload(marker)], dtype=object), "box": np.eye(3).reshape(1, 9)}
+    system = write_npy_system(tmp_path / "s", "0\n1\n", arrays)
     with pytest.raises(DataError, match="coord.npy"):
         dpa.data.load_system(str(system))
     assert not marker.exists()

@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from builders import DEEPMD_FIXTURES, LAM_FIXTURES, ROOT
 from click.testing import CliRunner
 
 import dpa
@@ -29,11 +30,9 @@ from dpa.errors import ModelFileError, OutputError
 from dpa.formats import checksum
 from dpa_cli.main import cli
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures" / "deepmd"
-DEEPMD_FILE = FIXTURES / "dpa1_concat_f64.dp"
+DEEPMD_FILE = DEEPMD_FIXTURES / "dpa1_concat_f64.dp"
 # 140 kB as .dp: written straight to a 64 kB tmpfs, HDF5 ran out of space midway and crashed
-BIG_FILE = FIXTURES.parent / "deepmd_lam" / "dpa2_medium_f64.dp"
+BIG_FILE = LAM_FIXTURES / "dpa2_medium_f64.dp"
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 SUFFIXES = [".dp", ".jax"] + ([".pth"] if HAS_TORCH else [])
 

@@ -12,23 +12,14 @@ gradients are finite and match DeePMD-kit.
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
+from builders import xla_optimizations_off
 
 
 @pytest.fixture(autouse=True)
 def _fast_xla_compilation(request):
-    if importlib.util.find_spec("jax") is None or "f32" in request.node.name:
+    if "f32" in request.node.name:
         yield
         return
-    import jax
-
-    try:
-        previous = jax.config.read("jax_disable_most_optimizations")
-    except (AttributeError, KeyError):  # option gone in this jax: compile with the defaults
+    with xla_optimizations_off():
         yield
-        return
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)

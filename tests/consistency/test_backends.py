@@ -13,10 +13,12 @@ reference and the same functions run on array_api_strict arrays agree to 1e-12 (
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import numpy as np
 import pytest
+from builders import EVAL_BACKENDS as BACKENDS
+from builders import SYSTEM_NAMES as SYSTEMS
+from builders import installed
 
 import dpa
 from dpa.dpmodel.descriptor.common import Edges
@@ -253,8 +255,6 @@ TABLE = {
     "dpa2-f32": _case(_dpa2({**THREE_BODY}, {"update_h2": True}, **F32), F32),
     "dpa3-f32": _case(_dpa3({**DPA31, "use_dynamic_sel": True}, **F32), F32),
 }
-SYSTEMS = ("water", "skewed", "molecule")
-BACKENDS = ("numpy", "torch", "jax")
 GRID = [pytest.param(c, s, id=f"{c}-{s}") for c in TABLE for s in SYSTEMS]
 ENERGY_KEYS = ("energy", "atom_energy")
 DERIVATIVE_KEYS = ("force", "virial", "atom_virial")
@@ -262,10 +262,6 @@ DERIVATIVE_KEYS = ("force", "virial", "atom_virial")
 
 def is_float32(case: str) -> bool:
     return TABLE[case]["descriptor"].get("precision") == "float32"
-
-
-def installed(backend: str) -> bool:
-    return importlib.util.find_spec(backend) is not None
 
 
 @pytest.fixture(scope="module")
@@ -372,10 +368,7 @@ DEFAULT_FPARAM_CASE = _case(
 )
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_default_fparam_equals_explicit_fparam(backend, make_model, get_system):
-    if not installed(backend):
-        pytest.skip(f"{backend} is not installed")
     system = get_system("molecule")
     pot = dpa.load_model(make_model(DEFAULT_FPARAM_CASE, seed=11), backend=backend)
     args = (system.coord, system.atype, None)
