@@ -55,7 +55,7 @@ import numpy as np
 from ._version import pip_install
 from .backends.jax import core as jax_core  # enables float64 and the fused kernels
 from .dpmodel.descriptor.common import Edges
-from .dpmodel.model import atomic_energy, edge_vectors
+from .dpmodel.model import atomic_energy, edge_vectors, parse_model
 from .errors import ConfigError, DataError
 from .model import Model
 from .neighbor import (
@@ -97,6 +97,7 @@ class EnergyFunction:
         spec = model.neighbor_spec
         self.rcut = spec.rcut
         self._spec = spec
+        self._settings = parse_model(model.tree)
         skeleton, leaves = split_variables(model.tree)
         self._skeleton = skeleton
         self._leaves = [jnp.asarray(np.asarray(a)) for a in leaves]
@@ -161,7 +162,7 @@ class EnergyFunction:
         edges = Edges(rij, nlist, atype, self.atype)
         fp = None if fparam is None else jnp.reshape(jnp.asarray(fparam, jnp.float64), (1, -1))
         ap = None if aparam is None else jnp.asarray(aparam, jnp.float64)[None]
-        return jnp.sum(atomic_energy(model, edges, fp, ap))
+        return jnp.sum(atomic_energy(self._settings, model, edges, fp, ap))
 
     def _from_candidates(self, coord, cell, idx):
         """Model list (1, nat, Nsel) and shifts from candidate indices at the minimum image."""

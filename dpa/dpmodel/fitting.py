@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .array_api import Array, dtype_of, like, to_dtype, xp_of
@@ -9,36 +11,66 @@ from .descriptor.common import apply_per_center_type
 from .network import fitting_net, make_fitting_net, network_collection
 
 
+@dataclass(frozen=True)
+class FittingSettings:
+    """What the fitting's forward pass reads besides arrays, parsed once from the stored tree
+    (defaults of optional stored keys live here)."""
+
+    ntypes: int
+    precision: str
+    numb_fparam: int
+    numb_aparam: int
+    use_aparam_as_mask: bool
+    dim_case_embd: int
+    default_fparam: tuple[float, ...] | None
+    mixed_types: bool  # one network for all types (else one per center type)
+    vacuum: tuple[bool, ...] | None  # per type: remove the vacuum contribution (from atom_ener)
+    exclude_types: tuple[int, ...]
+
+    @classmethod
+    def from_tree(cls, fit: dict) -> FittingSettings:
+        atom_ener = fit.get("atom_ener")
+        vacuum = None
+        if atom_ener and not all(e is None for e in atom_ener):
+            vacuum = tuple(e is not None for e in atom_ener)
+        default = fit.get("default_fparam")
+        return cls(
+            ntypes=int(fit["ntypes"]),
+            precision=str(fit.get("precision", "float64")),
+            numb_fparam=int(fit.get("numb_fparam", 0)),
+            numb_aparam=int(fit.get("numb_aparam", 0)),
+            use_aparam_as_mask=bool(fit.get("use_aparam_as_mask", False)),
+            dim_case_embd=int(fit.get("dim_case_embd", 0)),
+            default_fparam=None if default is None else tuple(float(v) for v in default),
+            mixed_types=bool(fit.get("mixed_types", True)),
+            vacuum=vacuum,
+            exclude_types=tuple(int(t) for t in fit.get("exclude_types") or ()),
+        )
+
+
 def _fitting_input(
-    fit: dict, descriptor: Array, fparam: Array | None, aparam: Array | None
+    cfg: FittingSettings, fit: dict, descriptor: Array, fparam: Array | None, aparam: Array | None
 ) -> list[Array]:
     """x = [D, normalized fparam, normalized aparam, case_embd] in the fitting precision."""
     xp = xp_of(descriptor)
     var = fit["@variables"]
     nf, nat = descriptor.shape[0], descriptor.shape[1]
     parts = [descriptor]
-    if fit.get("numb_fparam", 0) > 0:
+    if cfg.numb_fparam > 0:
         fp = to_dtype(fparam, descriptor.dtype)
         fp = (fp - var["fparam_avg"]) * var["fparam_inv_std"]
         parts.append(xp.broadcast_to(fp[:, None, :], (nf, nat, fp.shape[-1])))
-    if fit.get("numb_aparam", 0) > 0 and not fit.get("use_aparam_as_mask", False):
+    if cfg.numb_aparam > 0 and not cfg.use_aparam_as_mask:
         ap = to_dtype(aparam, descriptor.dtype)
         parts.append((ap - var["aparam_avg"]) * var["aparam_inv_std"])
-    if fit.get("dim_case_embd", 0) > 0:
+    if cfg.dim_case_embd > 0:
         case = var["case_embd"]
         parts.append(xp.broadcast_to(case[None, None, :], (nf, nat, case.shape[-1])))
     return parts
 
 
-def _vacuum_flags(fit: dict) -> list[bool] | None:
-    """Per-type 'remove vacuum contribution' flags derived from `atom_ener` (None when unused)."""
-    atom_ener = fit.get("atom_ener")
-    if not atom_ener or all(e is None for e in atom_ener):
-        return None
-    return [e is not None for e in atom_ener]
-
-
 def forward(
+    cfg: FittingSettings,
     fit: dict,
     descriptor: Array,
     atype: Array,
@@ -48,18 +80,17 @@ def forward(
 ) -> Array:
     """Atomic energies (nf, nat) in float64 (before the model's out_bias)."""
     xp = xp_of(descriptor)
-    dtype = dtype_of(xp, fit.get("precision", "float64"))
-    parts = _fitting_input(fit, to_dtype(descriptor, dtype), fparam, aparam)
+    dtype = dtype_of(xp, cfg.precision)
+    parts = _fitting_input(cfg, fit, to_dtype(descriptor, dtype), fparam, aparam)
     x = xp.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
-    vacuum = _vacuum_flags(fit)
+    vacuum = cfg.vacuum
     x_vacuum = None
     if vacuum is not None:
         zeros = xp.zeros_like(parts[0])
         x_vacuum = xp.concat([zeros, *parts[1:]], axis=-1) if len(parts) > 1 else zeros
     networks = fit["nets"]["networks"]
-    ntypes = fit["ntypes"]
 
-    if fit.get("mixed_types", True):
+    if cfg.mixed_types:
         out = fitting_net(networks[0], x)
         if x_vacuum is not None:
             out = out - fitting_net(networks[0], x_vacuum)
@@ -73,12 +104,11 @@ def forward(
                 res = res - fitting_net(networks[t], xt[..., width:])
             return res
 
-        out = apply_per_center_type(both, atype_host, ntypes, per_type)
+        out = apply_per_center_type(both, atype_host, cfg.ntypes, per_type)
     bias = to_dtype(fit["@variables"]["bias_atom_e"], dtype)
     out = out[..., 0] + xp.take(bias[:, 0], atype, axis=0)[None, :]
-    excluded = fit.get("exclude_types") or []
-    if excluded:
-        keep = like(atype, ~np.isin(atype_host, excluded))
+    if cfg.exclude_types:
+        keep = like(atype, ~np.isin(atype_host, cfg.exclude_types))
         out = xp.where(keep[None, :], out, xp.zeros_like(out))
     return to_dtype(out, xp.float64)
 

@@ -4,6 +4,8 @@ conversion of edge-vector gradients into forces and virials."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from array_api_compat import device
@@ -11,8 +13,9 @@ from array_api_compat import device
 from ..errors import ConfigError
 from .array_api import Array, gather_neighbors, like, to_dtype, xp_of
 from .descriptor.common import Edges
-from .descriptor.protocol import NeighborSpec, PhaseSplit
+from .descriptor.protocol import DescriptorKind, NeighborSpec, PhaseSplit
 from .descriptor.registry import kind_of
+from .fitting import FittingSettings
 from .fitting import forward as fitting_forward
 
 
@@ -38,32 +41,58 @@ def edge_vectors(coord: Array, box: Array | None, nlist: Array, shift: Array) ->
     return rij
 
 
+@dataclass(frozen=True)
+class ModelSettings:
+    """A stored energy model's hyperparameters, parsed once (`parse_model`) by whoever prepares
+    the model to run: the descriptor's kind and settings, the fitting's, the excluded atom types.
+    The arrays stay in the tree; the forward functions below take both."""
+
+    kind: DescriptorKind
+    descriptor: Any  # the kind's own settings object
+    fitting: FittingSettings
+    atom_exclude_types: tuple[int, ...]
+
+
+def parse_model(model: dict) -> ModelSettings:
+    """The settings of the serialized energy model `model` (its `descriptor`, `fitting`, ...)."""
+    desc = model["descriptor"]
+    kind = kind_of(desc)
+    return ModelSettings(
+        kind=kind,
+        descriptor=kind.settings(desc),
+        fitting=FittingSettings.from_tree(model["fitting"]),
+        atom_exclude_types=tuple(int(t) for t in model.get("atom_exclude_types") or ()),
+    )
+
+
 def atomic_energy(
+    settings: ModelSettings,
     model: dict,
     edges: Edges,
     fparam: Array | None = None,
     aparam: Array | None = None,
 ) -> Array:
     """Per-atom energies E_i (nf, nat) in float64, including out_bias and exclusions."""
-    desc = model["descriptor"]
-    descriptor = kind_of(desc).forward(desc, edges)
-    return _energy_of_descriptor(model, edges, descriptor, fparam, aparam)
+    descriptor = settings.kind.forward(settings.descriptor, model["descriptor"], edges)
+    return _energy_of_descriptor(settings, model, edges, descriptor, fparam, aparam)
 
 
-def energy_split(model: dict) -> int | None:
+def energy_split(settings: ModelSettings) -> int | None:
     """The cut of a checkpointed training step (`atomic_energy_head`/`_tail`); None when the
     descriptor has none (all but DPA-3)."""
-    phases = kind_of(model["descriptor"]).phases
-    return None if phases is None else phases.layer(model["descriptor"])
+    phases = settings.kind.phases
+    return None if phases is None else phases.layer(settings.descriptor)
 
 
-def atomic_energy_head(model: dict, edges: Edges, split: int) -> tuple[Array, ...]:
+def atomic_energy_head(
+    settings: ModelSettings, model: dict, edges: Edges, split: int
+) -> tuple[Array, ...]:
     """The descriptor's inner state at the cut `split` (see `energy_split`)."""
-    desc = model["descriptor"]
-    return _phases(desc).head(desc, edges, split)
+    return _phases(settings).head(settings.descriptor, model["descriptor"], edges, split)
 
 
 def atomic_energy_tail(
+    settings: ModelSettings,
     model: dict,
     edges: Edges,
     state: tuple[Array, ...],
@@ -73,40 +102,45 @@ def atomic_energy_tail(
 ) -> Array:
     """`atomic_energy` from an `atomic_energy_head` state: the rest of the descriptor and the
     fitting."""
-    desc = model["descriptor"]
-    descriptor = _phases(desc).tail(desc, edges, state, split)
-    return _energy_of_descriptor(model, edges, descriptor, fparam, aparam)
+    tail = _phases(settings).tail
+    descriptor = tail(settings.descriptor, model["descriptor"], edges, state, split)
+    return _energy_of_descriptor(settings, model, edges, descriptor, fparam, aparam)
 
 
-def _phases(desc: dict) -> PhaseSplit:
-    phases = kind_of(desc).phases
+def _phases(settings: ModelSettings) -> PhaseSplit:
+    phases = settings.kind.phases
     if phases is None:
-        raise ConfigError(f"descriptor {desc.get('type')!r} has no checkpointing phases")
+        raise ConfigError(f"descriptor {settings.kind.name!r} has no checkpointing phases")
     return phases
 
 
 def _energy_of_descriptor(
-    model: dict, edges: Edges, descriptor: Array, fparam: Array | None, aparam: Array | None
+    settings: ModelSettings,
+    model: dict,
+    edges: Edges,
+    descriptor: Array,
+    fparam: Array | None,
+    aparam: Array | None,
 ) -> Array:
     """Fitting, out_bias and atom exclusion on top of the descriptor."""
     xp = xp_of(edges.rij)
-    fit = model["fitting"]
-    if fit.get("numb_fparam", 0) > 0 and fparam is None:
-        default = fit.get("default_fparam")
-        if default is None:
+    fit = settings.fitting
+    if fit.numb_fparam > 0 and fparam is None:
+        if fit.default_fparam is None:
             raise ConfigError(
-                f"this model needs fparam ({fit['numb_fparam']} values per frame) and has no "
+                f"this model needs fparam ({fit.numb_fparam} values per frame) and has no "
                 "default_fparam; pass fparam="
             )
         nf = edges.rij.shape[0]
-        values = like(edges.rij, np.asarray(default, dtype=np.float64))
+        values = like(edges.rij, np.asarray(fit.default_fparam, dtype=np.float64))
         fparam = xp.broadcast_to(values[None, :], (nf, values.shape[0]))
-    eps = fitting_forward(fit, descriptor, edges.atype, edges.atype_host, fparam, aparam)
+    eps = fitting_forward(
+        fit, model["fitting"], descriptor, edges.atype, edges.atype_host, fparam, aparam
+    )
     out_bias = to_dtype(model["@variables"]["out_bias"], xp.float64)
     energy = eps + xp.take(out_bias[0, :, 0], edges.atype, axis=0)[None, :]
-    excluded = model.get("atom_exclude_types") or []
-    if excluded:
-        keep = like(edges.atype, ~np.isin(edges.atype_host, excluded))
+    if settings.atom_exclude_types:
+        keep = like(edges.atype, ~np.isin(edges.atype_host, settings.atom_exclude_types))
         energy = xp.where(keep[None, :], energy, xp.zeros_like(energy))
     return energy
 
@@ -162,3 +196,10 @@ def edge_moment(weighted: Array, grad: Array, positions: Array) -> Array:
     `weighted[..., l]` = d(Σ_i E_i p_{i,l})/dr_e (one extra backward pass per l), `grad` = dE/dr_e,
     `positions` (nf, nat, 3) the wrapped positions p (constants), c the center of each edge."""
     return weighted - grad[..., :, None] * positions[:, :, None, None, :]
+
+
+def descriptor_forward(desc: dict, edges: Edges) -> Array:
+    """The descriptor of a serialized descriptor tree, its settings parsed on the call (for
+    one-off evaluations and tests; runs keep a `parse_model` result)."""
+    kind = kind_of(desc)
+    return kind.forward(kind.settings(desc), desc, edges)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,17 +30,38 @@ def econf_vectors(type_map: list[str]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64) / math.sqrt(ECONF_DIM)
 
 
-def type_embedding_table(tebd: dict, xp: Any) -> Any:
+@dataclass(frozen=True)
+class TypeEmbeddingSettings:
+    """What the table reads from a stored `TypeEmbedNet` besides its weights (defaults here)."""
+
+    ntypes: int
+    precision: str
+    use_econf_tebd: bool
+    type_map: tuple[str, ...]
+    padding: bool
+
+    @classmethod
+    def from_tree(cls, tebd: dict) -> TypeEmbeddingSettings:
+        return cls(
+            ntypes=int(tebd["ntypes"]),
+            precision=str(tebd.get("precision", "float64")),
+            use_econf_tebd=bool(tebd.get("use_econf_tebd", False)),
+            type_map=tuple(tebd.get("type_map") or ()),
+            padding=bool(tebd.get("padding", True)),
+        )
+
+
+def type_embedding_table(cfg: TypeEmbeddingSettings, tebd: dict, xp: Any) -> Any:
     """The table T with the zero padding row appended when `padding` is set."""
     net = tebd["embedding"]
-    dtype = dtype_of(xp, tebd.get("precision", "float64"))
+    dtype = dtype_of(xp, cfg.precision)
     weights = net["layers"][0]["@variables"]["w"]  # places the table on the weights' device
-    if tebd.get("use_econf_tebd", False):
-        inputs = like(weights, econf_vectors(tebd["type_map"]), dtype=dtype)
+    if cfg.use_econf_tebd:
+        inputs = like(weights, econf_vectors(list(cfg.type_map)), dtype=dtype)
     else:
-        inputs = like(weights, np.eye(tebd["ntypes"]), dtype=dtype)
+        inputs = like(weights, np.eye(cfg.ntypes), dtype=dtype)
     table = embedding_net(net, inputs)
-    if tebd.get("padding", True):
+    if cfg.padding:
         table = xp.concat([table, xp.zeros_like(table[:1, :])], axis=0)
     return table
 

@@ -18,6 +18,7 @@ from dpa.dpmodel.model import (
     edge_vectors,
     forces_and_virials,
     neighbor_spec,
+    parse_model,
 )
 from dpa.neighbor import wrapped_positions
 from dpa.tree import merge_variables, split_variables
@@ -28,12 +29,13 @@ def _evaluate(static, leaves, coord, box, nlist, shift, atype, fp, ap, positions
 
     `positions` (wrapped, constants) is given only when the atom virial needs the
     message-passing moment of spec §9, d(Σ_i E_i p_i)/dr."""
-    skeleton, atype_host, atomic, slot_counts = static
+    settings, skeleton, atype_host, atomic, slot_counts = static
     model = merge_variables(skeleton, leaves)
     rij = edge_vectors(coord, box, nlist, shift)
 
     def atoms(r):
-        return atomic_energy(model, Edges(r, nlist, atype, atype_host, slot_counts), fp, ap)
+        edges = Edges(r, nlist, atype, atype_host, slot_counts)
+        return atomic_energy(settings, model, edges, fp, ap)
 
     moment = None
     if positions is None:
@@ -55,6 +57,7 @@ class _Prepared:
     """Device arrays of a model plus the static skeleton and a cache of compiled functions."""
 
     def __init__(self, tree: dict) -> None:
+        self.settings = parse_model(tree)
         self.skeleton, leaves = split_variables(tree)
         self.leaves = [jnp.asarray(np.asarray(a)) for a in leaves]
         self.compiled: dict = {}
@@ -63,7 +66,7 @@ class _Prepared:
     def function(self, atype: np.ndarray, atomic: bool, periodic: bool, slot_counts: tuple):
         key = (atype.tobytes(), atype.shape, atomic, periodic, slot_counts)
         if key not in self.compiled:
-            static = (self.skeleton, atype.copy(), atomic, slot_counts)
+            static = (self.settings, self.skeleton, atype.copy(), atomic, slot_counts)
             self.compiled[key] = jax.jit(partial(_evaluate, static))
         return self.compiled[key]
 

@@ -56,21 +56,22 @@ def checkpointed_phases(
     loss_fn: Callable,
     update: Callable,
 ) -> Phases:
-    """The three phases, jitted, for one batch layout.
+    """The three phases, jitted, for one batch layout (`static`: the trainer's `Static`).
 
     model_of(params, fixed) -> model tree; outputs(e_atom, d, x, batch) -> the prediction dict the
     loss takes; update(params, grads, opt_state, lr) -> (params, opt_state).
     """
-    atype_host = static[2]
+    atype_host, settings = static.atype_host, static.settings
 
     def edges(x: jax.Array, batch: Batch) -> Edges:
         return batch.edges(x, atype_host)
 
     def head(x, params, fixed, batch):
-        return atomic_energy_head(model_of(params, fixed), edges(x, batch), split)
+        return atomic_energy_head(settings, model_of(params, fixed), edges(x, batch), split)
 
     def tail(state, x, params, fixed, batch):
         return atomic_energy_tail(
+            settings,
             model_of(params, fixed),
             edges(x, batch),
             state,

@@ -24,7 +24,7 @@ it unchanged. Energies, forces and virials come from one backward pass as in the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -35,11 +35,13 @@ import numpy as np
 from dpa.backends.jax.core import energy_and_edge_grad, scatter_add
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.model import (
+    ModelSettings,
     atomic_energy,
     edge_vectors,
     forces_and_virials,
     is_mixed_types,
     neighbor_spec,
+    parse_model,
 )
 from dpa.errors import ConfigError, ModelFileError
 from dpa.neighbor import build_neighbor_list_xp, fold_pair_exclusion
@@ -57,9 +59,11 @@ OVERLAP_DISTANCE = 1e-6
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """Everything static about one exported model: the tree without its arrays (`skeleton`,
-    variables replaced by their index), the neighbor-list layout and the type-dependent masks."""
+    """Everything static about one exported model: its settings, the tree without its arrays
+    (`skeleton`, variables replaced by their index), the neighbor-list layout and the
+    type-dependent masks."""
 
+    settings: ModelSettings = field(repr=False)
     skeleton: Any = field(repr=False)
     type_map: tuple[str, ...]
     rcut: float
@@ -83,13 +87,14 @@ class GraphSpec:
 
 def graph_spec(tree: dict, image_range: int = IMAGE_RANGE) -> tuple[GraphSpec, list[np.ndarray]]:
     """(spec, variables) of a model tree; ModelFileError when the model cannot be exported."""
-    fit = tree["fitting"]
-    if fit.get("numb_aparam", 0) > 0:
+    settings = parse_model(tree)
+    fit = settings.fitting
+    if fit.numb_aparam > 0:
         raise ModelFileError(
             "this model takes aparam (per-atom parameters); the SavedModel export has no aparam "
             "input yet, so it cannot be exported"
         )
-    if fit.get("numb_fparam", 0) > 0 and fit.get("default_fparam") is None:
+    if fit.numb_fparam > 0 and fit.default_fparam is None:
         raise ModelFileError(
             "this model takes fparam and has no default_fparam; the SavedModel export has no "
             "fparam input yet, so it cannot be exported"
@@ -98,12 +103,13 @@ def graph_spec(tree: dict, image_range: int = IMAGE_RANGE) -> tuple[GraphSpec, l
         raise ConfigError(f"image_range must be at least 1, got {image_range}")
     spec = neighbor_spec(tree["descriptor"])
     mixed = is_mixed_types(tree["descriptor"])
-    if mixed and not fit.get("mixed_types", True):
+    if mixed and not fit.mixed_types:
         raise ModelFileError(
             "a per-type fitting net on a mixed-type descriptor cannot be exported yet"
         )
     skeleton, leaves = split_variables(tree)
     gspec = GraphSpec(
+        settings=settings,
         skeleton=skeleton,
         type_map=tuple(tree["type_map"]),
         rcut=float(spec.rcut),
@@ -111,15 +117,17 @@ def graph_spec(tree: dict, image_range: int = IMAGE_RANGE) -> tuple[GraphSpec, l
         mixed_types=bool(spec.mixed_types),
         compact=bool(spec.compact),
         pair_exclude=tuple(tuple(int(t) for t in p) for p in tree.get("pair_exclude_types") or []),
-        atom_exclude=tuple(int(t) for t in tree.get("atom_exclude_types") or []),
-        fitting_exclude=tuple(int(t) for t in fit.get("exclude_types") or []),
-        empty_type_switch=mixed and len(tree["type_map"]) > 1 and _empty_type_matters(tree, spec),
+        atom_exclude=settings.atom_exclude_types,
+        fitting_exclude=fit.exclude_types,
+        empty_type_switch=mixed
+        and len(tree["type_map"]) > 1
+        and _empty_type_matters(settings, tree, spec),
         image_range=int(image_range),
     )
     return gspec, [np.asarray(a) for a in leaves]
 
 
-def _empty_type_matters(tree: dict, spec: Any) -> bool:
+def _empty_type_matters(settings: ModelSettings, tree: dict, spec: Any) -> bool:
     """Whether the host type of atom 0 (the type of empty slots) enters the model's graph: the
     jaxprs (and constants) traced with host types 0 and 1 on a small two-atom system differ."""
     nsel = sum(spec.sel)
@@ -129,7 +137,7 @@ def _empty_type_matters(tree: dict, spec: Any) -> bool:
     rij = jnp.ones((1, 2, nsel, 3), dtype=jnp.float64)
 
     def energy(host: np.ndarray, r: jax.Array) -> jax.Array:
-        return atomic_energy(tree, Edges(r, nlist, atype, host))
+        return atomic_energy(settings, tree, Edges(r, nlist, atype, host))
 
     a, b = (jax.make_jaxpr(partial(energy, np.array([t])))(rij) for t in (0, 1))
     if str(a.jaxpr) != str(b.jaxpr) or len(a.consts) != len(b.consts):
@@ -228,7 +236,7 @@ def _per_type_energies(
             np.array([t]),
             block_types=block[None, None, :],
         )
-        return atomic_energy(model, edges)[0, 0]
+        return atomic_energy(spec.settings, model, edges)[0, 0]
 
     energy = None
     for t in range(spec.ntypes):
@@ -249,15 +257,17 @@ def _mixed_energies(
     spec: GraphSpec, model: dict, rij: jax.Array, nlist: jax.Array, atype: jax.Array
 ) -> jax.Array:
     """E_i (1, nat) of a mixed-type model; empty slots take the type of atom 0 (a switch)."""
+    settings = spec.settings
     masks = bool(spec.atom_exclude or spec.fitting_exclude)
-    if masks:  # atomic_energy on a copy without exclusions and out_bias, masks applied here
+    if masks:  # atomic_energy without exclusions and out_bias, masks applied here
         out_bias = model["@variables"]["out_bias"]
-        fit = {**model["fitting"], "exclude_types": []}
         variables = {**model["@variables"], "out_bias": jnp.zeros_like(out_bias)}
-        model = {**model, "atom_exclude_types": [], "fitting": fit, "@variables": variables}
+        model = {**model, "@variables": variables}
+        fit = replace(settings.fitting, exclude_types=())
+        settings = replace(settings, atom_exclude_types=(), fitting=fit)
 
     def branch(t: int, r: jax.Array) -> jax.Array:
-        energy = atomic_energy(model, Edges(r, nlist, atype, np.array([t])))
+        energy = atomic_energy(settings, model, Edges(r, nlist, atype, np.array([t])))
         if masks:
             energy = jnp.where(_excluded(spec.fitting_exclude, atype)[None], 0.0, energy)
             energy = energy + jnp.take(out_bias[0, :, 0].astype(jnp.float64), atype)[None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +17,30 @@ from dpa.backends.jax import pytrees  # noqa: F401  (Batch as a pytree)
 from dpa.backends.jax.checkpointed import checkpointed_phases, run_phases
 from dpa.backends.jax.core import SLOT_ROUNDING, energy_and_edge_grad, scatter_add
 from dpa.dpmodel.batch import Batch
-from dpa.dpmodel.model import atomic_energy, edge_vectors, energy_split, forces_and_virials
+from dpa.dpmodel.model import (
+    ModelSettings,
+    atomic_energy,
+    edge_vectors,
+    energy_split,
+    forces_and_virials,
+    parse_model,
+)
 from dpa.dpmodel.trainable import gradient_tree, trainable_flags
 from dpa.errors import ConfigError
 from dpa.tree import merge_variables, split_variables
 
 LossFn = Callable[[dict, dict, Any], tuple[Any, dict]]
+
+
+class Static(NamedTuple):
+    """What a compiled step is specialized on besides array values: the model's settings and
+    its tree without arrays, which leaves train, and the batch's host-side types and hints."""
+
+    settings: ModelSettings
+    skeleton: Any
+    flags: tuple[bool, ...]
+    atype_host: np.ndarray
+    slot_counts: tuple
 
 
 def _leaves(flags: tuple[bool, ...], params: list, fixed: list) -> list:
@@ -31,9 +49,9 @@ def _leaves(flags: tuple[bool, ...], params: list, fixed: list) -> list:
     return [next(it_p) if f else next(it_f) for f in flags]
 
 
-def _model_of(static, params, fixed) -> dict:
+def _model_of(static: Static, params, fixed) -> dict:
     """The model tree with the given trainable and fixed variables."""
-    return merge_variables(static[0], _leaves(static[1], params, fixed))
+    return merge_variables(static.skeleton, _leaves(static.flags, params, fixed))
 
 
 def _outputs(e_atom, grad, rij, batch: Batch) -> dict:
@@ -44,14 +62,14 @@ def _outputs(e_atom, grad, rij, batch: Batch) -> dict:
     return out
 
 
-def _predict(static, params, fixed, batch: Batch) -> dict:
+def _predict(static: Static, params, fixed, batch: Batch) -> dict:
     """energy, force, virial, atom_energy of a batch; differentiable in `params`."""
-    atype_host = static[2]
     model = _model_of(static, params, fixed)
     rij = edge_vectors(batch.coord, batch.box, batch.nlist, batch.shift)
 
     def atoms(r):
-        return atomic_energy(model, batch.edges(r, atype_host), batch.fparam, batch.aparam)
+        edges = batch.edges(r, static.atype_host)
+        return atomic_energy(static.settings, model, edges, batch.fparam, batch.aparam)
 
     e_atom, grad = energy_and_edge_grad(atoms, rij)
     return _outputs(e_atom, grad, rij, batch)
@@ -101,7 +119,8 @@ class JaxTrainer:
     ) -> None:
         """checkpointing: compute each step's gradient in phases (`checkpointed`), for less
         memory and more time; it needs a model with a cut (DPA-3)."""
-        split = energy_split(tree)
+        self.settings = parse_model(tree)
+        split = energy_split(self.settings)
         if checkpointing and split is None:
             raise ConfigError(
                 "training.gradient_checkpointing needs a DPA-3 descriptor (a model that can be "
@@ -158,9 +177,9 @@ class JaxTrainer:
         states[self._adam_index()] = adam
         self.opt_state = tuple(states)
 
-    def _static(self, batch: Batch) -> tuple:
+    def _static(self, batch: Batch) -> Static:
         atype = np.asarray(batch.atype)
-        return (self.skeleton, self.flags, atype, tuple(batch.slot_counts))
+        return Static(self.settings, self.skeleton, self.flags, atype, tuple(batch.slot_counts))
 
     @staticmethod
     def _arrays(batch: Batch) -> Batch:
@@ -199,11 +218,11 @@ class JaxTrainer:
         return values, gradient_tree(self.skeleton, self.flags, [np.asarray(g) for g in grads])
 
     @staticmethod
-    def _cache_key(static: tuple, batch: Batch, labels: dict, loss_fn: LossFn) -> tuple:
+    def _cache_key(static: Static, batch: Batch, labels: dict, loss_fn: LossFn) -> tuple:
         """What a compiled step depends on besides the arrays' values."""
         return (
-            static[2].tobytes(),
-            static[3],
+            static.atype_host.tobytes(),
+            static.slot_counts,
             tuple((k, np.shape(v)) for k, v in batch.arrays().items()),
             tuple(sorted(labels)),
             loss_fn,
@@ -226,7 +245,7 @@ class JaxTrainer:
             release_free_memory()  # the compiler's freed scratch, otherwise resident all run
         return {k: float(v) for k, v in {"loss": loss, **metrics}.items()}
 
-    def _compile_step(self, static: tuple, loss_fn: LossFn) -> Callable:
+    def _compile_step(self, static: Static, loss_fn: LossFn) -> Callable:
         """(params, fixed, opt_state, batch, labels, lr) -> (params, opt_state, loss, metrics):
         one jitted call, or the checkpointed phases where the model is cut."""
         if self.split is None:

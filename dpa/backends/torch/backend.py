@@ -23,6 +23,7 @@ from dpa.dpmodel.model import (
     edge_vectors,
     forces_and_virials,
     neighbor_spec,
+    parse_model,
 )
 from dpa.errors import ConfigError, DPAError
 from dpa.neighbor import wrapped_positions
@@ -40,17 +41,18 @@ class _Prepared:
         # its guards fail and recompile up to the limit (dozens of warnings); compiled calls of
         # one model run one at a time
         self.lock = threading.Lock()
+        self.settings = parse_model(tree)
         self.message_passing = neighbor_spec(tree["descriptor"]).message_passing
 
     def energy_function(self, atype_host: np.ndarray, slot_counts: tuple = ()):
         """fn(rij, nlist, atype, fparam, aparam) -> atomic energies (nf, nat)."""
         key = (atype_host.tobytes(), slot_counts)
         if key not in self.compiled:
-            tree, types = self.tree, atype_host.copy()
+            settings, tree, types = self.settings, self.tree, atype_host.copy()
 
             def energy(rij, nlist, atype, fparam, aparam):
                 edges = Edges(rij, nlist, atype, types, slot_counts)
-                return atomic_energy(tree, edges, fparam, aparam)
+                return atomic_energy(settings, tree, edges, fparam, aparam)
 
             self.compiled[key] = torch.compile(energy, dynamic=False) if self.compile else energy
         return self.compiled[key]

@@ -12,7 +12,7 @@ import torch
 from dpa.backends.allocator import keep_large_buffers
 from dpa.backends.torch.core import scatter_add
 from dpa.dpmodel.batch import Batch
-from dpa.dpmodel.model import atomic_energy, edge_vectors, forces_and_virials
+from dpa.dpmodel.model import atomic_energy, edge_vectors, forces_and_virials, parse_model
 from dpa.dpmodel.trainable import gradient_tree, trainable_flags
 from dpa.errors import ConfigError
 from dpa.tree import merge_variables, split_variables
@@ -38,6 +38,7 @@ class TorchTrainer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cpu":
             keep_large_buffers()  # eager torch frees and reallocates activations every step
+        self.settings = parse_model(tree)
         self.skeleton, leaves = split_variables(tree)
         self.flags = flags = trainable_flags(tree)
         self.leaves = [torch.tensor(np.asarray(a), device=self.device) for a in leaves]
@@ -104,7 +105,8 @@ class TorchTrainer:
             rij = edge_vectors(tensors.coord, tensors.box, tensors.nlist, tensors.shift)
         rij.requires_grad_(True)
         tree = merge_variables(self.skeleton, self.leaves)
-        e_atom = atomic_energy(tree, tensors.edges(rij, atype_host), tensors.fparam, tensors.aparam)
+        edges = tensors.edges(rij, atype_host)
+        e_atom = atomic_energy(self.settings, tree, edges, tensors.fparam, tensors.aparam)
         energy = torch.sum(e_atom, dim=1)
         (grad,) = torch.autograd.grad(torch.sum(energy), rij, create_graph=create_graph)
         out = forces_and_virials(grad, rij, tensors.nlist, scatter_add)

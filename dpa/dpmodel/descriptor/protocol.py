@@ -79,11 +79,12 @@ class SelKey:
 @dataclass(frozen=True)
 class PhaseSplit:
     """An optional cut of the forward pass for checkpointed training: the layer index to cut
-    at (None: no cut for this config), the state at the cut, and the rest from that state."""
+    at (None: no cut for these settings), the state at the cut, and the rest from that state;
+    each takes the settings and (head, tail) the tree as `forward` does."""
 
-    layer: Callable[[dict], int | None]
-    head: Callable[[dict, Edges, int], tuple[Array, ...]]
-    tail: Callable[[dict, Edges, tuple[Array, ...], int], Array]
+    layer: Callable[[Any], int | None]
+    head: Callable[[Any, dict, Edges, int], tuple[Array, ...]]
+    tail: Callable[[Any, dict, Edges, tuple[Array, ...], int], Array]
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,10 @@ class DescriptorKind:
     finish(section, ntypes): fills the defaults that depend on other keys and checks the keys
       against each other (ConfigError naming them), on the validated section as a dict;
     build(config, type_map, rng): a serialized descriptor tree from a finished section;
-    forward(desc, edges): the descriptor (nf, nat, dim_out(desc)) in its precision;
+    settings(desc): the stored tree's hyperparameters parsed once into a frozen, typed object
+      (every default of a stored key applied here and nowhere else); the arrays stay in `desc`;
+    forward(settings, desc, edges): the descriptor (nf, nat, dim_out(desc)) in its precision,
+      reading hyperparameters from `settings` and only arrays from `desc`;
     neighbor_spec(desc): the neighbor list it consumes;
     stat_blocks(desc): its env-mat blocks, whose davg/dstd the statistics set (spec §2.6);
     sel_keys(section): the neighbor counts of an input section that may be "auto";
@@ -112,7 +116,8 @@ class DescriptorKind:
     config: type[BaseModel]
     finish: Callable[[dict, int], None]
     build: Callable[[dict, list[str], np.random.Generator], dict]
-    forward: Callable[[dict, Edges], Array]
+    settings: Callable[[dict], Any]
+    forward: Callable[[Any, dict, Edges], Array]
     dim_out: Callable[[dict], int]
     neighbor_spec: Callable[[dict], NeighborSpec]
     stat_blocks: Callable[[dict], list[EnvBlock]]

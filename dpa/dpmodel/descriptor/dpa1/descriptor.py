@@ -30,7 +30,7 @@ from ...network import (
     make_layer_norm,
     network_collection,
 )
-from ...type_embed import make_type_embedding, type_embedding_table
+from ...type_embed import TypeEmbeddingSettings, make_type_embedding, type_embedding_table
 from ..common import (
     ATTN_LOGIT_SHIFT,
     MASKED_LOGIT,
@@ -202,7 +202,9 @@ def forward(desc: dict, edges: Edges) -> Array:
         env = xp.where(keep[..., None], env, xp.zeros_like(env))
         mask = xp.logical_and(mask, keep)
         sw = xp.where(mask, sw, xp.zeros_like(sw))
-    tebd_table = type_embedding_table(desc["type_embedding"], xp)
+    tebd_table = type_embedding_table(
+        TypeEmbeddingSettings.from_tree(desc["type_embedding"]), desc["type_embedding"], xp
+    )
     rows = _Rows(env, sw, mask, edges.neighbor_types(), edges.atype)
     groups = None  # rows keep the full width where empty slots differ (empty_slots_alike)
     if wants_neighbor_groups(edges.mask) and empty_slots_alike(desc):

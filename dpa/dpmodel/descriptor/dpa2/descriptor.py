@@ -16,7 +16,7 @@ from ...network import (
     make_layer,
     network_collection,
 )
-from ...type_embed import make_type_embedding, type_embedding_table
+from ...type_embed import TypeEmbeddingSettings, make_type_embedding, type_embedding_table
 from ..common import Edges, contract_env, descriptor_dtype, pair_keep_mask, symmetry_descriptor
 from ..dpa1.descriptor import pair_embedding
 from ..protocol import NeighborSpec
@@ -165,7 +165,9 @@ def forward_parts(desc: dict, edges: Edges) -> tuple[Array, Array, Array, Array,
     dtype = descriptor_dtype(xp, desc)
     edges = dataclasses.replace(edges, rij=to_dtype(edges.rij, dtype))
     args = desc["repinit_args"]
-    tebd_table = type_embedding_table(desc["type_embedding"], xp)
+    tebd_table = type_embedding_table(
+        TypeEmbeddingSettings.from_tree(desc["type_embedding"]), desc["type_embedding"], xp
+    )
     t_center = xp.take(tebd_table, edges.atype, axis=0)  # (nat, d_T)
     g1 = _repinit(desc, edges, tebd_table)
     if args.get("use_three_body", False):

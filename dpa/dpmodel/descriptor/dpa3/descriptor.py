@@ -11,7 +11,7 @@ from ....errors import ConfigError
 from ...array_api import Array, safe_norm, to_dtype, xp_of
 from ...env_mat import environment_matrix, exponential_switch, polynomial_switch
 from ...network import activation, make_layer
-from ...type_embed import make_type_embedding, type_embedding_table
+from ...type_embed import TypeEmbeddingSettings, make_type_embedding, type_embedding_table
 from ..common import Edges, descriptor_dtype, pair_keep_mask
 from ..protocol import NeighborSpec
 from .repflow import Activation, Graph, RankOne, angle_dense, layer_forward
@@ -88,7 +88,13 @@ def _start(desc: dict, edges: Edges) -> tuple[Graph, Activation, Array, tuple]:
     graph, edge_in, alpha, _ = _edge_graph(desc, edges, dtype)
     nf, nat = edges.rij.shape[0], edges.rij.shape[1]
 
-    tebd = xp.take(type_embedding_table(desc["type_embedding"], xp), edges.atype, axis=0)
+    tebd = xp.take(
+        type_embedding_table(
+            TypeEmbeddingSettings.from_tree(desc["type_embedding"]), desc["type_embedding"], xp
+        ),
+        edges.atype,
+        axis=0,
+    )
     tebd = xp.broadcast_to(tebd[None, ...], (nf, nat, tebd.shape[-1]))
     n = act(xp, tebd)
     edge_var = flow["edge_embd"]["@variables"]

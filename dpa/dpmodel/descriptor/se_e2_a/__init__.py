@@ -5,6 +5,7 @@ from .check import check_tree
 from .config import SeE2AConfig, finish
 from .deepmd_init import draw_like_deepmd
 from .descriptor import build, dim_out, forward, neighbor_spec
+from .settings import SeE2ASettings
 from .stats import sel_keys, stat_blocks
 
 DESCRIPTOR = DescriptorKind(
@@ -13,6 +14,7 @@ DESCRIPTOR = DescriptorKind(
     config=SeE2AConfig,
     finish=finish,
     build=build,
+    settings=SeE2ASettings.from_tree,
     forward=forward,
     dim_out=dim_out,
     neighbor_spec=neighbor_spec,

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...array_api import Array, to_dtype, xp_of
+from ...array_api import Array, dtype_of, to_dtype, xp_of
 from ...env_mat import environment_matrix, normalize
 from ...network import embedding_net, make_embedding_net, network_collection
 from ..common import (
     Edges,
     apply_per_center_type,
     contract_env,
-    descriptor_dtype,
     pair_keep_mask,
     stand_in_weights,
     symmetry_descriptor,
 )
 from ..protocol import NeighborSpec, trimmable_list_spec
+from .settings import SeE2ASettings
 
 
 def dim_out(desc: dict) -> int:
@@ -24,27 +24,24 @@ def dim_out(desc: dict) -> int:
     return desc["neuron"][-1] * desc["axis_neuron"]
 
 
-def forward(desc: dict, edges: Edges) -> Array:
+def forward(cfg: SeE2ASettings, desc: dict, edges: Edges) -> Array:
     """Descriptor (nf, nat, M1·M2) in the descriptor's precision from a per-type-split graph.
 
     Type blocks narrower than sel (cut by the host where `empty_slots_alike`, widths in
     `edges.type_block_widths`) end with a slot empty in every row, standing in for the cut ones.
     """
     xp = xp_of(edges.rij)
-    dtype = descriptor_dtype(xp, desc)
+    dtype = dtype_of(xp, cfg.precision)
     rij = to_dtype(edges.rij, dtype)
     var = desc["@variables"]
-    env_cfg = desc["env_mat"]
-    env, _ = environment_matrix(
-        rij, edges.mask, desc["rcut"], desc["rcut_smth"], env_cfg.get("protection", 0.0)
-    )
-    sel = [int(n) for n in desc["sel"]]
+    env, _ = environment_matrix(rij, edges.mask, cfg.rcut, cfg.rcut_smth, cfg.protection)
+    sel = list(cfg.sel)
     widths = edges.type_block_widths(sel)
     width = sum(widths)  # davg/dstd are equal across slots whenever the blocks are cut
     env = normalize(env, var["davg"][:, :width, :], var["dstd"][:, :width, :], edges.atype)
-    ntypes = len(desc["sel"])
-    if desc.get("exclude_types"):
-        keep = pair_keep_mask(edges, desc["exclude_types"], ntypes)
+    ntypes = cfg.ntypes
+    if cfg.exclude_types:
+        keep = pair_keep_mask(edges, cfg.exclude_types, ntypes)
         env = xp.where(keep[..., None], env, xp.zeros_like(env))
     nnei = sum(sel)
     networks = desc["embeddings"]["networks"]
@@ -63,9 +60,9 @@ def forward(desc: dict, edges: Edges) -> Array:
                 block = block * weights[tau]
             part = contract_env(g, block, nnei)
             total = part if total is None else total + part
-        return symmetry_descriptor(total, desc["axis_neuron"])
+        return symmetry_descriptor(total, cfg.axis_neuron)
 
-    if desc.get("type_one_side", False):
+    if cfg.type_one_side:
         return contract(None, env)
     return apply_per_center_type(env, edges.atype_host, ntypes, contract)
 
