@@ -5,6 +5,7 @@ backends: nothing else in dpa names it."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -65,10 +66,22 @@ def _build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
     }
 
 
-def _forward(desc: dict, edges: Edges) -> Array:
+@dataclass(frozen=True)
+class RadialSettings:
+    """The toy's hyperparameters, parsed once from a stored tree."""
+
+    rcut: float
+    rcut_smth: float
+
+    @classmethod
+    def from_tree(cls, desc: dict) -> RadialSettings:
+        return cls(float(desc["rcut"]), float(desc["rcut_smth"]))
+
+
+def _forward(cfg: RadialSettings, desc: dict, edges: Edges) -> Array:
     """D_i = Σ_j s̃_ij G(s̃_ij): a radial sum of one embedding net (no types)."""
     xp = xp_of(edges.rij)
-    env, _ = environment_matrix(edges.rij, edges.mask, desc["rcut"], desc["rcut_smth"])
+    env, _ = environment_matrix(edges.rij, edges.mask, cfg.rcut, cfg.rcut_smth)
     width = edges.nlist.shape[-1]
     var = desc["@variables"]
     env = normalize(env, var["davg"][:, :width, :], var["dstd"][:, :width, :], edges.atype)
@@ -103,6 +116,7 @@ TOY = DescriptorKind(
     config=RadialConfig,
     finish=_finish,
     build=_build,
+    settings=RadialSettings.from_tree,
     forward=_forward,
     dim_out=lambda desc: int(desc["embedding"]["neuron"][-1]),
     neighbor_spec=_neighbor_spec,

@@ -13,6 +13,7 @@ from builders import TYPE_MAP, neighbor_edges
 from dpa.dpmodel.array_api import gather_neighbors
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.descriptor.dpa3 import descriptor as dpa3
+from dpa.dpmodel.model import descriptor_forward
 from dpa.formats import dp
 
 CASES = {
@@ -84,8 +85,10 @@ def test_trimmed_width_gives_same_numbers(case):
     full = _water_edges()
     used = int((full.nlist >= 0).sum(-1).max())
     assert used < 68
-    ref = dpa3.forward(desc, full)
-    np.testing.assert_allclose(dpa3.forward(desc, _water_edges(used)), ref, rtol=0, atol=1e-12)
+    ref = descriptor_forward(desc, full)
+    np.testing.assert_allclose(
+        descriptor_forward(desc, _water_edges(used)), ref, rtol=0, atol=1e-12
+    )
 
 
 def test_optim_update_flag_does_not_change_numbers():
@@ -95,7 +98,7 @@ def test_optim_update_flag_does_not_change_numbers():
     for layer in other["repflow_variable"]["repflow_layers"]:
         layer["optim_update"] = False
     edges = _water_edges()
-    np.testing.assert_array_equal(dpa3.forward(desc, edges), dpa3.forward(other, edges))
+    np.testing.assert_array_equal(descriptor_forward(desc, edges), descriptor_forward(other, edges))
 
 
 def test_dynamic_sel_normalizers():

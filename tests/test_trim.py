@@ -10,8 +10,7 @@ from builders import neighbor_edges
 
 from dpa.dpmodel.descriptor.common import TYPE_BLOCKS, Edges
 from dpa.dpmodel.descriptor.dpa1 import descriptor as dpa1
-from dpa.dpmodel.descriptor.se_e2_a import descriptor as se_e2_a
-from dpa.dpmodel.model import edge_vectors, neighbor_spec
+from dpa.dpmodel.model import descriptor_forward, edge_vectors, neighbor_spec
 from dpa.formats import dp
 from dpa.neighbor import build_neighbor_list
 from dpa.potential import slot_plan
@@ -29,7 +28,7 @@ def _with_random_stats(name: str) -> dict:
     return desc
 
 
-def _full_and_cut(name: str, module):
+def _full_and_cut(name: str):
     """The fixture's descriptor (random statistics) on its water frame: spec, full-width list,
     `slot_plan`'s cut list and hints, and the descriptor from each list."""
     desc = _with_random_stats(name)
@@ -37,17 +36,17 @@ def _full_and_cut(name: str, module):
     ref = np.load(FIXTURES / f"{name}.npz")
     coord, atype, box = ref["water_coord"], ref["water_atype"], ref["water_box"]
     full_edges, nl = neighbor_edges(coord, atype, box, spec.rcut, spec.sel, spec.mixed_types)
-    full = module.forward(desc, full_edges)
+    full = descriptor_forward(desc, full_edges)
     nlist, shift, hints = slot_plan(spec, coord, box, nl.nlist, nl.shift)
     edges = Edges(edge_vectors(coord, box, nlist, shift), nlist, atype, atype, hints)
-    return spec, nl.nlist, nlist, hints, full, module.forward(desc, edges)
+    return spec, nl.nlist, nlist, hints, full, descriptor_forward(desc, edges)
 
 
 @pytest.mark.parametrize(
     "name", ["dpa1_concat_f64", "dpa1_strip_f64", "dpa1_concatsmoothtos_f64", "se_atten_v2_f64"]
 )
 def test_trimmed_list_gives_full_width_numbers(name):
-    spec, full_list, nlist, _, full, cut = _full_and_cut(name, dpa1)
+    spec, full_list, nlist, _, full, cut = _full_and_cut(name)
     assert spec.trimmable and spec.keep_empty_slot
     assert nlist.shape[-1] < full_list.shape[-1]  # really cut
     assert (nlist[..., -1] < 0).all()  # the stand-in slot is empty in every row
@@ -82,7 +81,7 @@ def test_cut_keeps_real_slots_behind_holes():
 
 @pytest.mark.parametrize("name", ["se_e2_a_twoside_f64", "se_e2_a_tos_f64"])
 def test_se_e2_a_type_blocks_cut_give_full_width_numbers(name):
-    spec, full_list, nlist, hints, full, cut = _full_and_cut(name, se_e2_a)
+    spec, full_list, nlist, hints, full, cut = _full_and_cut(name)
     assert spec.trimmable and not spec.mixed_types
     widths = dict(hints)[TYPE_BLOCKS]
     assert all(w < n for w, n in zip(widths, spec.sel, strict=True))  # every block really cut
@@ -127,7 +126,7 @@ def _torch_forward(desc: dict, edges: Edges) -> np.ndarray:
 
     as_t = lambda a: torch.as_tensor(np.asarray(a))  # noqa: E731
     tree = _as_torch(desc, as_t)
-    out = dpa1.forward(
+    out = descriptor_forward(
         tree,
         Edges(as_t(edges.rij), as_t(edges.nlist), as_t(edges.atype), edges.atype_host),
     )
@@ -171,7 +170,7 @@ def test_rows_grouped_by_neighbor_count_give_full_width_numbers(name):
     rows = np.sort(np.concatenate([index for index, _ in groups]))
     np.testing.assert_array_equal(rows, np.arange(nlist.shape[0] * nlist.shape[1]))
     assert max(w for _, w in groups) < nlist.shape[-1]
-    full = dpa1.forward(desc, edges)
+    full = descriptor_forward(desc, edges)
     grouped = _torch_forward(desc, edges)
     np.testing.assert_allclose(grouped, full, rtol=0, atol=1e-12 * np.abs(full).max())
 
@@ -206,7 +205,7 @@ def test_atom_without_neighbors_gets_finite_rows(name):
     coord, atype = ref["water_coord"][:1], ref["water_atype"]
 
     def descriptor(c, t):
-        return dpa1.forward(
+        return descriptor_forward(
             desc, neighbor_edges(c, t, None, spec.rcut, spec.sel, spec.mixed_types)[0]
         )
 

@@ -22,7 +22,7 @@ from builders import installed
 
 import dpa
 from dpa.dpmodel.descriptor.common import Edges
-from dpa.dpmodel.model import atomic_energy, edge_vectors
+from dpa.dpmodel.model import atomic_energy, edge_vectors, parse_model
 from dpa.tree import map_variables
 
 RCUT = 4.0
@@ -345,7 +345,7 @@ def strict_atom_energy(pot: dpa.Potential, case: str, system) -> np.ndarray:
     assert isinstance(rij, type(xps.asarray(0.0)))
     edges = Edges(rij, xps.asarray(nlist), xps.asarray(system.atype), system.atype)
     extra = {k: xps.asarray(v) for k, v in params(case, system).items()}
-    energy = atomic_energy(tree, edges, extra.get("fparam"), extra.get("aparam"))
+    energy = atomic_energy(parse_model(tree), tree, edges, extra.get("fparam"), extra.get("aparam"))
     assert energy.dtype == xps.float64
     return np.asarray(energy)
 
