@@ -11,6 +11,7 @@ from array_api_compat import device
 from ....errors import ConfigError
 from ...array_api import (
     Array,
+    dtype_of,
     like,
     neighbor_groups,
     row_blocks,
@@ -30,56 +31,62 @@ from ...network import (
     make_layer_norm,
     network_collection,
 )
-from ...type_embed import TypeEmbeddingSettings, make_type_embedding, type_embedding_table
+from ...type_embed import make_type_embedding, type_embedding_table
 from ..common import (
     ATTN_LOGIT_SHIFT,
     MASKED_LOGIT,
     Edges,
     contract_env,
-    descriptor_dtype,
     empty_slots_alike,
     pair_keep_mask,
     stand_in_weights,
     symmetry_descriptor,
 )
 from ..protocol import NeighborSpec, trimmable_list_spec
+from .settings import AttentionLayerSettings, DPA1Settings, PairEmbeddingSettings
 
 
 def dim_out(desc: dict) -> int:
     """Width: neuron[-1]·axis_neuron (+ tebd_dim when concat_output_tebd)."""
     width = desc["neuron"][-1] * desc["axis_neuron"]
-    return width + (desc["tebd_dim"] if desc.get("concat_output_tebd", True) else 0)
-
-
-def _is_strip(desc: dict) -> bool:
-    """se_atten_v2 is always strip mode (its serialized dict may omit tebd_input_mode)."""
-    return desc["type"] == "se_atten_v2" or desc.get("tebd_input_mode", "concat") == "strip"
-
-
-def _is_smooth(desc: dict) -> bool:
-    """se_atten_v2 always scales the type embedding by the switch."""
-    return desc["type"] == "se_atten_v2" or desc.get("smooth_type_embedding", False)
+    return width + (desc["tebd_dim"] if DPA1Settings.from_tree(desc).concat_output_tebd else 0)
 
 
 def pair_embedding(
     desc: dict, center_type: Array, rho: Array, tebd_table: Array, nbr_type: Array, sw: Array
 ) -> Array:
+    """`embed_pairs` for a dict holding the pair-embedding keys and networks (DPA-2's repinit
+    passes such a view), its settings parsed on the call."""
+    cfg = PairEmbeddingSettings.from_tree(desc)
+    return embed_pairs(cfg, desc, center_type, rho, tebd_table, nbr_type, sw)
+
+
+def embed_pairs(
+    cfg: PairEmbeddingSettings,
+    nets: dict,
+    center_type: Array,
+    rho: Array,
+    tebd_table: Array,
+    nbr_type: Array,
+    sw: Array,
+) -> Array:
     """G_ij (nf, nat, nnei, M1) from the radial input and the type embeddings (concat or strip);
-    center_type (nat,) holds the types of the rows."""
+    center_type (nat,) holds the types of the rows; `nets` holds `embeddings` (and in strip
+    mode `embeddings_strip`)."""
     xp = xp_of(rho)
-    one_side = desc.get("type_one_side", False)
+    one_side = cfg.one_side
     nf, nat, nnei = nbr_type.shape
     t_nbr = xp.reshape(
         xp.take(tebd_table, xp.reshape(nbr_type, (-1,)), axis=0), (nf, nat, nnei, -1)
     )
-    if not _is_strip(desc):
+    if not cfg.strip:
         parts = [rho, t_nbr]
         if not one_side:
             t_center = xp.take(tebd_table, center_type, axis=0)[None, :, None, :]
             parts.append(xp.broadcast_to(t_center, t_nbr.shape))
-        return embedding_net(desc["embeddings"]["networks"][0], xp.concat(parts, axis=-1))
-    g_radial = embedding_net(desc["embeddings"]["networks"][0], rho)
-    strip_net = desc["embeddings_strip"]["networks"][0]
+        return embedding_net(nets["embeddings"]["networks"][0], xp.concat(parts, axis=-1))
+    g_radial = embedding_net(nets["embeddings"]["networks"][0], rho)
+    strip_net = nets["embeddings_strip"]["networks"][0]
     n_rows = tebd_table.shape[0]
     if one_side:
         pair_table = embedding_net(strip_net, tebd_table)
@@ -91,7 +98,7 @@ def pair_embedding(
         pair_table = embedding_net(strip_net, xp.concat([t_nbr_all, t_center_all], axis=-1))
         idx = center_type[None, :, None] * n_rows + nbr_type
     g_type = xp.reshape(xp.take(pair_table, xp.reshape(idx, (-1,)), axis=0), (nf, nat, nnei, -1))
-    if _is_smooth(desc):
+    if cfg.smooth:
         g_type = g_type * sw[..., None]
     return g_radial * g_type + g_radial
 
@@ -119,7 +126,13 @@ def _scaled_rows(t: Array, normalized: bool, scale: float, s: Array | None) -> A
 
 
 def _attention_layer(
-    layer: dict, x: Array, mask: Array, sw: Array, cosines: Array, dropped: int = 0
+    cfg: AttentionLayerSettings,
+    layer: dict,
+    x: Array,
+    mask: Array,
+    sw: Array,
+    cosines: Array,
+    dropped: int = 0,
 ) -> Array:
     """One gated self-attention layer over the neighbor rows, post-norm: LN(X + O).
 
@@ -133,12 +146,11 @@ def _attention_layer(
     """
     xp = xp_of(x)
     attn = layer["attention_layer"]
-    d = attn["hidden_dim"]
+    d = cfg.hidden_dim
     q, k, v = (_projection(attn["in_proj"], x, i * d, (i + 1) * d) for i in range(3))
-    temperature = attn.get("temperature")
-    scale = temperature if temperature is not None else (d * attn["scaling_factor"]) ** -0.5
-    normalized = attn.get("normalize", True)
-    smooth = attn.get("smooth", True)
+    scale = cfg.scale
+    normalized = cfg.normalize
+    smooth = cfg.smooth
     s = sw[..., None] if smooth else None
     q = _scaled_rows(q, normalized, scale, s)
     k, v = (_scaled_rows(t, normalized, 1.0, s) for t in (k, v))
@@ -171,13 +183,13 @@ def _attention_layer(
         denom = xp.sum(e, axis=-1, keepdims=True)
         if smooth and dropped:
             denom = denom + dropped * xp.exp(-top)
-    if attn.get("dotr", True):
+    if cfg.dotr:
         e = e * cosines
     out = dense(attn["out_proj"], (e @ v) * (row_gate / denom))
     return layer_norm(layer["attn_layer_norm"], x + out)
 
 
-def forward(desc: dict, edges: Edges) -> Array:
+def forward(cfg: DPA1Settings, desc: dict, edges: Edges) -> Array:
     """Descriptor (nf, nat, dim_out) in the descriptor's precision from a distance-sorted graph.
 
     A list narrower than sel (cut by the host where `empty_slots_alike`) must end with a slot that is
@@ -187,33 +199,28 @@ def forward(desc: dict, edges: Edges) -> Array:
     computed together, each group cut to its own width the same way.
     """
     xp = xp_of(edges.rij)
-    dtype = descriptor_dtype(xp, desc)
+    dtype = dtype_of(xp, cfg.precision)
     rij = to_dtype(edges.rij, dtype)
     var = desc["@variables"]
-    env_cfg = desc["env_mat"]
     mask = edges.mask
     width = edges.nlist.shape[-1]
-    env, sw = environment_matrix(
-        rij, mask, desc["rcut"], desc["rcut_smth"], env_cfg.get("protection", 0.0)
-    )
+    env, sw = environment_matrix(rij, mask, cfg.rcut, cfg.rcut_smth, cfg.protection)
     env = normalize(env, var["davg"][:, :width, :], var["dstd"][:, :width, :], edges.atype)
-    if desc.get("exclude_types"):
-        keep = pair_keep_mask(edges, desc["exclude_types"], desc["ntypes"])
+    if cfg.exclude_types:
+        keep = pair_keep_mask(edges, cfg.exclude_types, cfg.ntypes)
         env = xp.where(keep[..., None], env, xp.zeros_like(env))
         mask = xp.logical_and(mask, keep)
         sw = xp.where(mask, sw, xp.zeros_like(sw))
-    tebd_table = type_embedding_table(
-        TypeEmbeddingSettings.from_tree(desc["type_embedding"]), desc["type_embedding"], xp
-    )
+    tebd_table = type_embedding_table(cfg.type_embedding, desc["type_embedding"], xp)
     rows = _Rows(env, sw, mask, edges.neighbor_types(), edges.atype)
     groups = None  # rows keep the full width where empty slots differ (empty_slots_alike)
     if wants_neighbor_groups(edges.mask) and empty_slots_alike(desc):
         groups = neighbor_groups(_extents(edges.mask), width)
     if groups is None:
-        out = _descriptor_rows(desc, rows, tebd_table)
+        out = _descriptor_rows(cfg, desc, rows, tebd_table)
     else:
-        out = _grouped(desc, rows, tebd_table, groups)
-    if desc.get("concat_output_tebd", True):
+        out = _grouped(cfg, desc, rows, tebd_table, groups)
+    if cfg.concat_output_tebd:
         nf, nat = out.shape[0], out.shape[1]
         t_center = xp.take(tebd_table, edges.atype, axis=0)[None, ...]
         out = xp.concat([out, xp.broadcast_to(t_center, (nf, nat, t_center.shape[-1]))], axis=-1)
@@ -259,28 +266,28 @@ class _Rows:
         )
 
 
-def _grouped(desc: dict, rows: _Rows, tebd_table: Array, groups: list) -> Array:
+def _grouped(cfg: DPA1Settings, desc: dict, rows: _Rows, tebd_table: Array, groups: list) -> Array:
     """`_descriptor_rows` per group of rows (each at its own width), back in row order."""
     xp = xp_of(rows.env)
     nf, nat = rows.mask.shape[0], rows.mask.shape[1]
-    parts = [_descriptor_rows(desc, rows.take(index, w), tebd_table) for index, w in groups]
+    parts = [_descriptor_rows(cfg, desc, rows.take(index, w), tebd_table) for index, w in groups]
     merged = xp.concat(parts, axis=1)
     inverse = np.argsort(np.concatenate([index for index, _ in groups]), kind="stable")
     out = xp.take(merged, like(merged, inverse), axis=1)
     return xp.reshape(out, (nf, nat, out.shape[-1]))
 
 
-def _descriptor_rows(desc: dict, rows: _Rows, tebd_table: Array) -> Array:
+def _descriptor_rows(cfg: DPA1Settings, desc: dict, rows: _Rows, tebd_table: Array) -> Array:
     """Pair embedding, attention and symmetry contraction: (nf, nat, M1 x axis_neuron) for rows
     whose lists are `rows.mask.shape[-1]` slots wide (the last one empty where cut)."""
     xp = xp_of(rows.env)
-    nsel = int(sum(desc["sel"]))
+    nsel = cfg.nsel
     width = rows.mask.shape[-1]
     dropped = nsel - width
     env, mask, sw = rows.env, rows.mask, rows.sw
-    g = pair_embedding(desc, rows.center_type, env[..., :1], tebd_table, rows.nbr_type, sw)
+    g = embed_pairs(cfg.pair, desc, rows.center_type, env[..., :1], tebd_table, rows.nbr_type, sw)
     layers = desc["attention_layers"]["attention_layers"]
-    if layers:
+    if cfg.attention:
         # r̂_j · r̂_k of the normalized env-mat directions, shared by every layer
         rhat = env[..., 1:4] / safe_norm(env[..., 1:4], floor=1e-12)
         cosines = rhat @ xp.matrix_transpose(rhat)
@@ -294,13 +301,13 @@ def _descriptor_rows(desc: dict, rows: _Rows, tebd_table: Array) -> Array:
                 gb, mb, sb, cb = (t[:, block, ...] for t in (g, mask, sw, cosines))
             else:
                 gb, mb, sb, cb = g, mask, sw, cosines
-            for layer in layers:
-                gb = _attention_layer(layer, gb, mb, sb, cb, dropped)
+            for layer_cfg, layer in zip(cfg.attention, layers, strict=True):
+                gb = _attention_layer(layer_cfg, layer, gb, mb, sb, cb, dropped)
             parts.append(gb)
         g = parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
     if dropped:  # the last (empty) slot counts once for itself and once per cut slot
         env = env * stand_in_weights(width, dropped, env)
-    return symmetry_descriptor(contract_env(g, env, nsel), desc["axis_neuron"])
+    return symmetry_descriptor(contract_env(g, env, nsel), cfg.axis_neuron)
 
 
 def _attention_block(
