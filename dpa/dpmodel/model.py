@@ -1,14 +1,12 @@
-"""The energy model (spec §8.3-8.4, §9): descriptor -> fitting -> atomic energies, and the
-conversion of edge-vector gradients into forces and virials."""
+"""The energy model (spec §8.3-8.4): descriptor -> fitting -> atomic energies, from settings
+parsed once (`parse_model`) and the tree's arrays. Forces and virials: `derivatives`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from array_api_compat import device
 
 from ..errors import ConfigError
 from .array_api import Array, gather_neighbors, like, to_dtype, xp_of
@@ -143,59 +141,6 @@ def _energy_of_descriptor(
         keep = like(edges.atype, ~np.isin(edges.atype_host, settings.atom_exclude_types))
         energy = xp.where(keep[None, :], energy, xp.zeros_like(energy))
     return energy
-
-
-ScatterAdd = Callable[[Array, Array, int], Array]
-
-
-def forces_and_virials(
-    grad: Array,
-    rij: Array,
-    nlist: Array,
-    scatter_add: ScatterAdd,
-    atomic: bool = False,
-    moment: Array | None = None,
-) -> dict[str, Array]:
-    """Force, virial (and atom_virial) from g = dE/dr_ij of edge vectors r_ij = x_j - x_i + S H.
-
-    F_i = Σ_j g_ij - Σ_{(c,j): j=i} g_cj;  W = -Σ g ⊗ r. Atom virial (spec §9, written per edge
-    e = (c -> j)): j gets -g_e ⊗ r_e + Q_e and c gets -Q_e, where Q_e = Σ_i dE_i/dr_e ⊗ (p_i - p_c)
-    with p the wrapped positions. Q = 0 when E_i depends only on i's own edges (se_e2_a, DPA-1);
-    message-passing descriptors pass `moment` = Q (see `edge_moment`).
-    `scatter_add(values (1, m, ...), index (m,), size)` sums rows into `size` slots; the array API
-    has none, so each backend passes its framework's own.
-    """
-    xp = xp_of(grad)
-    nf, nat, nnei, _ = grad.shape
-    safe = xp.where(nlist >= 0, nlist, xp.zeros_like(nlist))
-    frame_offset = xp.reshape(
-        xp.arange(nf, dtype=safe.dtype, device=device(safe)) * nat, (nf, 1, 1)
-    )
-    index = xp.reshape(safe + frame_offset, (-1,))
-
-    def fold(values: Array) -> Array:
-        """Sum per-edge values onto the neighbor atom of each edge: (nf, nat, nnei, ...) -> (nf, nat, ...)."""
-        tail = tuple(values.shape[3:])
-        flat = xp.reshape(values, (1, nf * nat * nnei, *tail))
-        return xp.reshape(scatter_add(flat, index, nf * nat), (nf, nat, *tail))
-
-    out = {"force": xp.sum(grad, axis=2) - fold(grad)}
-    outer = -(grad[..., :, None] * rij[..., None, :])  # (nf, nat, nnei, 3, 3)
-    out["virial"] = xp.sum(outer, axis=(1, 2))
-    if atomic:
-        if moment is None:
-            out["atom_virial"] = fold(outer)
-        else:
-            out["atom_virial"] = fold(outer + moment) - xp.sum(moment, axis=2)
-    return out
-
-
-def edge_moment(weighted: Array, grad: Array, positions: Array) -> Array:
-    """Q_e = Σ_i dE_i/dr_e ⊗ (p_i - p_c) (nf, nat, nnei, 3, 3) for the atom virial.
-
-    `weighted[..., l]` = d(Σ_i E_i p_{i,l})/dr_e (one extra backward pass per l), `grad` = dE/dr_e,
-    `positions` (nf, nat, 3) the wrapped positions p (constants), c the center of each edge."""
-    return weighted - grad[..., :, None] * positions[:, :, None, None, :]
 
 
 def descriptor_forward(desc: dict, edges: Edges) -> Array:

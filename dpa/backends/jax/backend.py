@@ -9,17 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from dpa.backends.base import Backend
-from dpa.backends.jax.core import SLOT_ROUNDING, energy_and_edge_grad, scatter_add
+from dpa.backends.jax.core import EDGE_AUTODIFF, SLOT_ROUNDING
 from dpa.dpmodel.batch import Batch
+from dpa.dpmodel.derivatives import model_outputs
 from dpa.dpmodel.descriptor.common import Edges
-from dpa.dpmodel.model import (
-    atomic_energy,
-    edge_moment,
-    edge_vectors,
-    forces_and_virials,
-    neighbor_spec,
-    parse_model,
-)
+from dpa.dpmodel.model import atomic_energy, edge_vectors, neighbor_spec, parse_model
 from dpa.neighbor import wrapped_positions
 from dpa.tree import merge_variables, split_variables
 
@@ -37,20 +31,7 @@ def _evaluate(static, leaves, coord, box, nlist, shift, atype, fp, ap, positions
         edges = Edges(r, nlist, atype, atype_host, slot_counts)
         return atomic_energy(settings, model, edges, fp, ap)
 
-    moment = None
-    if positions is None:
-        e_atom, grad = energy_and_edge_grad(atoms, rij)
-    else:
-        # four backward passes over one forward; `jax.vmap(vjp)` would batch them, but jitted it
-        # returns wrong cotangents for float32 models (jax/jaxlib 0.10.2 on CPU)
-        e_atom, vjp = jax.vjp(atoms, rij)
-        (grad,) = vjp(jnp.ones_like(e_atom))
-        weighted = jnp.stack([vjp(positions[..., k])[0] for k in range(3)], axis=-1)
-        moment = edge_moment(weighted, grad, positions)
-    out = forces_and_virials(grad, rij, nlist, scatter_add, atomic, moment)
-    out["energy"] = jnp.sum(e_atom, axis=1)
-    out["atom_energy"] = e_atom
-    return out
+    return model_outputs(EDGE_AUTODIFF, atoms, rij, nlist, atomic=atomic, positions=positions)
 
 
 class _Prepared:

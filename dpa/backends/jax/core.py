@@ -1,6 +1,6 @@
 """What every JAX module of dpa shares: importing this sets JAX's process-wide state once
-(wide vectors on AVX-512 CPUs, float64 arrays), and the two steps of the force chain (energy
-and edge gradient in one backward pass; rows summed into atoms)."""
+(wide vectors on AVX-512 CPUs, float64 arrays), and JAX's side of the force chain
+(`EDGE_AUTODIFF`, see `dpa.dpmodel.derivatives`)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,31 @@ def scatter_add(values: jax.Array, index: jax.Array, size: int) -> jax.Array:
     return jnp.zeros((1, size, *values.shape[2:]), dtype=values.dtype).at[:, index].add(values)
 
 
-def energy_and_edge_grad(atoms, rij):
-    """(E_i, dE/dr) from one backward pass."""
+class JaxEdgeAutodiff:
+    """`dpa.dpmodel.derivatives.EdgeAutodiff` on jax: traced functions stay differentiable in
+    whatever the caller differentiates, so `keep_graph` changes nothing."""
 
-    def total(r):
-        e_atom = atoms(r)
-        return jnp.sum(e_atom), e_atom
+    @staticmethod
+    def energy_and_edge_grad(atoms, rij, keep_graph: bool = False):
+        """(E_i, dE/dr) from one backward pass."""
 
-    (_, e_atom), grad = jax.value_and_grad(total, has_aux=True)(rij)
-    return e_atom, grad
+        def total(r):
+            e_atom = atoms(r)
+            return jnp.sum(e_atom), e_atom
+
+        (_, e_atom), grad = jax.value_and_grad(total, has_aux=True)(rij)
+        return e_atom, grad
+
+    @staticmethod
+    def energy_and_weighted_edge_grads(atoms, rij, positions):
+        """Four backward passes over one forward; `jax.vmap(vjp)` would batch them, but jitted
+        it returns wrong cotangents for float32 models (jax/jaxlib 0.10.2 on CPU)."""
+        e_atom, vjp = jax.vjp(atoms, rij)
+        (grad,) = vjp(jnp.ones_like(e_atom))
+        weighted = jnp.stack([vjp(positions[..., k])[0] for k in range(3)], axis=-1)
+        return e_atom, grad, weighted
+
+    scatter_add = staticmethod(scatter_add)
+
+
+EDGE_AUTODIFF = JaxEdgeAutodiff()

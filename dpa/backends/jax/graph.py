@@ -32,13 +32,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpa.backends.jax.core import energy_and_edge_grad, scatter_add
+from dpa.backends.jax.core import EDGE_AUTODIFF
+from dpa.dpmodel.derivatives import model_outputs
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.model import (
     ModelSettings,
     atomic_energy,
     edge_vectors,
-    forces_and_virials,
     is_mixed_types,
     neighbor_spec,
     parse_model,
@@ -298,14 +298,13 @@ def frame_outputs(
     )
     rij = edge_vectors(coord[None], box[None], nlist, shift)
     energies = _mixed_energies if spec.mixed_types else _per_type_energies
-    e_atom, grad = energy_and_edge_grad(lambda r: energies(spec, model, r, nlist, atype), rij)
-    out = forces_and_virials(grad, rij, nlist, scatter_add)
+    out = model_outputs(EDGE_AUTODIFF, lambda r: energies(spec, model, r, nlist, atype), rij, nlist)
     dist = jnp.where(nlist >= 0, jnp.sqrt(jnp.sum(rij * rij, axis=-1)), jnp.inf)
     return {
-        "energy": jnp.sum(e_atom[0]),
+        "energy": out["energy"][0],
         "force": out["force"][0],
         "virial": out["virial"][0],
-        "atom_energy": e_atom[0],
+        "atom_energy": out["atom_energy"][0],
         "min_distance": jnp.min(dist, initial=jnp.inf),
     }
 

@@ -15,16 +15,10 @@ import optax
 from dpa.backends.allocator import release_free_memory
 from dpa.backends.jax import pytrees  # noqa: F401  (Batch as a pytree)
 from dpa.backends.jax.checkpointed import checkpointed_phases, run_phases
-from dpa.backends.jax.core import SLOT_ROUNDING, energy_and_edge_grad, scatter_add
+from dpa.backends.jax.core import EDGE_AUTODIFF, SLOT_ROUNDING
 from dpa.dpmodel.batch import Batch
-from dpa.dpmodel.model import (
-    ModelSettings,
-    atomic_energy,
-    edge_vectors,
-    energy_split,
-    forces_and_virials,
-    parse_model,
-)
+from dpa.dpmodel.derivatives import edge_outputs, model_outputs
+from dpa.dpmodel.model import ModelSettings, atomic_energy, edge_vectors, energy_split, parse_model
 from dpa.dpmodel.trainable import gradient_tree, trainable_flags
 from dpa.errors import ConfigError
 from dpa.tree import merge_variables, split_variables
@@ -55,11 +49,8 @@ def _model_of(static: Static, params, fixed) -> dict:
 
 
 def _outputs(e_atom, grad, rij, batch: Batch) -> dict:
-    """energy, force, virial, atom_energy from E_i and dE/dr_ij."""
-    out = forces_and_virials(grad, rij, batch.nlist, scatter_add)
-    out["energy"] = jnp.sum(e_atom, axis=1)
-    out["atom_energy"] = e_atom
-    return out
+    """energy, force, virial, atom_energy from E_i and dE/dr_ij (the checkpointed phases)."""
+    return edge_outputs(e_atom, grad, rij, batch.nlist, EDGE_AUTODIFF.scatter_add)
 
 
 def _predict(static: Static, params, fixed, batch: Batch) -> dict:
@@ -71,8 +62,7 @@ def _predict(static: Static, params, fixed, batch: Batch) -> dict:
         edges = batch.edges(r, static.atype_host)
         return atomic_energy(static.settings, model, edges, batch.fparam, batch.aparam)
 
-    e_atom, grad = energy_and_edge_grad(atoms, rij)
-    return _outputs(e_atom, grad, rij, batch)
+    return model_outputs(EDGE_AUTODIFF, atoms, rij, batch.nlist, keep_graph=True)
 
 
 def _update(tx, params, grads, opt_state, lr):

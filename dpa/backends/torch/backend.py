@@ -14,17 +14,11 @@ import numpy as np
 import torch
 
 from dpa.backends.base import Backend
-from dpa.backends.torch.core import scatter_add
+from dpa.backends.torch.core import EDGE_AUTODIFF
 from dpa.dpmodel.batch import Batch
+from dpa.dpmodel.derivatives import model_outputs
 from dpa.dpmodel.descriptor.common import Edges
-from dpa.dpmodel.model import (
-    atomic_energy,
-    edge_moment,
-    edge_vectors,
-    forces_and_virials,
-    neighbor_spec,
-    parse_model,
-)
+from dpa.dpmodel.model import atomic_energy, edge_vectors, neighbor_spec, parse_model
 from dpa.errors import ConfigError, DPAError
 from dpa.neighbor import wrapped_positions
 from dpa.tree import map_variables
@@ -128,24 +122,19 @@ class TorchBackend(Backend):
         types = self.tensor(atype, torch.int64)
         with torch.no_grad():
             rij = edge_vectors(x, cell, nl, self.tensor(shift, torch.int64))
-        rij.requires_grad_(True)
         energy_fn = prepared.energy_function(np.asarray(atype), slot_counts)
-        e_atom = energy_fn(rij, nl, types, self.tensor(fparam, f64), self.tensor(aparam, f64))
-        energy = torch.sum(e_atom, dim=1)
-        with_moment = atomic and prepared.message_passing
-        (grad,) = torch.autograd.grad(torch.sum(energy), rij, retain_graph=with_moment)
-        moment = None
-        if with_moment:  # three more backward passes: d(Σ_i E_i p_i)/dr, spec §9
-            p = self.tensor(wrapped_positions(coord, box), f64)
-            weighted = [
-                torch.autograd.grad(e_atom, rij, grad_outputs=p[..., k], retain_graph=k < 2)[0]
-                for k in range(3)
-            ]
-            moment = edge_moment(torch.stack(weighted, dim=-1), grad, p)
-        with torch.no_grad():
-            out = forces_and_virials(grad, rij.detach(), nl, scatter_add, atomic, moment)
-        out["energy"] = energy
-        out["atom_energy"] = e_atom
+        fp, ap = self.tensor(fparam, f64), self.tensor(aparam, f64)
+        positions = None
+        if atomic and prepared.message_passing:  # spec §9: d(Σ_i E_i p_i)/dr too
+            positions = self.tensor(wrapped_positions(coord, box), f64)
+        out = model_outputs(
+            EDGE_AUTODIFF,
+            lambda r: energy_fn(r, nl, types, fp, ap),
+            rij,
+            nl,
+            atomic=atomic,
+            positions=positions,
+        )
         return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
 

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from dpa.backends.allocator import keep_large_buffers
-from dpa.backends.torch.core import scatter_add
+from dpa.backends.torch.core import EDGE_AUTODIFF
 from dpa.dpmodel.batch import Batch
-from dpa.dpmodel.model import atomic_energy, edge_vectors, forces_and_virials, parse_model
+from dpa.dpmodel.derivatives import model_outputs
+from dpa.dpmodel.model import atomic_energy, edge_vectors, parse_model
 from dpa.dpmodel.trainable import gradient_tree, trainable_flags
 from dpa.errors import ConfigError
 from dpa.tree import merge_variables, split_variables
@@ -103,16 +104,13 @@ class TorchTrainer:
         )
         with torch.no_grad():
             rij = edge_vectors(tensors.coord, tensors.box, tensors.nlist, tensors.shift)
-        rij.requires_grad_(True)
         tree = merge_variables(self.skeleton, self.leaves)
-        edges = tensors.edges(rij, atype_host)
-        e_atom = atomic_energy(self.settings, tree, edges, tensors.fparam, tensors.aparam)
-        energy = torch.sum(e_atom, dim=1)
-        (grad,) = torch.autograd.grad(torch.sum(energy), rij, create_graph=create_graph)
-        out = forces_and_virials(grad, rij, tensors.nlist, scatter_add)
-        out["energy"] = energy
-        out["atom_energy"] = e_atom
-        return out
+
+        def atoms(r: torch.Tensor) -> torch.Tensor:
+            edges = tensors.edges(r, atype_host)
+            return atomic_energy(self.settings, tree, edges, tensors.fparam, tensors.aparam)
+
+        return model_outputs(EDGE_AUTODIFF, atoms, rij, tensors.nlist, keep_graph=create_graph)
 
     def metrics(self, batch: Batch, labels: dict, lr: float, loss_fn: LossFn) -> dict[str, float]:
         """The loss's metrics on a batch without updating (validation)."""
