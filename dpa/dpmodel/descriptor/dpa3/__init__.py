@@ -13,6 +13,7 @@ from .descriptor import (
     neighbor_spec,
     split_layer,
 )
+from .settings import DPA3Settings
 from .stats import sel_keys, stat_blocks
 
 DESCRIPTOR = DescriptorKind(
@@ -21,8 +22,8 @@ DESCRIPTOR = DescriptorKind(
     config=DPA3Config,
     finish=finish,
     build=build,
-    settings=lambda desc: desc,  # TEMPORARY: typed settings pending
-    forward=lambda cfg, desc, edges: forward(desc, edges),
+    settings=DPA3Settings.from_tree,
+    forward=forward,
     dim_out=dim_out,
     neighbor_spec=neighbor_spec,
     stat_blocks=stat_blocks,
@@ -32,9 +33,5 @@ DESCRIPTOR = DescriptorKind(
     flags=frozenset(
         """a_compress_use_split add_chg_spin_ebd edge_init_use_dist optim_update sequential_update smooth_edge_update update_angle use_dynamic_sel use_exp_switch""".split()
     ),
-    phases=PhaseSplit(
-        split_layer,
-        lambda cfg, desc, edges, split: forward_head(desc, edges, split),
-        lambda cfg, desc, edges, state, split: forward_tail(desc, edges, state, split),
-    ),
+    phases=PhaseSplit(split_layer, forward_head, forward_tail),
 )

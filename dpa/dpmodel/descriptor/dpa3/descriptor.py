@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 
 from ....errors import ConfigError
-from ...array_api import Array, safe_norm, to_dtype, xp_of
+from ...array_api import Array, dtype_of, safe_norm, to_dtype, xp_of
 from ...env_mat import environment_matrix, exponential_switch, polynomial_switch
 from ...network import activation, make_layer
-from ...type_embed import TypeEmbeddingSettings, make_type_embedding, type_embedding_table
-from ..common import Edges, descriptor_dtype, pair_keep_mask
+from ...type_embed import make_type_embedding, type_embedding_table
+from ..common import Edges, pair_keep_mask
 from ..protocol import NeighborSpec
 from .repflow import Activation, Graph, RankOne, angle_dense, layer_forward
+from .settings import DPA3Settings, RepflowSettings
 
 UNIT_EPS = 1e-6  # û = r / (|r| + 1e-6)
 COS_SCALE = 1.0 - 1e-6  # cosines shrunk for acos stability in the reference
@@ -26,30 +27,23 @@ def dim_out(desc: dict) -> int:
     return 2 * n_dim if desc.get("concat_output_tebd", False) else n_dim
 
 
-def _normalizers(args: dict) -> tuple[float, float]:
-    """N' and A': e_sel and a_sel, divided by sel_reduce_factor with use_dynamic_sel."""
-    if args.get("use_dynamic_sel", False):
-        factor = args["sel_reduce_factor"]
-        return args["e_sel"] / factor, args["a_sel"] / factor
-    return float(args["e_sel"]), float(args["a_sel"])
-
-
-def _angle_width(args: dict, edges: Edges) -> int:
+def _angle_width(cfg: RepflowSettings, edges: Edges) -> int:
     """A: the leading slots that can hold angle neighbors (a_sel, the width, the host hint)."""
-    return min(int(args["a_sel"]), edges.slots_within(float(args["a_rcut"])))
+    return min(cfg.a_sel, edges.slots_within(cfg.a_rcut))
 
 
-def _edge_graph(desc: dict, edges: Edges, dtype: Any) -> tuple[Graph, Array, Array, Array]:
+def _edge_graph(
+    cfg: DPA3Settings, desc: dict, edges: Edges, dtype: Any
+) -> tuple[Graph, Array, Array, Array]:
     """The Graph, the edge-init input, the layer-0 angle input α and the (masked) distances."""
     xp = xp_of(edges.rij)
-    args = desc["repflow_args"]
+    flow = cfg.repflow
     rij = to_dtype(edges.rij, dtype)
     mask = edges.mask
-    if desc.get("exclude_types"):
-        mask = xp.logical_and(mask, pair_keep_mask(edges, desc["exclude_types"], desc["ntypes"]))
-    use_exp = args.get("use_exp_switch", False)
+    if cfg.exclude_types:
+        mask = xp.logical_and(mask, pair_keep_mask(edges, cfg.exclude_types, cfg.ntypes))
     env, sw = environment_matrix(
-        rij, mask, args["e_rcut"], args["e_rcut_smth"], desc.get("env_protection", 0.0), use_exp
+        rij, mask, flow.e_rcut, flow.e_rcut_smth, cfg.protection, flow.use_exp_switch
     )
     var = desc["repflow_variable"]["@variables"]
     width = rij.shape[2]
@@ -57,18 +51,18 @@ def _edge_graph(desc: dict, edges: Edges, dtype: Any) -> tuple[Graph, Array, Arr
     std = xp.take(to_dtype(var["dstd"][:, :width, :], dtype), edges.atype, axis=0)
     env = (env - avg) / std
     dist = safe_norm(xp.where(mask[..., None], rij, xp.ones_like(rij)))[..., 0]
-    if args.get("edge_init_use_dist", False):
+    if flow.edge_init_use_dist:
         edge_in = xp.where(mask, dist, xp.zeros_like(dist))[..., None]
     else:
         edge_in = env[..., :1]
-    e_norm, a_norm = _normalizers(args)
+    e_norm, a_norm = flow.normalizers
     hs = env[..., 1:4] * (sw[..., None] * (1.0 / math.sqrt(e_norm)))
 
-    nslot = _angle_width(args, edges)
+    nslot = _angle_width(flow, edges)
     dist_a = dist[:, :, :nslot]
-    a_mask = xp.logical_and(mask[:, :, :nslot], dist_a < args["a_rcut"])
-    switch = exponential_switch if use_exp else polynomial_switch
-    a_sw = switch(dist_a, args["a_rcut_smth"], args["a_rcut"])
+    a_mask = xp.logical_and(mask[:, :, :nslot], dist_a < flow.a_rcut)
+    switch = exponential_switch if flow.use_exp_switch else polynomial_switch
+    a_sw = switch(dist_a, flow.a_rcut_smth, flow.a_rcut)
     a_sw = xp.where(a_mask, a_sw, xp.zeros_like(a_sw))
     unit = rij[:, :, :nslot, :] / (dist_a[..., None] + UNIT_EPS)
     unit = xp.where(a_mask[..., None], unit, xp.zeros_like(unit))
@@ -78,80 +72,82 @@ def _edge_graph(desc: dict, edges: Edges, dtype: Any) -> tuple[Graph, Array, Arr
     return graph, edge_in, alpha, dist
 
 
-def _start(desc: dict, edges: Edges) -> tuple[Graph, Activation, Array, tuple]:
+def _start(cfg: DPA3Settings, desc: dict, edges: Edges) -> tuple[Graph, Activation, Array, tuple]:
     """The Graph, the activation, the type embedding of the atoms and the layer-0 state."""
     xp = xp_of(edges.rij)
-    dtype = descriptor_dtype(xp, desc)
-    args = desc["repflow_args"]
+    dtype = dtype_of(xp, cfg.precision)
     flow = desc["repflow_variable"]
-    act = activation(desc.get("activation_function", "silu"))
-    graph, edge_in, alpha, _ = _edge_graph(desc, edges, dtype)
+    act = activation(cfg.activation_function)
+    graph, edge_in, alpha, _ = _edge_graph(cfg, desc, edges, dtype)
     nf, nat = edges.rij.shape[0], edges.rij.shape[1]
 
-    tebd = xp.take(
-        type_embedding_table(
-            TypeEmbeddingSettings.from_tree(desc["type_embedding"]), desc["type_embedding"], xp
-        ),
-        edges.atype,
-        axis=0,
-    )
+    table = type_embedding_table(cfg.type_embedding, desc["type_embedding"], xp)
+    tebd = xp.take(table, edges.atype, axis=0)
     tebd = xp.broadcast_to(tebd[None, ...], (nf, nat, tebd.shape[-1]))
     n = act(xp, tebd)
     edge_var = flow["edge_embd"]["@variables"]
     e = edge_in @ edge_var["w"] + edge_var["b"]
-    if not args.get("edge_init_use_dist", False):
+    if not cfg.repflow.edge_init_use_dist:
         e = act(xp, e)
     a = RankOne(alpha, flow["angle_embd"]["@variables"]["w"][0, :])
     return graph, act, tebd, (n, e, a)
 
 
 def _layers(
-    desc: dict, graph: Graph, act: Activation, state: tuple, start: int, stop: int
+    cfg: DPA3Settings,
+    desc: dict,
+    graph: Graph,
+    act: Activation,
+    state: tuple,
+    start: int,
+    stop: int,
 ) -> tuple[Array, Array, Array | RankOne]:
     """Repflow layers [start, stop) applied to the state (n, e, a)."""
     layers = desc["repflow_variable"]["repflow_layers"]
     n, e, a = state
     for index in range(start, stop):
-        last = index == len(layers) - 1
-        n, e, a = layer_forward(layers[index], desc["repflow_args"], act, n, e, a, graph, last)
+        last = index == cfg.repflow.nlayers - 1
+        n, e, a = layer_forward(cfg.repflow, layers[index], act, n, e, a, graph, last)
     return n, e, a
 
 
-def _output(desc: dict, n: Array, tebd: Array) -> Array:
+def _output(cfg: DPA3Settings, n: Array, tebd: Array) -> Array:
     xp = xp_of(n)
-    return xp.concat([n, tebd], axis=-1) if desc.get("concat_output_tebd", False) else n
+    return xp.concat([n, tebd], axis=-1) if cfg.concat_output_tebd else n
 
 
-def forward(desc: dict, edges: Edges) -> Array:
+def forward(cfg: DPA3Settings, desc: dict, edges: Edges) -> Array:
     """Descriptor (nf, nat, dim_out) in the descriptor's precision from a distance-sorted graph."""
-    graph, act, tebd, state = _start(desc, edges)
-    n, _, _ = _layers(desc, graph, act, state, 0, len(desc["repflow_variable"]["repflow_layers"]))
-    return _output(desc, n, tebd)
+    graph, act, tebd, state = _start(cfg, desc, edges)
+    n, _, _ = _layers(cfg, desc, graph, act, state, 0, cfg.repflow.nlayers)
+    return _output(cfg, n, tebd)
 
 
-def split_layer(desc: dict) -> int | None:
+def split_layer(cfg: DPA3Settings) -> int | None:
     """Where a checkpointed training step cuts the repflow stack (`forward_head`/`forward_tail`):
     after half of the layers; None for a single layer."""
-    count = len(desc["repflow_variable"]["repflow_layers"])
+    count = cfg.repflow.nlayers
     return count // 2 if count >= 2 else None
 
 
-def forward_head(desc: dict, edges: Edges, stop: int) -> tuple[Array, Array, Array]:
+def forward_head(
+    cfg: DPA3Settings, desc: dict, edges: Edges, stop: int
+) -> tuple[Array, Array, Array]:
     """The state (n, e, a) after the embeddings and layers [0, stop), as arrays (a is still the
     factored layer-0 tensor when the layers do not update angles)."""
-    graph, act, _, state = _start(desc, edges)
-    n, e, a = _layers(desc, graph, act, state, 0, stop)
+    graph, act, _, state = _start(cfg, desc, edges)
+    n, e, a = _layers(cfg, desc, graph, act, state, 0, stop)
     return n, e, angle_dense(a)
 
 
-def forward_tail(desc: dict, edges: Edges, state: tuple[Array, Array, Array], start: int) -> Array:
-    """The descriptor from a `forward_head(desc, edges, start)` state: layers [start, …) and the
-    output; forward_tail(forward_head(·, k), k) is `forward`."""
-    graph, act, tebd, _ = _start(desc, edges)
-    n, _, _ = _layers(
-        desc, graph, act, state, start, len(desc["repflow_variable"]["repflow_layers"])
-    )
-    return _output(desc, n, tebd)
+def forward_tail(
+    cfg: DPA3Settings, desc: dict, edges: Edges, state: tuple[Array, ...], start: int
+) -> Array:
+    """The descriptor from a `forward_head(cfg, desc, edges, start)` state: layers [start, …)
+    and the output; forward_tail(forward_head(·, k), k) is `forward`."""
+    graph, act, tebd, _ = _start(cfg, desc, edges)
+    n, _, _ = _layers(cfg, desc, graph, act, state, start, cfg.repflow.nlayers)
+    return _output(cfg, n, tebd)
 
 
 # --------------------------------------------------------------------------- build

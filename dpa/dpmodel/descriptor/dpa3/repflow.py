@@ -19,6 +19,7 @@ from typing import Any
 from array_api_compat import device
 
 from ...array_api import Array, gather_neighbors, xp_of
+from .settings import RepflowSettings
 
 Activation = Callable[[Any, Array], Array]
 
@@ -126,18 +127,20 @@ def symmetrize(hs: Array, x: Array, axis_neuron: int) -> Array:
     return xp.reshape(g, (nf, nat, g.shape[2] * g.shape[3]))
 
 
-def compress(layer: dict, args: dict, n: Array, e: Array, graph: Graph) -> tuple[Array, Array]:
+def compress(
+    cfg: RepflowSettings, layer: dict, n: Array, e: Array, graph: Graph
+) -> tuple[Array, Array]:
     """n^c (nf, nat, n_c) and e^c (nf, nat, A, e_c) on the first A slots, zero where μ = 0."""
     xp = xp_of(e)
     nslot = graph.a_mask.shape[-1]
     e = e[:, :, :nslot, :]
-    rate = args["a_compress_rate"]
+    rate = cfg.a_compress_rate
     if rate == 0:
         nc, ec = n, e
-    elif args["a_compress_use_split"]:
-        a_dim = args["a_dim"]
+    elif cfg.a_compress_use_split:
+        a_dim = cfg.a_dim
         nc = n[..., : a_dim // rate]
-        ec = e[..., : a_dim // (2 * rate) * args["a_compress_e_rate"]]
+        ec = e[..., : a_dim // (2 * rate) * cfg.a_compress_e_rate]
     else:
         nc = n @ layer["a_compress_n_linear"]["@variables"]["w"]
         ec = e @ layer["a_compress_e_linear"]["@variables"]["w"]
@@ -145,8 +148,8 @@ def compress(layer: dict, args: dict, n: Array, e: Array, graph: Graph) -> tuple
 
 
 def edge_angle_message(
+    cfg: RepflowSettings,
     layer: dict,
-    args: dict,
     act: Activation,
     a: Array | RankOne,
     nc: Array,
@@ -156,7 +159,7 @@ def edge_angle_message(
 ) -> Array:
     """v_ang = φ(χ W_ea2 + b) with χ_ij = σ_ij/√A' Σ_k σ_ik φ(x_ijk W_ea1 + b) (spec §7.3)."""
     xp = xp_of(ec)
-    q = act(xp, angle_linear(layer["edge_angle_linear1"], a, nc, ec, args["a_dim"]))
+    q = act(xp, angle_linear(layer["edge_angle_linear1"], a, nc, ec, cfg.a_dim))
     nf, nat, nslot = graph.a_sw.shape
     width = q.shape[-1]
     # Σ_k σ_ik q[i, k, j, :] as one (1 × A) · (A × A·c) product per atom
@@ -167,7 +170,7 @@ def edge_angle_message(
     if total > nslot:
         pad = xp.zeros((nf, nat, total - nslot, width), dtype=chi.dtype, device=device(chi))
         chi = xp.concat([chi, pad], axis=2)
-    if not args["smooth_edge_update"]:
+    if not cfg.smooth_edge_update:
         mask = graph.a_mask
         if total > nslot:
             pad_mask = xp.zeros((nf, nat, total - nslot), dtype=xp.bool, device=device(mask))
@@ -184,8 +187,8 @@ def _dense(layer: dict, x: Array) -> Array:
 
 
 def node_terms(
+    cfg: RepflowSettings,
     layer: dict,
-    args: dict,
     act: Activation,
     n: Array,
     nu: Array,
@@ -195,22 +198,22 @@ def node_terms(
     """[u_self, u_sym, u_msg^(1..H)] from the layer-input n, the gathered ν and the edges e."""
     xp = xp_of(n)
     n_dim = n.shape[-1]
-    axis = args["axis_neuron"]
+    axis = cfg.axis_neuron
     u_self = act(xp, _dense(layer["node_self_mlp"], n))
     sym = xp.concat([symmetrize(graph.hs, e, axis), symmetrize(graph.hs, nu, axis)], axis=-1)
     u_sym = act(xp, _dense(layer["node_sym_linear"], sym))
     msg = act(xp, edge_linear(layer["node_edge_linear"], n, e, graph.nlist))
     # Σ_j s_ij φ(...) as one (1 × W) · (W × H·n) product per atom
     msg = (graph.sw[:, :, None, :] @ msg)[:, :, 0, :] * (1.0 / graph.e_norm)
-    heads = args["n_multi_edge_message"]
+    heads = cfg.n_multi_edge_message
     if heads == 1:
         return [u_self, u_sym, msg]
     return [u_self, u_sym, *(msg[..., h * n_dim : (h + 1) * n_dim] for h in range(heads))]
 
 
 def layer_forward(
+    cfg: RepflowSettings,
     layer: dict,
-    args: dict,
     act: Activation,
     n: Array,
     e: Array,
@@ -222,31 +225,31 @@ def layer_forward(
 
     `last`: only n is used afterwards; in parallel mode the edge and angle updates (the angle
     tensors are most of the work) are then skipped, since n is computed from the layer inputs."""
-    style = args["update_style"]
+    style = cfg.update_style
     var = layer.get("@variables") or {}
     n_res, e_res, a_res = (var.get(k) for k in ("n_residual", "e_residual", "a_residual"))
     nu = gather_neighbors(n, graph.nlist)
     xp = xp_of(n)
-    if args["update_angle"] and args.get("sequential_update", False):
+    if cfg.update_angle and cfg.sequential_update:
         e_res, a_res = var["e_residual"], var["a_residual"]  # sequential: res_residual only
         v_self = act(xp, edge_linear(layer["edge_self_linear"], n, e, graph.nlist))
         e1 = e + e_res[0] * v_self
-        nc, ec = compress(layer, args, n, e1, graph)
-        w_self = act(xp, angle_linear(layer["angle_self_linear"], a, nc, ec, args["a_dim"]))
+        nc, ec = compress(cfg, layer, n, e1, graph)
+        w_self = act(xp, angle_linear(layer["angle_self_linear"], a, nc, ec, cfg.a_dim))
         a1 = angle_dense(a) + a_res[0] * w_self
-        v_ang = edge_angle_message(layer, args, act, a1, nc, ec, e1, graph)
+        v_ang = edge_angle_message(cfg, layer, act, a1, nc, ec, e1, graph)
         e2 = e1 + e_res[1] * v_ang
-        n1 = update(style, [n, *node_terms(layer, args, act, n, nu, e2, graph)], n_res)
+        n1 = update(style, [n, *node_terms(cfg, layer, act, n, nu, e2, graph)], n_res)
         return n1, e2, a1
-    n1 = update(style, [n, *node_terms(layer, args, act, n, nu, e, graph)], n_res)
+    n1 = update(style, [n, *node_terms(cfg, layer, act, n, nu, e, graph)], n_res)
     if last:
         return n1, e, a
     v_self = act(xp, edge_linear(layer["edge_self_linear"], n, e, graph.nlist))
-    if not args["update_angle"]:
+    if not cfg.update_angle:
         return n1, update(style, [e, v_self], e_res), a
-    nc, ec = compress(layer, args, n, e, graph)
-    v_ang = edge_angle_message(layer, args, act, a, nc, ec, e, graph)
+    nc, ec = compress(cfg, layer, n, e, graph)
+    v_ang = edge_angle_message(cfg, layer, act, a, nc, ec, e, graph)
     e1 = update(style, [e, v_self, v_ang], e_res)
-    w_self = act(xp, angle_linear(layer["angle_self_linear"], a, nc, ec, args["a_dim"]))
+    w_self = act(xp, angle_linear(layer["angle_self_linear"], a, nc, ec, cfg.a_dim))
     a1 = update(style, [angle_dense(a), w_self], a_res)
     return n1, e1, a1
