@@ -13,6 +13,7 @@ from builders import TYPE_MAP, neighbor_edges
 from dpa.dpmodel.array_api import gather_neighbors
 from dpa.dpmodel.descriptor.common import Edges
 from dpa.dpmodel.descriptor.dpa3 import descriptor as dpa3
+from dpa.dpmodel.descriptor.dpa3.settings import RepflowSettings
 from dpa.dpmodel.model import descriptor_forward
 from dpa.formats import dp
 
@@ -102,9 +103,15 @@ def test_optim_update_flag_does_not_change_numbers():
 
 
 def test_dynamic_sel_normalizers():
-    args = {"e_sel": 1200, "a_sel": 300, "use_dynamic_sel": True, "sel_reduce_factor": 10.0}
-    assert dpa3._normalizers(args) == (120.0, 30.0)
-    assert dpa3._normalizers({**args, "use_dynamic_sel": False}) == (1200.0, 300.0)
+    stored = _stored("dpa3_dynsel_f64")["repflow_args"]
+    args = {**stored, "e_sel": 1200, "a_sel": 300, "use_dynamic_sel": True}
+    args["sel_reduce_factor"] = 10.0
+
+    def normalizers(repflow_args: dict) -> tuple[float, float]:
+        return RepflowSettings.from_tree(repflow_args, 1).normalizers
+
+    assert normalizers(args) == (120.0, 30.0)
+    assert normalizers({**args, "use_dynamic_sel": False}) == (1200.0, 300.0)
 
 
 def test_neighbor_gather_uses_local_indices():
