@@ -5,6 +5,7 @@ from .check import check_tree
 from .config import DPA2Config, finish
 from .deepmd_init import draw_like_deepmd
 from .descriptor import build, dim_out, forward, neighbor_spec
+from .settings import DPA2Settings
 from .stats import sel_keys, stat_blocks
 
 DESCRIPTOR = DescriptorKind(
@@ -13,8 +14,8 @@ DESCRIPTOR = DescriptorKind(
     config=DPA2Config,
     finish=finish,
     build=build,
-    settings=lambda desc: desc,  # TEMPORARY: typed settings pending
-    forward=lambda cfg, desc, edges: forward(desc, edges),
+    settings=DPA2Settings.from_tree,
+    forward=forward,
     dim_out=dim_out,
     neighbor_spec=neighbor_spec,
     stat_blocks=stat_blocks,

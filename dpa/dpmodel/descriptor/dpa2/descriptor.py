@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from ....errors import ConfigError
-from ...array_api import Array, safe_norm, to_dtype, xp_of
+from ...array_api import Array, dtype_of, safe_norm, to_dtype, xp_of
 from ...env_mat import environment_matrix, normalize
 from ...network import (
     dense,
@@ -16,19 +16,17 @@ from ...network import (
     make_layer,
     network_collection,
 )
-from ...type_embed import TypeEmbeddingSettings, make_type_embedding, type_embedding_table
-from ..common import Edges, contract_env, descriptor_dtype, pair_keep_mask, symmetry_descriptor
+from ...type_embed import make_type_embedding, type_embedding_table
+from ..common import Edges, contract_env, pair_keep_mask, symmetry_descriptor
 from ..dpa1.descriptor import pair_embedding
 from ..protocol import NeighborSpec
 from .repformer import build_block, repformer_forward
+from .settings import DPA2Settings, ThreeBodySettings
 
 
 def dim_out(desc: dict) -> int:
     """Width: g1_dim (+ tebd_dim when concat_output_tebd)."""
-    width = desc["repformer_args"]["g1_dim"]
-    if desc.get("concat_output_tebd", True):
-        width += desc["repinit_args"]["tebd_dim"]
-    return width
+    return DPA2Settings.from_tree(desc).dim_out
 
 
 def _repinit_width(args: dict) -> int:
@@ -58,37 +56,38 @@ def sub_edges(edges: Edges, rcut: float, nsel: int) -> Edges:
 
 
 def _block_env(
-    desc: dict, var: dict, edges: Edges, rcut: float, rcut_smth: float
+    cfg: DPA2Settings, var: dict, edges: Edges, rcut: float, rcut_smth: float
 ) -> tuple[Array, Array, Array]:
     """Normalized env-mat with exclusion applied (R ← e R), mask m' = m e and switch s m'."""
     xp = xp_of(edges.rij)
     mask = edges.mask
-    env, sw = environment_matrix(edges.rij, mask, rcut, rcut_smth, desc.get("env_protection", 0.0))
+    env, sw = environment_matrix(edges.rij, mask, rcut, rcut_smth, cfg.protection)
     env = normalize(env, var["@variables"]["davg"], var["@variables"]["dstd"], edges.atype)
-    if desc.get("exclude_types"):
-        keep = pair_keep_mask(edges, desc["exclude_types"], desc["ntypes"])
+    if cfg.exclude_types:
+        keep = pair_keep_mask(edges, cfg.exclude_types, cfg.ntypes)
         env = xp.where(keep[..., None], env, xp.zeros_like(env))
         mask = xp.logical_and(mask, keep)
         sw = xp.where(mask, sw, xp.zeros_like(sw))
     return env, mask, sw
 
 
-def _repinit(desc: dict, edges: Edges, tebd_table: Array) -> Array:
+def _repinit(cfg: DPA2Settings, desc: dict, edges: Edges, tebd_table: Array) -> Array:
     """The se_atten block without attention (spec §6.3): flatten(T T_<ᵀ), (nf, nat, M1·M2)."""
-    args = desc["repinit_args"]
+    rep = cfg.repinit
     var = desc["repinit_variable"]
-    sub = sub_edges(edges, float(args["rcut"]), int(args["nsel"]))
-    env, _, sw = _block_env(desc, var, sub, float(args["rcut"]), float(args["rcut_smth"]))
+    sub = sub_edges(edges, rep.rcut, rep.nsel)
+    env, _, sw = _block_env(cfg, var, sub, rep.rcut, rep.rcut_smth)
+    # the keys DPA-1's pair embedding reads, with the arrays of this block
     view = {
         "type": "dpa1",
-        "tebd_input_mode": args["tebd_input_mode"],
-        "type_one_side": args["type_one_side"],
-        "smooth_type_embedding": desc.get("smooth", True),
+        "tebd_input_mode": rep.tebd_input_mode,
+        "type_one_side": rep.type_one_side,
+        "smooth_type_embedding": cfg.smooth,
         "embeddings": var["embeddings"],
         "embeddings_strip": var.get("embeddings_strip"),
     }
     g = pair_embedding(view, sub.atype, env[..., :1], tebd_table, sub.neighbor_types(), sw)
-    return symmetry_descriptor(contract_env(g, env, int(args["nsel"])), args["axis_neuron"])
+    return symmetry_descriptor(contract_env(g, env, rep.nsel), rep.axis_neuron)
 
 
 def _finish_layer(layer: dict, pre: Array) -> Array:
@@ -100,21 +99,21 @@ def _finish_layer(layer: dict, pre: Array) -> Array:
     return y if idt is None else y * idt
 
 
-def _three_body(desc: dict, edges: Edges, tebd_table: Array) -> Array:
+def _three_body(
+    cfg: DPA2Settings, three: ThreeBodySettings, desc: dict, edges: Edges, tebd_table: Array
+) -> Array:
     """The se_t_tebd block (spec §6.4): q_i = (1/N3²) Σ_jk E_jk G_jk, (nf, nat, n3)."""
     xp = xp_of(edges.rij)
-    args = desc["repinit_args"]
     var = desc["repinit_three_body_variable"]
-    nsel = int(args["three_body_sel"])
-    rcut = float(args["three_body_rcut"])
-    sub = sub_edges(edges, rcut, nsel)
-    env, _, sw = _block_env(desc, var, sub, rcut, float(args["three_body_rcut_smth"]))
+    nsel = three.nsel
+    sub = sub_edges(edges, three.rcut, nsel)
+    env, _, sw = _block_env(cfg, var, sub, three.rcut, three.rcut_smth)
     v = env[..., 1:4]
     e = v @ xp.matrix_transpose(v)  # (nf, nat, N3, N3)
     nf, nat = e.shape[0], e.shape[1]
     nbr_type = sub.neighbor_types()
     net = var["embeddings"]["networks"][0]
-    if args["tebd_input_mode"] != "strip":
+    if cfg.repinit.tebd_input_mode != "strip":
         # [E_jk, T_j, T_k] W = E w_0 + (T W_1)_j + (T W_2)_k: project the table, not the pairs
         layers = net["layers"]
         d = tebd_table.shape[-1]
@@ -151,7 +150,7 @@ def _three_body(desc: dict, edges: Edges, tebd_table: Array) -> Array:
         table = embedding_net(var["embeddings_strip"]["networks"][0], pairs)
         idx = nbr_type[:, :, :, None] * n_rows + nbr_type[:, :, None, :]
         gt = xp.reshape(xp.take(table, xp.reshape(idx, (-1,)), axis=0), (nf, nat, nsel, nsel, -1))
-        if desc.get("smooth", True):
+        if cfg.smooth:
             gt = gt * (sw[:, :, :, None] * sw[:, :, None, :])[..., None]
         g = gs * gt + gs
     # an elementwise product and a sum: as a (1 x N3²)·(N3² x n3) product its backward would be
@@ -159,27 +158,24 @@ def _three_body(desc: dict, edges: Edges, tebd_table: Array) -> Array:
     return xp.sum(g * e[..., None], axis=(2, 3)) * (1.0 / (nsel * nsel))
 
 
-def forward_parts(desc: dict, edges: Edges) -> tuple[Array, Array, Array, Array, Array]:
+def forward_parts(
+    cfg: DPA2Settings, desc: dict, edges: Edges
+) -> tuple[Array, Array, Array, Array, Array]:
     """(descriptor, rotation matrix (nf, nat, d2, 3), g2, h2, switch) in the descriptor's precision."""
     xp = xp_of(edges.rij)
-    dtype = descriptor_dtype(xp, desc)
+    dtype = dtype_of(xp, cfg.precision)
     edges = dataclasses.replace(edges, rij=to_dtype(edges.rij, dtype))
-    args = desc["repinit_args"]
-    tebd_table = type_embedding_table(
-        TypeEmbeddingSettings.from_tree(desc["type_embedding"]), desc["type_embedding"], xp
-    )
+    tebd_table = type_embedding_table(cfg.type_embedding, desc["type_embedding"], xp)
     t_center = xp.take(tebd_table, edges.atype, axis=0)  # (nat, d_T)
-    g1 = _repinit(desc, edges, tebd_table)
-    if args.get("use_three_body", False):
-        g1 = xp.concat([g1, _three_body(desc, edges, tebd_table)], axis=-1)
-    shape = desc["g1_shape_tranform"]
-    if shape.get("@class") != "Identity":
-        g1 = dense(shape, g1)
-    if desc.get("add_tebd_to_repinit_out", False):
+    g1 = _repinit(cfg, desc, edges, tebd_table)
+    if cfg.three_body is not None:
+        g1 = xp.concat([g1, _three_body(cfg, cfg.three_body, desc, edges, tebd_table)], axis=-1)
+    if cfg.g1_shape_transform:
+        g1 = dense(desc["g1_shape_tranform"], g1)
+    if cfg.add_tebd_to_repinit_out:
         g1 = g1 + dense(desc["tebd_transform"], t_center)[None, ...]
-    rargs = desc["repformer_args"]
-    rcut = float(rargs["rcut"])
-    nsel = int(rargs["nsel"])
+    rcut = cfg.repformer.rcut
+    nsel = cfg.repformer.nsel
     if dtype == xp.float64:
         # slots the host hint proves empty within rcut in every row are not materialized (the
         # softmax counts them analytically). Not in float32: the forces of a repformer amplify
@@ -188,18 +184,12 @@ def forward_parts(desc: dict, edges: Edges) -> tuple[Array, Array, Array, Array,
         nsel = min(nsel, edges.slots_within(rcut))
     sub = sub_edges(edges, rcut, nsel)
     keep = None
-    if desc.get("exclude_types"):
-        keep = pair_keep_mask(sub, desc["exclude_types"], desc["ntypes"])
+    if cfg.exclude_types:
+        keep = pair_keep_mask(sub, cfg.exclude_types, cfg.ntypes)
     f, g2, h2, rot, sw = repformer_forward(
-        desc["repformers_variable"],
-        rargs,
-        g1,
-        sub,
-        keep,
-        desc.get("smooth", True),
-        desc.get("env_protection", 0.0),
+        cfg.repformer, desc["repformers_variable"], g1, sub, keep, cfg.smooth, cfg.protection
     )
-    if desc.get("concat_output_tebd", True):
+    if cfg.concat_output_tebd:
         nf, nat = f.shape[0], f.shape[1]
         f = xp.concat(
             [f, xp.broadcast_to(t_center[None, ...], (nf, nat, t_center.shape[-1]))], axis=-1
@@ -207,9 +197,9 @@ def forward_parts(desc: dict, edges: Edges) -> tuple[Array, Array, Array, Array,
     return f, rot, g2, h2, sw
 
 
-def forward(desc: dict, edges: Edges) -> Array:
+def forward(cfg: DPA2Settings, desc: dict, edges: Edges) -> Array:
     """Descriptor (nf, nat, dim_out) in the descriptor's precision from a distance-sorted graph."""
-    return forward_parts(desc, edges)[0]
+    return forward_parts(cfg, desc, edges)[0]
 
 
 # --------------------------------------------------------------------------- builders

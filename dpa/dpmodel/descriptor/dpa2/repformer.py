@@ -18,6 +18,7 @@ from ...array_api import Array, gather_neighbors, like, safe_norm, stop_gradient
 from ...env_mat import environment_matrix, normalize
 from ...network import activation, dense, layer_norm, make_layer, make_layer_norm
 from ..common import ATTN_LOGIT_SHIFT, MASKED_LOGIT, Edges
+from .settings import AttentionSettings, RepformerLayerSettings, RepformerSettings
 
 NNEI_EPS = 1e-4  # protection of 1/n_i in the non-smooth normalizers
 
@@ -103,7 +104,9 @@ def _softmax_rows(logits: Array, dropped: int = 0, empty_logit: float = 0.0) -> 
     return e, denom
 
 
-def _local_attention(layer: dict, f: Array, fn: Array, ctx: PairContext) -> Array:
+def _local_attention(
+    att: AttentionSettings, layer: dict, f: Array, fn: Array, ctx: PairContext
+) -> Array:
     """g1 self-attention over the neighbors (`loc_attn`), heads concatenated head-major.
 
     Keys and values are f̂ W_k, f̂ W_v; instead of projecting every neighbor, the query is pulled
@@ -112,7 +115,7 @@ def _local_attention(layer: dict, f: Array, fn: Array, ctx: PairContext) -> Arra
     xp = xp_of(f)
     nf, nat, n = ctx.mask.shape
     d1 = f.shape[-1]
-    nd, nh = layer["hidden_dim"], layer["head_num"]
+    nd, nh = att.hidden_dim, att.head_num
     wq = layer["mapq"]["@variables"]["w"]
     wkv = xp.reshape(layer["mapkv"]["@variables"]["w"], (d1, nd + d1, nh))
     wk = xp.permute_dims(wkv[:, :nd, :], (2, 0, 1))  # (nh, d1, nd)
@@ -141,7 +144,9 @@ def _columns(w: Array, index: np.ndarray, axis: int) -> Array:
     return xp_of(w).take(w, like(w, index), axis=axis)
 
 
-def _attention_map(layer: dict, g: Array, h: Array, ctx: PairContext) -> AttentionMap:
+def _attention_map(
+    att: AttentionSettings, layer: dict, g: Array, h: Array, ctx: PairContext
+) -> AttentionMap:
     """Gated attention weights between the slots of each center (`attn2g_map`), per head.
 
     A_jk^η = W_jk^η · row_j^η · col_k with W = exp(L - max)·(h_j·h_k): the row/column factors
@@ -150,7 +155,7 @@ def _attention_map(layer: dict, g: Array, h: Array, ctx: PairContext) -> Attenti
     directly. Heads are taken with weight-column slices, so no (N, head) transposes are copied.
     """
     xp = xp_of(g)
-    nd, nh = layer["hidden_dim"], layer["head_num"]
+    nd, nh = att.hidden_dim, att.head_num
     w = layer["mapqk"]["@variables"]["w"]  # column δ·2H + c: query head c, key head c - H
     cos = h @ xp.matrix_transpose(h)  # (nf, nat, N, N)
     if ctx.smooth:
@@ -165,7 +170,7 @@ def _attention_map(layer: dict, g: Array, h: Array, ctx: PairContext) -> Attenti
         q = g @ _columns(w, np.arange(nd) * 2 * nh + eta, 1) * (1.0 / math.sqrt(nd))
         k = g @ _columns(w, np.arange(nd) * 2 * nh + nh + eta, 1)
         logits = q @ xp.matrix_transpose(k)  # (nf, nat, N, N)
-        if layer.get("has_gate", False):
+        if att.has_gate:
             logits = logits * cos
         if ctx.smooth:
             logits = (logits + ATTN_LOGIT_SHIFT) * pair - ATTN_LOGIT_SHIFT
@@ -179,10 +184,11 @@ def _attention_map(layer: dict, g: Array, h: Array, ctx: PairContext) -> Attenti
 
 def _attention_apply_g(layer: dict, amap: AttentionMap, g: Array) -> Array:
     """LayerNorm(head_map(Σ_k A_jk v_k)); head_map's input is channel-major (c·H + η), so each
-    head's output meets its own rows of the head_map weight and the heads are summed."""
+    head's output meets its own rows of the head_map weight and the heads are summed. Its head
+    count is the map's (`attn2_mh_apply.head_num`, equal to it on load)."""
     mh = layer["attn2_mh_apply"]
     d2 = g.shape[-1]
-    nh = mh["head_num"]
+    nh = len(amap.heads)
     wv = mh["mapv"]["@variables"]["w"]  # column c·H + η
     head_map = mh["head_map"]["@variables"]
     out = 0.0 if head_map.get("b") is None else head_map["b"]
@@ -226,7 +232,14 @@ def _update(old: Array, terms: list[Array], style: str, residual: list | None) -
     raise ConfigError(f"unknown repformer update_style {style!r}")
 
 
-def _conv_term(layer: dict, f_proj: Array | None, g: Array, fn: Array, ctx: PairContext) -> Array:
+def _conv_term(
+    cfg: RepformerLayerSettings,
+    layer: dict,
+    f_proj: Array | None,
+    g: Array,
+    fn: Array,
+    ctx: PairContext,
+) -> Array:
     """Convolution κ_c Σ_j (g W_p) ⊙ f̂ w (g1_out_conv) or κ_c Σ_j g ⊙ (f̂ W_p) w (into linear1)."""
     xp = xp_of(g)
     if ctx.smooth:
@@ -235,7 +248,7 @@ def _conv_term(layer: dict, f_proj: Array | None, g: Array, fn: Array, ctx: Pair
         count = xp.sum(xp.astype(ctx.mask, g.dtype), axis=-1)
         norm = (1.0 / (NNEI_EPS + count))[..., None]
     w = ctx.weight[..., None]
-    if layer["g1_out_conv"]:
+    if cfg.g1_out_conv:
         # Σ_j (g_j W_p)_c f̂_jc w_j = Σ_e W_p[e, c] (Σ_j g_je w_j f̂_jc): no N×d1 temporaries
         pooled = xp.matrix_transpose(g * w) @ fn  # (nf, nat, d2, d1)
         return xp.sum(pooled * layer["proj_g1g2"]["@variables"]["w"], axis=-2) * norm
@@ -244,56 +257,56 @@ def _conv_term(layer: dict, f_proj: Array | None, g: Array, fn: Array, ctx: Pair
 
 
 def layer_forward(
-    layer: dict, f: Array, g: Array, h: Array, ctx: PairContext
+    cfg: RepformerLayerSettings, layer: dict, f: Array, g: Array, h: Array, ctx: PairContext
 ) -> tuple[Array, Array, Array]:
     """One repformer layer (spec §6.7); every update reads the layer-input f, g, h."""
     xp = xp_of(f)
-    act = _act(layer["activation_function"])
-    residual = layer.get("@variables", {}) if layer["update_style"] == "res_residual" else {}
-    has_conv = layer["update_g1_has_conv"]
-    chnnl_2 = layer["update_chnnl_2"]
+    act = _act(cfg.activation_function)
+    residual = layer.get("@variables", {}) if cfg.update_style == "res_residual" else {}
+    has_conv = cfg.update_g1_has_conv
+    chnnl_2 = cfg.update_chnnl_2
     need_fn = (
-        layer["update_g1_has_drrd"]
-        or (has_conv and layer["g1_out_conv"])
-        or layer["update_g1_has_attn"]
-        or (chnnl_2 and layer["update_g2_has_g1g1"])
+        cfg.update_g1_has_drrd
+        or (has_conv and cfg.g1_out_conv)
+        or cfg.update_g1_has_attn
+        or (chnnl_2 and cfg.update_g2_has_g1g1)
     )
     fn = gather_neighbors(f, ctx.index) if need_fn else None
-    sqrt = layer["use_sqrt_nnei"]
+    sqrt = cfg.use_sqrt_nnei
 
     g_terms: list[Array] = []
     h_terms: list[Array] = []
     if chnnl_2:
         g_terms.append(act(_linear(layer["linear2"], g)))
-        if layer["update_g2_has_g1g1"]:
+        if cfg.update_g2_has_g1g1:
             prod = fn * (f[:, :, None, :] * ctx.weight[..., None])
             g_terms.append(prod @ layer["proj_g1g1g2"]["@variables"]["w"])
-        if layer["update_g2_has_attn"] or layer["update_h2"]:
-            amap = _attention_map(layer["attn2g_map"], g, h, ctx)
-            if layer["update_g2_has_attn"]:
+        if cfg.pair_attention is not None:  # update_g2_has_attn or update_h2
+            amap = _attention_map(cfg.pair_attention, layer["attn2g_map"], g, h, ctx)
+            if cfg.update_g2_has_attn:
                 g_terms.append(_attention_apply_g(layer, amap, g))
-            if layer["update_h2"]:
+            if cfg.update_h2:
                 h_terms.append(_attention_apply_h(layer, amap, h))
 
     f_terms: list[Array] = []
     mlp_in: list[Array] = []
-    if layer["g1_out_mlp"]:
+    if cfg.g1_out_mlp:
         f_terms.append(act(_linear(layer["g1_self_mlp"], f)))
     else:
         mlp_in.append(f)
     if has_conv:
-        f_proj = None if layer["g1_out_conv"] else f @ layer["proj_g1g2"]["@variables"]["w"]
-        conv = _conv_term(layer, f_proj, g, fn, ctx)
-        (f_terms if layer["g1_out_conv"] else mlp_in).append(conv)
-    if layer["update_g1_has_grrg"]:
-        mlp_in.append(_sym(g, h, ctx, layer["axis_neuron"], sqrt))
-    if layer["update_g1_has_drrd"]:
-        mlp_in.append(_sym(fn, h, ctx, layer["axis_neuron"], sqrt))
+        f_proj = None if cfg.g1_out_conv else f @ layer["proj_g1g2"]["@variables"]["w"]
+        conv = _conv_term(cfg, layer, f_proj, g, fn, ctx)
+        (f_terms if cfg.g1_out_conv else mlp_in).append(conv)
+    if cfg.update_g1_has_grrg:
+        mlp_in.append(_sym(g, h, ctx, cfg.axis_neuron, sqrt))
+    if cfg.update_g1_has_drrd:
+        mlp_in.append(_sym(fn, h, ctx, cfg.axis_neuron, sqrt))
     f_terms.append(act(_linear(layer["linear1"], xp.concat(mlp_in, axis=-1))))
-    if layer["update_g1_has_attn"]:
-        f_terms.append(_local_attention(layer["loc_attn"], f, fn, ctx))
+    if cfg.local_attention is not None:  # update_g1_has_attn
+        f_terms.append(_local_attention(cfg.local_attention, layer["loc_attn"], f, fn, ctx))
 
-    style = layer["update_style"]
+    style = cfg.update_style
     f_new = _update(f, f_terms, style, residual.get("g1_residual"))
     if chnnl_2:
         g = _update(g, g_terms, style, residual.get("g2_residual"))
@@ -302,8 +315,8 @@ def layer_forward(
 
 
 def repformer_forward(
+    cfg: RepformerSettings,
     block: dict,
-    args: dict,
     g1: Array,
     edges: Edges,
     keep: Array | None,
@@ -314,14 +327,14 @@ def repformer_forward(
     its first `nsel` slots or fewer when the slots cut off are empty in every row."""
     xp = xp_of(g1)
     mask = edges.mask if keep is None else xp.logical_and(edges.mask, keep)
-    rcut = float(args["rcut"])
-    env, sw = environment_matrix(edges.rij, mask, rcut, float(args["rcut_smth"]), protection)
+    rcut = cfg.rcut
+    env, sw = environment_matrix(edges.rij, mask, rcut, cfg.rcut_smth, protection)
     var = block["@variables"]
-    nsel, width = int(args["nsel"]), int(edges.nlist.shape[2])
+    nsel, width = cfg.nsel, int(edges.nlist.shape[2])
     davg, dstd = var["davg"][:, :width, :], var["dstd"][:, :width, :]
     env = normalize(env, davg, dstd, edges.atype)
-    act = _act(args["activation_function"])
-    if args["direct_dist"]:
+    act = _act(cfg.activation_function)
+    if cfg.direct_dist:
         diff = xp.where(mask[..., None], edges.rij, xp.zeros_like(edges.rij))
         g = safe_norm(diff) / rcut
         h = diff / rcut
@@ -332,9 +345,9 @@ def repformer_forward(
     weight = sw if smooth else xp.astype(mask, g1.dtype)
     ctx = PairContext(index, mask, weight, sw, smooth, nsel, nsel - width)
     f = act(g1)
-    for layer in block["repformer_layers"]:
-        f, g, h = layer_forward(layer, f, g, h, ctx)
-    rot = xp.matrix_transpose(_hg(g, h, ctx, args["use_sqrt_nnei"]))
+    for layer_cfg, layer in zip(cfg.layers, block["repformer_layers"], strict=True):
+        f, g, h = layer_forward(layer_cfg, layer, f, g, h, ctx)
+    rot = xp.matrix_transpose(_hg(g, h, ctx, cfg.use_sqrt_nnei))
     return f, g, h, rot, sw
 
 

@@ -3,41 +3,44 @@
 from __future__ import annotations
 
 from ..protocol import EnvBlock, SelKey, protection
+from .settings import DPA2Settings
 
 
 def stat_blocks(desc: dict) -> list[EnvBlock]:
     """The repinit, repformer and (if on) three-body blocks, each with its own list, as
     DeePMD-kit builds them for statistics."""
-    rep, frm = desc["repinit_args"], desc["repformer_args"]
-    rep_zero = bool(rep.get("set_davg_zero", True))
+    cfg = DPA2Settings.from_tree(desc)
+    rep, frm = cfg.repinit, cfg.repformer
+    rep_zero = bool(desc["repinit_args"].get("set_davg_zero", True))
     prot = protection(desc)
     blocks = [
         EnvBlock(
             ("repinit_variable", "@variables"),
-            float(rep["rcut"]),
-            float(rep["rcut_smth"]),
-            (int(rep["nsel"]),),
+            rep.rcut,
+            rep.rcut_smth,
+            (rep.nsel,),
             True,
             rep_zero,
             prot,
         ),
         EnvBlock(
             ("repformers_variable", "@variables"),
-            float(frm["rcut"]),
-            float(frm["rcut_smth"]),
-            (int(frm["nsel"]),),
+            frm.rcut,
+            frm.rcut_smth,
+            (frm.nsel,),
             True,
-            bool(frm.get("set_davg_zero", True)),
+            bool(desc["repformer_args"].get("set_davg_zero", True)),
             prot,
         ),
     ]
-    if rep.get("use_three_body", False):
+    if cfg.three_body is not None:
+        three = cfg.three_body
         blocks.append(
             EnvBlock(
                 ("repinit_three_body_variable", "@variables"),
-                float(rep["three_body_rcut"]),
-                float(rep["three_body_rcut_smth"]),
-                (int(rep["three_body_sel"]),),
+                three.rcut,
+                three.rcut_smth,
+                (three.nsel,),
                 True,
                 rep_zero,
                 prot,
