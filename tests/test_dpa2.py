@@ -11,6 +11,7 @@ from builders import neighbor_edges
 
 import dpa
 from dpa.dpmodel.descriptor.dpa2 import descriptor as dpa2
+from dpa.dpmodel.descriptor.dpa2.settings import DPA2Settings
 from dpa.errors import ConfigError
 from dpa.formats import dp
 
@@ -110,9 +111,10 @@ def test_repformer_list_trimmed_by_the_hint_gives_same_numbers(name):
     dist = np.where(nl.nlist >= 0, np.linalg.norm(rij, axis=-1), np.inf)
     used = int((dist <= rcut).sum(-1).max())
     assert used < nsel - 4  # the trimmed list is clearly narrower
-    full = dpa2.forward_parts(desc, edges)
+    settings = DPA2Settings.from_tree(desc)
+    full = dpa2.forward_parts(settings, desc, edges)
     hinted = Edges(rij, nl.nlist, atype, atype, ((rcut, used),))
-    trimmed = dpa2.forward_parts(desc, hinted)
+    trimmed = dpa2.forward_parts(settings, desc, hinted)
     assert trimmed[2].shape[2] == used  # g2 holds only the slots that can be real
     np.testing.assert_allclose(trimmed[0], full[0], rtol=0, atol=1e-12)
     np.testing.assert_allclose(trimmed[1], full[1], rtol=0, atol=1e-12)

@@ -52,15 +52,6 @@ def dim_out(desc: dict) -> int:
     return width + (desc["tebd_dim"] if DPA1Settings.from_tree(desc).concat_output_tebd else 0)
 
 
-def pair_embedding(
-    desc: dict, center_type: Array, rho: Array, tebd_table: Array, nbr_type: Array, sw: Array
-) -> Array:
-    """`embed_pairs` for a dict holding the pair-embedding keys and networks (DPA-2's repinit
-    passes such a view), its settings parsed on the call."""
-    cfg = PairEmbeddingSettings.from_tree(desc)
-    return embed_pairs(cfg, desc, center_type, rho, tebd_table, nbr_type, sw)
-
-
 def embed_pairs(
     cfg: PairEmbeddingSettings,
     nets: dict,

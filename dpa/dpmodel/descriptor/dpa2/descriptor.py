@@ -18,7 +18,7 @@ from ...network import (
 )
 from ...type_embed import make_type_embedding, type_embedding_table
 from ..common import Edges, contract_env, pair_keep_mask, symmetry_descriptor
-from ..dpa1.descriptor import pair_embedding
+from ..dpa1.descriptor import embed_pairs
 from ..protocol import NeighborSpec
 from .repformer import build_block, repformer_forward
 from .settings import DPA2Settings, ThreeBodySettings
@@ -77,16 +77,8 @@ def _repinit(cfg: DPA2Settings, desc: dict, edges: Edges, tebd_table: Array) -> 
     var = desc["repinit_variable"]
     sub = sub_edges(edges, rep.rcut, rep.nsel)
     env, _, sw = _block_env(cfg, var, sub, rep.rcut, rep.rcut_smth)
-    # the keys DPA-1's pair embedding reads, with the arrays of this block
-    view = {
-        "type": "dpa1",
-        "tebd_input_mode": rep.tebd_input_mode,
-        "type_one_side": rep.type_one_side,
-        "smooth_type_embedding": cfg.smooth,
-        "embeddings": var["embeddings"],
-        "embeddings_strip": var.get("embeddings_strip"),
-    }
-    g = pair_embedding(view, sub.atype, env[..., :1], tebd_table, sub.neighbor_types(), sw)
+    pairs = cfg.repinit_pairs
+    g = embed_pairs(pairs, var, sub.atype, env[..., :1], tebd_table, sub.neighbor_types(), sw)
     return symmetry_descriptor(contract_env(g, env, rep.nsel), rep.axis_neuron)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...type_embed import TypeEmbeddingSettings
+from ..dpa1.settings import PairEmbeddingSettings
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,13 @@ class DPA2Settings:
     repinit: RepinitSettings
     three_body: ThreeBodySettings | None
     repformer: RepformerSettings
+
+    @property
+    def repinit_pairs(self) -> PairEmbeddingSettings:
+        """How repinit's (and the three-body block's) G_ij joins radial input and types: DPA-1's
+        pair embedding with the repinit mode and the descriptor's `smooth`."""
+        rep = self.repinit
+        return PairEmbeddingSettings(rep.tebd_input_mode == "strip", rep.type_one_side, self.smooth)
 
     @property
     def dim_out(self) -> int:
