@@ -86,7 +86,7 @@ class Model:
 
         Inference only, no retraining: the descriptor's and fitting's variables are cast and
         every `precision` field under them (networks, type embedding, layers) is set, which is
-        what the forward pass reads (`descriptor_dtype`, the fitting's dtype, each layer's
+        what the forward pass reads (each block's settings `precision`, each layer's
         arrays). Model-level `out_bias`/`out_std` stay float64 (the forward always reduces in
         float64), and so do inputs and outputs. float64 -> float32 rounds the weights (~1e-7
         relative); float32 -> float64 is exact on the weights and removes float32 round-off

@@ -130,13 +130,6 @@ def apply_per_center_type(
     return xp.take(merged, like(merged, inverse), axis=1)
 
 
-def descriptor_dtype(xp: Any, descriptor: dict) -> Any:
-    """The float dtype the descriptor computes in."""
-    from ..array_api import dtype_of
-
-    return dtype_of(xp, descriptor.get("precision", "float64"))
-
-
 def contract_env(g: Array, env: Array, nnei: int) -> Array:
     """T = (1/N) Σ_j G_jᵀ R_j: (nf, nat, nnei, M1) × (nf, nat, nnei, 4) -> (nf, nat, M1, 4)."""
     xp = xp_of(g)
