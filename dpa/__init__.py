@@ -26,6 +26,7 @@ from .errors import (
     OutputError,
 )
 from .model import Model, build_model
+from .multitask import MultiTaskModel, select_branch
 from .potential import Potential
 
 # a .savedmodel is not here: its graph is a program, run only on request (backend="tensorflow")
@@ -37,6 +38,7 @@ def load_model(
     backend: str | None = None,
     compile: bool = False,
     precision: str | None = None,
+    head: str | None = None,
 ) -> Potential:
     """Load a model file (.dp, .pth, .jax, .savedmodel) or a `Model` onto a backend.
 
@@ -50,22 +52,30 @@ def load_model(
     compile: torch only; torch.compile the model (slow first call per shape, faster after).
     precision: None (as trained), "float64" or "float32": evaluate in that precision without
     retraining (`Model.with_precision`); outputs stay float64 NumPy arrays.
+    head: the branch of a multi-task model (name or alias, any case; see `MultiTaskModel`).
     """
     from .backends.base import available_backends, default_backend_name, get_backend
     from .io import load
 
-    model = path if isinstance(path, Model) else load(path)
+    if isinstance(path, Model | MultiTaskModel):
+        model = select_branch(path, head)
+    else:
+        model = load(path, head)
     if precision is not None:
         model = model.with_precision(precision)  # a copy: a given Model stays as it is
     name = backend or default_backend_name()
     if name is None:
-        suffix = "" if isinstance(path, Model) else Path(path).suffix
+        suffix = "" if isinstance(path, Model | MultiTaskModel) else Path(path).suffix
         name = _SUFFIX_BACKEND.get(suffix)
         if name is None:
             found = available_backends()
             name = next((b for b in ("torch", "jax") if b in found), "numpy")
     runner = get_backend(name, compile=compile)
-    if runner.name == "tensorflow" and not isinstance(path, Model) and precision is None:
+    if (
+        runner.name == "tensorflow"
+        and not isinstance(path, Model | MultiTaskModel)
+        and precision is None
+    ):
         from .backends.tensorflow.backend import TensorFlowBackend  # loaded: runner is one
 
         if isinstance(runner, TensorFlowBackend):  # run the SavedModel file, not a fresh export
@@ -81,6 +91,7 @@ __all__ = [
     "EvaluationError",
     "Model",
     "ModelFileError",
+    "MultiTaskModel",
     "OutputError",
     "Potential",
     "__version__",

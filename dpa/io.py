@@ -1,4 +1,4 @@
-"""Loading, saving and converting `Model`s; the formats themselves are in `dpa.modelfiles`."""
+"""Loading, saving and converting models; the formats themselves are in `dpa.modelfiles`."""
 
 from __future__ import annotations
 
@@ -7,26 +7,48 @@ import os
 from .errors import DPAError, ModelFileError, ModelWriteError
 from .model import Model
 from .modelfiles import read_data, write_data
+from .multitask import MultiTaskModel, is_multitask, select_branch
 
-__all__ = ["ModelWriteError", "convert", "load", "save"]
+__all__ = ["ModelWriteError", "convert", "load", "load_any", "save"]
 
 
-def load(path: str | os.PathLike) -> Model:
-    """Read a model file (never runs code from it)."""
+def load_any(path: str | os.PathLike) -> Model | MultiTaskModel:
+    """Read a model file, single- or multi-task (never runs code from it)."""
     data = read_data(path)
     try:
-        return Model(data)
+        return MultiTaskModel(data) if is_multitask(data) else Model(data)
     except (DPAError, KeyError, TypeError, AttributeError) as err:
         raise ModelFileError(f"{os.fspath(path)}: {err}") from None
 
 
-def save(model: Model, path: str | os.PathLike) -> None:
+def load(path: str | os.PathLike, head: str | None = None) -> Model:
+    """Read a single-task model, or branch `head` (name or alias) of a multi-task one."""
+    model = load_any(path)
+    if isinstance(model, MultiTaskModel):
+        try:
+            return model.branch(head)
+        except DPAError as err:
+            raise type(err)(f"{os.fspath(path)}: {err}") from None
+    return select_branch(model, head)
+
+
+def save(model: Model | MultiTaskModel, path: str | os.PathLike) -> None:
     """Write `model` atomically (built in memory, temporary file, fsync, rename)."""
     write_data(path, model.data)
 
 
-def convert(source: str | os.PathLike, target: str | os.PathLike) -> Model:
-    """Convert a model file to another format; the arrays are copied exactly."""
-    model = load(source)
+def convert(
+    source: str | os.PathLike, target: str | os.PathLike, head: str | None = None
+) -> Model | MultiTaskModel:
+    """Convert a model file to another format, the arrays copied exactly; `head` extracts one
+    branch of a multi-task model as a single-task model (DeePMD-kit's `freeze --head`)."""
+    model = load_any(source)
+    if head is not None or (isinstance(model, MultiTaskModel) and _single_task_only(target)):
+        model = load(source, head) if head is not None else model.branch(None, "--head")
     save(model, target)
     return model
+
+
+def _single_task_only(target: str | os.PathLike) -> bool:
+    """Formats that hold one branch only (a SavedModel is one deployable model)."""
+    return os.fspath(target).rstrip("/").endswith(".savedmodel")

@@ -8,26 +8,39 @@ from typing import Any
 import numpy as np
 
 
-def map_variables(tree: Any, fn: Callable[[Any], Any], _inside: bool = False) -> Any:
-    """A copy of `tree` with `fn` applied to every variable (array) leaf; containers are new."""
+def map_variables(tree: Any, fn: Callable[[Any], Any]) -> Any:
+    """A copy of `tree` with `fn` applied to every variable (array) leaf; containers are new.
+
+    A leaf object that appears at several places (an array shared between the branches of a
+    multi-task model) is mapped once, and its result appears at each place: sharing survives
+    every conversion, and the formats store a shared array once.
+    """
+    return _map(tree, fn, False, {})
+
+
+def _map(tree: Any, fn: Callable[[Any], Any], inside: bool, done: dict[int, tuple]) -> Any:
     if isinstance(tree, dict):
-        return {k: map_variables(v, fn, _inside or k == "@variables") for k, v in tree.items()}
+        return {k: _map(v, fn, inside or k == "@variables", done) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return [map_variables(v, fn, _inside) for v in tree]
-    if tree is None or not _inside:
+        return [_map(v, fn, inside, done) for v in tree]
+    if tree is None or not inside:
         return tree
-    return fn(tree)
+    key = id(tree)
+    if key not in done:  # the leaf is kept with its result, so its id stays unique meanwhile
+        done[key] = (tree, fn(tree))
+    return done[key][1]
 
 
 def variables(tree: Any) -> list[Any]:
-    """The variable leaves of `tree` in traversal order."""
+    """The distinct variable leaves of `tree` in traversal order (a shared one once)."""
     found: list[Any] = []
     map_variables(tree, lambda a: found.append(a) or a)
     return found
 
 
 def split_variables(tree: Any) -> tuple[Any, list[Any]]:
-    """(skeleton with variables replaced by their index, list of variables)."""
+    """(skeleton with variables replaced by their index, list of distinct variables); a shared
+    variable has one index."""
     leaves: list[Any] = []
 
     def take(a: Any) -> int:

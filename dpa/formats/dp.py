@@ -28,7 +28,8 @@ _STAMP = b"dpa-" + checksum.ALGORITHM.encode() + b":"  # then 64 hex digits and 
 
 
 def _store(f: h5py.File, data: dict) -> None:
-    """Write the variables as datasets and the tree (their names in place) as attrs["json"]."""
+    """Write the variables as datasets and the tree (their names in place) as attrs["json"];
+    an array shared by several places is one dataset named at each."""
     counter = iter(range(1 << 30))
 
     def store(array: Any) -> str:
@@ -69,10 +70,14 @@ def read(path: str | os.PathLike) -> dict:
             raise ValueError("HDF5 file has no 'json' attribute (not a .dp model)")
         tree = json.loads(f.attrs["json"])
 
+        fetched: dict[str, np.ndarray] = {}
+
         def fetch(name: Any) -> np.ndarray:
             if not isinstance(name, str) or name not in f:
                 raise ValueError(f"variable {name!r} is missing from the file")
-            return np.asarray(f[name][()])
+            if name not in fetched:  # a dataset named twice is one shared array
+                fetched[name] = np.asarray(f[name][()])
+            return fetched[name]
 
         data = map_variables(tree, fetch)
     checksum.verify(data, _stored_checksum(path), path)
