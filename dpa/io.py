@@ -42,9 +42,11 @@ def convert(
 ) -> Model | MultiTaskModel:
     """Convert a model file to another format, the arrays copied exactly; `head` extracts one
     branch of a multi-task model as a single-task model (DeePMD-kit's `freeze --head`)."""
-    model = load_any(source)
-    if head is not None or (isinstance(model, MultiTaskModel) and _single_task_only(target)):
-        model = load(source, head) if head is not None else model.branch(None, "--head")
+    model: Model | MultiTaskModel = load_any(source)
+    if head is not None:
+        model = load(source, head)
+    elif isinstance(model, MultiTaskModel) and _single_task_only(target):
+        model = model.branch(None, "--head")
     save(model, target)
     return model
 
