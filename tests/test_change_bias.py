@@ -33,17 +33,18 @@ BRANCH = EXPECTED["branch"]
 HAS_PT_READER = (Path(dpa.__file__).parent / "formats" / "deepmd_pt.py").exists()
 
 
-FLOAT32 = {"dpa3", "mt_dpa3_sharefit"}  # models that compute in float32
+#: Change-mode fits inherit the differences between dpa's and DeePMD-kit's predicted energies.
+#: DPA-1: its attention amplifies the round-off of neighbours right at the cutoff (~1e-7 eV on
+#: 2 of the 7 frames, the same with `dpa test` vs DeePMD-kit's DeepPot). float32 models: float32
+#: round-off of the predictions.
+CHANGE_ATOL = {"dpa1": 1e-7, "dpa3": 1e-6, "mt_dpa3_sharefit": 1e-6}
 
 
 def tolerance(case: str, run: str) -> dict:
-    """1e-8 absolute. A change-mode fit also gets 1e-10 relative: with the two fixture
-    compositions close to proportional, lstsq turns ~1e-12 eV differences of the predicted
-    energies (-3e4 eV) into ~1e-8 of the per-type shift (biases of ~800 eV). A float32 model's
-    predictions differ by float32 round-off, so its change-mode fit gets 1e-6 absolute."""
-    if not run.startswith("change"):
-        return {"atol": 1e-8, "rtol": 0.0}
-    return {"atol": 1e-6 if case in FLOAT32 else 1e-8, "rtol": 1e-10}
+    """1e-8 absolute, or CHANGE_ATOL for a change-mode fit."""
+    if run.startswith("change"):
+        return {"atol": CHANGE_ATOL.get(case, 1e-8), "rtol": 0.0}
+    return {"atol": 1e-8, "rtol": 0.0}
 
 
 @functools.cache
