@@ -296,3 +296,37 @@ def test_cli_unknown_branch_lists_branches(tmp_path: Path) -> None:
                      "--model-branch", BRANCH)  # fmt: skip
         assert result.exit_code == 1 and message in result.stderr
         assert not (tmp_path / "mt_updated.dp").exists()
+
+
+def test_set_renormalises_a_shared_fparam(tmp_path: Path) -> None:
+    """-m set recomputes fparam avg/inv_std from the frames, as DeePMD-kit; in a multi-task
+    model whose branches share the fitting, the new arrays are shared too."""
+    config = {
+        "type_map": ["O", "H"],
+        "descriptor": {"type": "se_e2_a", "sel": [20, 40], "rcut": 4.0, "neuron": [4, 8]},
+        "fitting_net": {"neuron": [8], "numb_fparam": 1},
+    }
+    base = dpa.build_model(config, seed=1)
+    own = {k: np.array(v) for k, v in base.tree["@variables"].items()}
+    twin = Model({**base.data, "model": {**base.tree, "@variables": own}})
+    mt = MultiTaskModel.from_branches({"a": base, "b": twin})
+    path = shutil.copytree(SYSTEMS[0], tmp_path / "sys")
+    fparam = np.array([[0.5], [1.0], [2.0], [4.5]])
+    np.save(path / "set.000" / "fparam.npy", fparam)
+    new = change_bias(mt, systems=[str(path)], mode="set", head="a")
+    assert isinstance(new, MultiTaskModel)
+    fa, fb = (new.branches[n].tree["fitting"]["@variables"] for n in ("a", "b"))
+    assert fa["fparam_avg"] is fb["fparam_avg"] and fa["fparam_inv_std"] is fb["fparam_inv_std"]
+    np.testing.assert_allclose(fa["fparam_avg"], [fparam.mean()])
+    np.testing.assert_allclose(fa["fparam_inv_std"], [1.0 / fparam.std()])
+    assert new.num_params == mt.num_params
+    old = base.tree["fitting"]["@variables"]["fparam_avg"]
+    np.testing.assert_array_equal(old, np.zeros_like(old))  # the input is not changed
+
+
+def test_default_output_names() -> None:
+    from dpa_cli.change_bias import default_output
+
+    assert default_output("dir.pt/model.pth") == "dir.pt/model_updated.pth"
+    assert default_output("model.ckpt-3.pt") == "model.ckpt-3_updated.dp"  # dpa writes no .pt
+    assert default_output("m.savedmodel/") == "m_updated.savedmodel"
