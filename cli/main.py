@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from dpa_cli._context import Options
+from dpa_cli.change_bias import change_bias_command
 from dpa_cli.convert import convert
 from dpa_cli.doc_train_input import doc_train_input
 from dpa_cli.dptest import test_command
@@ -104,6 +105,7 @@ cli.add_command(test_command)
 cli.add_command(neighbor_stat)
 cli.add_command(doc_train_input)
 cli.add_command(train_command)
+cli.add_command(change_bias_command)
 
 
 def main(argv: list[str] | None = None) -> None:

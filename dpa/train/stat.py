@@ -30,6 +30,7 @@ __all__ = [
     "compute_parameter_statistics",
     "env_blocks",
     "fit_energy_bias",
+    "fit_energy_bias_and_std",
     "set_energy_bias",
     "stat_frames",
 ]
@@ -248,6 +249,25 @@ def fit_energy_bias(
 ) -> np.ndarray:
     """Per-type energy bias (ntypes,): least squares of frame energies on type counts (spec §8.3).
 
+    The bias of :func:`fit_energy_bias_and_std`, which documents the arguments.
+    """
+    return fit_energy_bias_and_std(
+        model_tree, systems, nbatch, batch_size, predicted, rcond, preset_out_bias
+    )[0]
+
+
+def fit_energy_bias_and_std(
+    model_tree: dict,
+    systems: Sequence[System],
+    nbatch: int | None = 10,
+    batch_size: int | Sequence[int] = 1,
+    predicted: Sequence[np.ndarray | None] | None = None,
+    rcond: Any = _TREE,
+    preset_out_bias: Any = _TREE,
+) -> tuple[np.ndarray, float]:
+    """Per-type energy bias (ntypes,) fitted by least squares of frame energies on type counts
+    (spec §8.3), and the std over frames of what the fit leaves (DeePMD-kit's `out_std`).
+
     Same frames as :func:`stat_frames`; systems without energy are skipped. `predicted` (one array
     of frame energies per system, aligned with its frames, or None) is subtracted first: the
     result is then the *change* of bias (fine-tuning "change-by-statistic"). `rcond` defaults to
@@ -294,8 +314,10 @@ def fit_energy_bias(
         natoms[:, fixed] = 0.0
     bias = np.linalg.lstsq(natoms, energy[:, None], rcond=rcond)[0][:, 0]
     bias[~natoms.any(axis=0)] = 0.0  # exactly 0 for absent or excluded types
+    # population std (ddof 0) of the residual, as DeePMD-kit's `compute_stats_from_redu`
+    std = float(np.std(energy - natoms @ bias))
     bias[fixed] = preset[fixed]
-    return bias
+    return bias, std
 
 
 def set_energy_bias(model_tree: dict, bias: np.ndarray, add: bool = False) -> dict:
