@@ -105,6 +105,6 @@ def layout(tree: dict) -> Layout:
     members = {}
     for name, skeleton in skeletons.items():
         indices: list[int] = []
-        map_variables(skeleton, lambda i, found=indices: found.append(i))
+        map_variables(skeleton, indices.append)
         members[name] = tuple(sorted({position[i] for i in indices if i in position}))
     return Layout(single, skeletons, leaves, flags, members)
