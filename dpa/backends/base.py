@@ -35,14 +35,19 @@ class Trainer(Protocol):
 
     slot_rounding: int
 
-    def step(self, batch: Batch, labels: dict, lr: float, loss_fn: Any) -> dict[str, float]:
-        """One optimizer update; the loss and its metrics as floats."""
+    def step(
+        self, batch: Batch, labels: dict, lr: float, loss_fn: Any, task: str | None = None
+    ) -> dict[str, float]:
+        """One optimizer update (on branch `task` of a multi-task model); the loss and its
+        metrics as floats."""
 
-    def metrics(self, batch: Batch, labels: dict, lr: float, loss_fn: Any) -> dict[str, float]:
+    def metrics(
+        self, batch: Batch, labels: dict, lr: float, loss_fn: Any, task: str | None = None
+    ) -> dict[str, float]:
         """The loss's metrics without updating (validation)."""
 
     def tree(self) -> dict:
-        """The current model tree as NumPy arrays."""
+        """The current model tree (or {branch: tree}) as NumPy arrays."""
 
     def optimizer_state(self) -> dict:
         """The optimizer's state in the layout every trainer reads (count, mu, nu)."""

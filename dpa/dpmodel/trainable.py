@@ -17,6 +17,7 @@ BUFFERS = frozenset(
         "out_bias",
         "out_std",
         "bias_atom_e",
+        "case_embd",
         "fparam_avg",
         "fparam_inv_std",
         "aparam_avg",

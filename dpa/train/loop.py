@@ -10,8 +10,11 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .. import io
 from ..atomic import atomic_path
@@ -19,6 +22,7 @@ from ..backends.base import Trainer, get_backend
 from ..data.deepmd_order import DeepmdOrder
 from ..errors import BackendError, ConfigError, DPAError, OutputError
 from ..model import Model, build_model
+from ..multitask import MultiTaskModel
 from .auto_sel import has_auto_sel, resolve_auto_sel
 from .batches import (
     DataSource,
@@ -43,10 +47,14 @@ from .loss import (
     ener_loss,
     lcurve_header,
     lcurve_line,
+    multitask_lcurve_header,
+    multitask_lcurve_line,
     weighted_average,
 )
+from .multitask_input import MultiTaskInput, is_multitask_input, parse_multitask_input
 from .outdir import LOCK_NAME, inside_output, locked_output_folder
 from .schedule import ExpDecay
+from .sharing import check_levels, pooled_branches, share, with_case_embedding
 from .stat import (
     compute_env_statistics,
     compute_parameter_statistics,
@@ -206,13 +214,13 @@ def _follow_deepmd(
         )
 
 
-def _validate(
-    trainer, batches: list[LabelledBatch], losses: _Losses, lr: float
-) -> dict[str, float]:
+def _validate(trainer, batches: list[LabelledBatch], task: _Task, lr: float) -> dict[str, float]:
     """Loss metrics averaged over validation batches, weighted by atoms (as DeePMD-kit)."""
     results = []
     for batch in batches:
-        metrics = trainer.metrics(batch.inputs, batch.labels, lr, losses(batch))
+        metrics = trainer.metrics(
+            batch.inputs, batch.labels, lr, task.losses(batch), **_task_arg(task)
+        )
         results.append((display_metrics(metrics), batch.natoms * len(batch.frames)))
     return weighted_average(results)
 
@@ -238,25 +246,40 @@ def train(
     restart: str | None = None,
     skip_neighbor_stat: bool = False,
 ) -> Path:
-    """Train as `input_path` says; returns the path of the final model."""
+    """Train as `input_path` says (single- or multi-task); returns the path of the final model."""
     raw = read_train_input(input_path)
-    source = None  # the model file training starts from (--restart or --init-model)
+    source: Model | MultiTaskModel | None = None  # what --restart or --init-model starts from
     state_path = None
     if restart is not None or init_model is not None:
         state_path = resolve_checkpoint(restart) if restart is not None else Path(init_model)
-        source = io.load(state_path)
-        _check_type_map(source, raw, state_path)
-        script = source.data.get("model_def_script")  # its architecture, resolved sel included
-        if isinstance(script, dict) and isinstance(raw.get("model"), dict):
-            raw = {**raw, "model": script}
-    systems = None if skip_neighbor_stat or source is not None else _systems_for_auto_sel(raw)
-    if systems is not None:
-        atypes = [s.remap_types(raw["model"]["type_map"]) for s in systems]
-        raw = {**raw, "model": resolve_auto_sel(raw["model"], systems, atypes)}
-    cfg = parse_train_input(raw, source=str(input_path))
+        source = io.load_any(state_path)
+    if is_multitask_input(raw):
+        plan: TrainInput | MultiTaskInput = parse_multitask_input(raw, source=str(input_path))
+        if source is not None and not isinstance(source, MultiTaskModel):
+            raise ConfigError(
+                f"{state_path}: a single-task model; a multi-task input continues from a "
+                "multi-task checkpoint (use --finetune to start from a single-task model)"
+            )
+        systems = None
+    else:
+        if isinstance(source, MultiTaskModel):
+            raise ConfigError(
+                f"{state_path}: a multi-task model ({source.describe_branches()}); a "
+                "single-task input starts from one branch: use --finetune with --model-branch"
+            )
+        if source is not None:
+            _check_type_map(source, raw, state_path)
+            script = source.data.get("model_def_script")  # its architecture, resolved sel
+            if isinstance(script, dict) and isinstance(raw.get("model"), dict):
+                raw = {**raw, "model": script}
+        systems = None if skip_neighbor_stat or source is not None else _systems_for_auto_sel(raw)
+        if systems is not None:
+            atypes = [s.remap_types(raw["model"]["type_map"]) for s in systems]
+            raw = {**raw, "model": resolve_auto_sel(raw["model"], systems, atypes)}
+        plan = parse_train_input(raw, source=str(input_path))
     with locked_output_folder(outdir) as out:
         return _train_in(
-            out, cfg, Path(input_path), backend, source, state_path, init_model, systems
+            out, plan, Path(input_path), backend, source, state_path, init_model, systems
         )
 
 
@@ -292,12 +315,170 @@ def _is_lcurve(path: Path) -> bool:
         return f.read(1) == b"#"
 
 
+@dataclass
+class _Task:
+    """One task of a run: a branch's input, model, data, loss and batch prefetcher (the single
+    task of a single-task run has name None)."""
+
+    name: str | None
+    cfg: TrainInput
+    train_src: DataSource
+    valid_src: DataSource | None
+    losses: _Losses
+    keys: list[str]
+    prefetch: Prefetcher | None = None
+
+    @property
+    def label(self) -> str:
+        return "" if self.name is None else f"[{self.name}] "
+
+
+def _task_configs(plan: TrainInput | MultiTaskInput) -> dict[str | None, TrainInput]:
+    return {None: plan} if isinstance(plan, TrainInput) else dict(plan.tasks)
+
+
+def _starting_models(
+    plan: TrainInput | MultiTaskInput, source: Model | MultiTaskModel | None, seed: int
+) -> dict[str | None, Model]:
+    """The models training starts from: fresh ones (each branch built as a single-task model,
+    then the case embedding; sharing comes after the statistics), or the source's."""
+    if isinstance(plan, TrainInput):
+        if source is None:
+            return {None: build_model(plan.raw["model"], seed=seed)}
+        assert isinstance(source, Model)
+        return {None: Model({k: v for k, v in source.data.items() if k != "training"})}
+    if source is None:
+        models = {
+            name: build_model(cfg.raw["model"], seed=seed) for name, cfg in plan.tasks.items()
+        }
+        check_levels(plan.shared, models)  # type: ignore[arg-type]
+        return with_case_embedding(models)  # type: ignore[arg-type,return-value]
+    assert isinstance(source, MultiTaskModel)
+    if sorted(source.names) != sorted(plan.tasks):
+        raise ConfigError(
+            f"the checkpoint's branches {source.names} differ from the input's model_dict "
+            f"branches {list(plan.tasks)}"
+        )
+    return {name: source.branches[name] for name in plan.tasks}
+
+
+def _make_tasks(
+    plan: TrainInput | MultiTaskInput,
+    models: dict[str | None, Model],
+    seed: int,
+    systems: list | None,
+) -> dict[str | None, _Task]:
+    """Each task's data sources (checked against its model), loss and metric keys."""
+    tasks = {}
+    for i, (name, cfg) in enumerate(_task_configs(plan).items()):
+        where = "" if name is None else f"data_dict.{name}."
+        tcfg, model = cfg.training, models[name]
+        task_seed = seed + 1000 * i
+        train_src = DataSource(
+            tcfg.training_data, model.type_map, task_seed, f"{where}training_data", systems
+        )
+        valid_src = None
+        if tcfg.validation_data is not None:
+            valid_src = DataSource(
+                tcfg.validation_data, model.type_map, task_seed + 1, f"{where}validation_data"
+            )
+        for src in (train_src, valid_src):
+            if src is not None:
+                check_model_inputs(src, model)
+        loss_cfg = EnerLossConfig.from_config(cfg.loss, cfg.learning_rate.start_lr)
+        keys = sorted(_metric_keys(loss_cfg))
+        tasks[name] = _Task(name, cfg, train_src, valid_src, _Losses(loss_cfg), keys)
+    return tasks
+
+
+def _task_weights(plan: TrainInput | MultiTaskInput, tasks: dict) -> tuple[int, np.ndarray]:
+    """(numb_steps, probability of each task per step): model_prob, else num_epoch_dict
+    (steps = sum of epochs x batches per epoch of each task), else the number of systems."""
+    first = next(iter(tasks.values()))
+    if isinstance(plan, TrainInput):
+        return _numb_steps(plan, first.train_src), np.ones(1)
+    names = list(tasks)
+    if plan.num_epoch_dict is not None:
+        per_epoch = []
+        for name in names:
+            sampler = tasks[name].train_src.sampler
+            ratios = [n / p for n, p in zip(sampler.nbatches, sampler.probs, strict=True) if p > 0]
+            per_epoch.append(math.ceil(max(ratios)))
+        work = np.array([plan.num_epoch_dict[n] * t for n, t in zip(names, per_epoch, strict=True)])
+        return int(math.ceil(work.sum())), work / work.sum()
+    if first.cfg.training.numb_steps is None:
+        raise ConfigError(
+            "a multi-task run needs training.numb_steps, or training.num_epoch_dict (epochs per "
+            "branch); numb_epoch is for single-task runs"
+        )
+    if plan.model_prob is not None:
+        weights = np.array([plan.model_prob[n] for n in names])
+    else:
+        weights = np.array([len(tasks[n].train_src.systems) for n in names], dtype=float)
+    return int(first.cfg.training.numb_steps), weights / weights.sum()
+
+
+def _task_of_step(seed: int, step: int, probs: np.ndarray) -> int:
+    """The task of a step, drawn with the task probabilities from (seed, step) alone: the same
+    on a restart and whatever ran before."""
+    if len(probs) == 1:
+        return 0
+    u = np.random.default_rng([seed, step, 0x7A5C]).random()
+    return int(min(np.searchsorted(np.cumsum(probs), u, side="right"), len(probs) - 1))
+
+
+def _multitask_statistics(
+    plan: MultiTaskInput, models: dict[str | None, Model], tasks: dict[str | None, _Task]
+) -> dict[str | None, Model]:
+    """Each branch's statistics, then the sharing: a shared part's base pools the data of its
+    level-0 links (DeePMD-kit's unweighted merge); the energy bias is each branch's own."""
+    links = {(b, sp.part) for sp in plan.shared for b, lv in sp.links[1:] if lv == 0}
+    out = {}
+    for name, task in tasks.items():
+        assert name is not None
+        tree, nbatch = models[name].tree, _stat_nbatch(task.cfg)
+        for part, compute in (
+            ("descriptor", compute_env_statistics),
+            ("fitting_net", compute_parameter_statistics),
+        ):
+            if (name, part) in links:
+                continue  # replaced by its base's part below
+            pool = [tasks[b].train_src for b in pooled_branches(name, part, plan.shared)]
+            systems = [s for src in pool for s in src.systems]
+            sizes = [b for src in pool for b in src.sampler.batch_sizes]
+            tree = compute(tree, systems, nbatch, sizes)
+        own = task.train_src
+        if any(s.energy is not None for s in own.systems):
+            bias = fit_energy_bias(tree, own.systems, nbatch, own.sampler.batch_sizes)
+            tree = set_energy_bias(tree, bias)
+        out[name] = Model({**models[name].data, "model": tree})
+    return share(out, plan.shared)  # type: ignore[arg-type,return-value]
+
+
+def _saved(
+    plan: TrainInput | MultiTaskInput,
+    models: dict[str | None, Model],
+    tree: dict,
+    training: dict[str, Any] | None = None,
+) -> Model | MultiTaskModel:
+    """The run's model (a checkpoint with `training`) with the trainer's `tree`."""
+    if isinstance(plan, TrainInput):
+        if training is not None:
+            return checkpoint_model(models[None], tree, training)
+        return Model({**models[None].data, "model": tree})
+    branches = {name: Model({**m.data, "model": tree[name]}) for name, m in models.items()}
+    mt = MultiTaskModel.from_branches(branches, plan.model_section)  # type: ignore[arg-type]
+    if training is not None:
+        mt = MultiTaskModel({**mt.data, "training": training})
+    return mt
+
+
 def _train_in(
     out: Path,
-    cfg: TrainInput,
+    plan: TrainInput | MultiTaskInput,
     input_path: Path,
     backend: str,
-    source: Model | None,
+    source: Model | MultiTaskModel | None,
     path: Path | None,
     init_model: str | None,
     systems: list | None,
@@ -306,6 +487,8 @@ def _train_in(
     file read from `path` (a checkpoint to continue, or with `init_model` a start), `systems`
     the training systems already loaded for auto sel."""
     restart = source is not None and init_model is None
+    multi = isinstance(plan, MultiTaskInput)
+    cfg = next(iter(_task_configs(plan).values()))  # the run-wide sections are every task's
     suffix = SUFFIX.get(backend, "")
     lcurve, ckpt_prefix = _output_paths(out, cfg, input_path, suffix)
     for key in cfg.ignored_keys():
@@ -313,54 +496,73 @@ def _train_in(
     tcfg = cfg.training
     seed = int(tcfg.seed) if tcfg.seed is not None else 0
     state: dict[str, Any] | None = None
-    if source is None:
-        model = build_model(cfg.raw["model"], seed=seed)
-    else:
-        if restart:
-            state = read_training_state(source, path)
-        model = Model({k: v for k, v in source.data.items() if k != "training"})
-    train_src = DataSource(tcfg.training_data, model.type_map, seed, "training_data", systems)
-    valid_src = None
-    if tcfg.validation_data is not None:
-        valid_src = DataSource(tcfg.validation_data, model.type_map, seed + 1, "validation_data")
-    for src in (train_src, valid_src):
-        if src is not None:
-            check_model_inputs(src, model)
-    if _use_deepmd_order(cfg, state):
+    if restart:
+        assert source is not None and path is not None
+        state = read_training_state(source, path)  # type: ignore[arg-type]
+    models = _starting_models(plan, source, seed)
+    tasks = _make_tasks(plan, models, seed, systems)
+    single = tasks.get(None)
+    if single is not None and _use_deepmd_order(cfg, state):
         _follow_deepmd(
-            cfg, train_src, valid_src, seed, model, fresh=state is None and not init_model
-        )
-    numb_steps = _numb_steps(cfg, train_src)
-    if state is None and init_model is None:
-        model = _with_statistics(model, cfg, train_src)
+            cfg, single.train_src, single.valid_src, seed, models[None],
+            fresh=state is None and not init_model,
+        )  # fmt: skip
+    numb_steps, probs = _task_weights(plan, tasks)
+    if multi:
+        shown = ", ".join(f"{n} {p:.3f}" for n, p in zip(tasks, probs, strict=True))
+        log.info("multi-task run: %d branches; task probabilities: %s", len(tasks), shown)
+    if source is None:
+        if isinstance(plan, MultiTaskInput):
+            models = _multitask_statistics(plan, models, tasks)
+        else:
+            assert single is not None
+            models = {None: _with_statistics(models[None], cfg, single.train_src)}
     schedule = _schedule(cfg, numb_steps)
-    loss_cfg = EnerLossConfig.from_config(cfg.loss, cfg.learning_rate.start_lr)
-    losses = _Losses(loss_cfg)
-    trainer = _trainer(backend, model.tree, cfg)
+    trainer_tree = models[None].tree if not multi else {n: m.tree for n, m in models.items()}
+    trainer = _trainer(backend, trainer_tree, cfg)
     start = 0
+    samplers_key = {
+        name: ("training", "validation")
+        if name is None
+        else (f"training:{name}", f"validation:{name}")
+        for name in tasks
+    }
     if state is not None:
         trainer.load_optimizer_state(state["@variables"])
-        train_src.set_state(state["samplers"]["training"])
-        if valid_src is not None and "validation" in state["samplers"]:
-            valid_src.set_state(state["samplers"]["validation"])
+        for name, task in tasks.items():
+            train_key, valid_key = samplers_key[name]
+            task.train_src.set_state(state["samplers"][train_key])
+            if task.valid_src is not None and valid_key in state["samplers"]:
+                task.valid_src.set_state(state["samplers"][valid_key])
         start = int(state["step"])
     rounding = trainer.slot_rounding
-    prefetch = Prefetcher(train_src, model, rounding)
-    keys = sorted(_metric_keys(loss_cfg))
+    for name, task in tasks.items():
+        task.prefetch = Prefetcher(task.train_src, models[name], rounding)
     if state is not None and lcurve.is_file():
         _trim_lcurve(lcurve, start)
     else:
         with atomic_path(lcurve) as tmp:
-            tmp.write_text(lcurve_header(keys, valid_src is not None))
+            if multi:
+                columns = [(str(n), t.keys, t.valid_src is not None) for n, t in tasks.items()]
+                tmp.write_text(multitask_lcurve_header(columns))
+            else:
+                assert single is not None
+                tmp.write_text(lcurve_header(single.keys, single.valid_src is not None))
     progress = _Progress(start, numb_steps)
+    names = list(tasks)
     last_good: Path | None = None
     try:
         for step in range(start, numb_steps):
             lr = schedule.value(step)
-            batch = prefetch.next()
-            metrics = trainer.step(batch.inputs, batch.labels, lr, losses(batch))
+            task = tasks[names[_task_of_step(seed, step, probs)]]
+            assert task.prefetch is not None
+            batch = task.prefetch.next()
+            metrics = trainer.step(
+                batch.inputs, batch.labels, lr, task.losses(batch), **_task_arg(task)
+            )
             if not math.isfinite(metrics["loss"]):
-                where = f"{train_src.systems[batch.system].path} frames {batch.frames.tolist()}"
+                system = task.train_src.systems[batch.system].path
+                where = f"{task.label}{system} frames {batch.frames.tolist()}"
                 kept = f"; the last good checkpoint is {last_good}" if last_good else ""
                 raise TrainingDiverged(
                     f"the loss became {metrics['loss']} at step {step + 1} ({where}); lower "
@@ -368,36 +570,76 @@ def _train_in(
                 )
             done = step + 1
             if done % tcfg.disp_freq == 0 or done == numb_steps or done == 1:
-                shown = display_metrics(metrics)
-                valid = None
-                if valid_src is not None:
-                    # DeePMD-kit's validation batches when following its order, else our own
-                    picks = None
-                    if isinstance(train_src.sampler, DeepmdOrder):
-                        picks = train_src.sampler.validation_batches(done)
-                    if picks is None:
-                        numb_btch = tcfg.validation_data.numb_btch
-                        picks = [valid_src.sampler.next() for _ in range(numb_btch)]
-                    vb = [make_batch(valid_src, i, f, model, rounding) for i, f in picks]
-                    valid = _validate(trainer, vb, losses, lr)
-                trn = {k: shown.get(k, math.nan) for k in keys}
-                val = None if valid is None else {k: valid.get(k, math.nan) for k in keys}
-                _append(lcurve, lcurve_line(done, val, trn, lr))
-                progress.report(done, trn, lr)
+                rows = [
+                    _display(trainer, t, t is task, metrics, done, lr, models[t.name], rounding)
+                    for t in tasks.values()
+                ]
+                if multi:
+                    _append(lcurve, multitask_lcurve_line(done, rows, lr))
+                else:
+                    _append(lcurve, lcurve_line(done, rows[0][0], rows[0][1], lr))
+                progress.report(done, rows[names.index(task.name)][1], lr, task.name)
             if done % tcfg.save_freq == 0 or done == numb_steps:
-                samplers = {"training": prefetch.resume_state()}
-                if valid_src is not None:
-                    samplers["validation"] = valid_src.state()
+                samplers = {}
+                for name, t in tasks.items():
+                    assert t.prefetch is not None
+                    train_key, valid_key = samplers_key[name]
+                    samplers[train_key] = t.prefetch.resume_state()
+                    if t.valid_src is not None:
+                        samplers[valid_key] = t.valid_src.state()
                 training = training_state(done, trainer.optimizer_state(), samplers, backend)
-                ckpt_model = checkpoint_model(model, trainer.tree(), training)
+                ckpt = _saved(plan, models, trainer.tree(), training)
                 last_good = write_checkpoint(
-                    out, ckpt_prefix, done, suffix, ckpt_model, tcfg.max_ckpt_keep
+                    out, ckpt_prefix, done, suffix, ckpt, tcfg.max_ckpt_keep
                 )
     finally:
-        prefetch.close()
+        for t in tasks.values():
+            if t.prefetch is not None:
+                t.prefetch.close()
     final = out / f"model{suffix}"
-    io.save(Model({**model.data, "model": trainer.tree()}), final)
+    io.save(_saved(plan, models, trainer.tree()), final)
     return final
+
+
+def _task_arg(task: _Task) -> dict[str, Any]:
+    """The trainer's `task` keyword for a branch (none for a single-task run)."""
+    return {} if task.name is None else {"task": task.name}
+
+
+def _display(
+    trainer: Trainer,
+    task: _Task,
+    stepped: bool,
+    metrics: dict[str, float],
+    done: int,
+    lr: float,
+    model: Model,
+    rounding: int,
+) -> tuple[dict[str, float] | None, dict[str, float]]:
+    """(validation, training) metrics of a task at a display step: the step's own batch for
+    the task that stepped, a fresh training batch for the others (as DeePMD-kit)."""
+    if stepped:
+        shown = display_metrics(metrics)
+    else:
+        assert task.prefetch is not None
+        extra = task.prefetch.next()
+        shown = display_metrics(
+            trainer.metrics(extra.inputs, extra.labels, lr, task.losses(extra), **_task_arg(task))
+        )
+    valid = None
+    if task.valid_src is not None:
+        # DeePMD-kit's validation batches when following its order, else our own
+        picks = None
+        if isinstance(task.train_src.sampler, DeepmdOrder):
+            picks = task.train_src.sampler.validation_batches(done)
+        if picks is None:
+            numb_btch = task.cfg.training.validation_data.numb_btch  # type: ignore[union-attr]
+            picks = [task.valid_src.sampler.next() for _ in range(numb_btch)]
+        vb = [make_batch(task.valid_src, i, f, model, rounding) for i, f in picks]
+        valid = _validate(trainer, vb, task, lr)
+    trn = {k: shown.get(k, math.nan) for k in task.keys}
+    val = None if valid is None else {k: valid.get(k, math.nan) for k in task.keys}
+    return val, trn
 
 
 def _append(path: Path, text: str) -> None:
@@ -428,8 +670,10 @@ class _Progress:
 
             self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
-    def report(self, step: int, metrics: dict[str, float], lr: float) -> None:
+    def report(self, step: int, metrics: dict[str, float], lr: float, task: str | None) -> None:
         text = " ".join(f"{k}={v:.3e}" for k, v in metrics.items()) + f" lr={lr:.2e}"
+        if task is not None:
+            text = f"task {task} {text}"
         if self.bar is not None:
             self.bar.n = step
             self.bar.set_postfix_str(text, refresh=True)

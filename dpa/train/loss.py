@@ -388,3 +388,34 @@ def lcurve_line(
             text += f"   {float(trn_metrics[k]):11.2e}"
     text += f"   {float(lr):8.1e}\n"
     return text
+
+
+def multitask_lcurve_header(tasks: Iterable[tuple[str, Iterable[str], bool]]) -> str:
+    """The header of a multi-task lcurve.out: per (branch, metric keys, has validation), in
+    model_dict order, the sorted keys as `<k>_val_<branch> <k>_trn_<branch>` (or only `_trn_`
+    without validation data), as DeePMD-kit writes it."""
+    text = "# {:5s}".format("step")
+    for name, keys, with_validation in tasks:
+        for k in sorted(k for k in keys if "l2_" not in k):
+            if with_validation:
+                text += f"   {f'{k}_val_{name}':>11s} {f'{k}_trn_{name}':>11s}"
+            else:
+                text += f"   {f'{k}_trn_{name}':>11s}"
+    text += "   {:8s}\n".format("lr")
+    text += "# If there is no available reference data, rmse_*_{val,trn} will print nan\n"
+    return text
+
+
+def multitask_lcurve_line(
+    step: int, rows: Iterable[tuple[Mapping[str, Any] | None, Mapping[str, Any]]], lr: float
+) -> str:
+    """One multi-task lcurve.out row: per branch (validation or None, training) metrics."""
+    text = f"{int(step):7d}"
+    for val_metrics, trn_metrics in rows:
+        for k in sorted(k for k in trn_metrics if "l2_" not in k):
+            if val_metrics:
+                text += f"   {float(val_metrics[k]):11.2e} {float(trn_metrics[k]):11.2e}"
+            else:
+                text += f"   {float(trn_metrics[k]):11.2e}"
+    text += f"   {float(lr):8.1e}\n"
+    return text
