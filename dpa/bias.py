@@ -77,7 +77,7 @@ def change_bias(
             "change-bias needs either data systems (to fit the bias) or bias values (to set "
             "it), and not both"
         )
-    return _with_bias(model, branch, new_bias, new_std, replaced)
+    return with_bias(model, branch, new_bias, new_std, replaced)
 
 
 def _check_energy_model(tree: dict) -> None:
@@ -136,10 +136,19 @@ def _fit(
     backend: str | None,
 ) -> tuple[np.ndarray, np.ndarray, dict[int, Any]]:
     """(new out_bias, new out_std, fparam/aparam stats replaced) fitted on the systems."""
-    from .train.stat import compute_parameter_statistics, fit_energy_bias_and_std, stat_frames
+    from .train.stat import stat_frames
+
+    return bias_from_frames(branch, stat_frames(_load(systems), nbatch or None, 1), mode, backend)
+
+
+def bias_from_frames(
+    branch: Model, frames: list[System], mode: str, backend: str | None
+) -> tuple[np.ndarray, np.ndarray, dict[int, Any]]:
+    """(new out_bias, new out_std, fparam/aparam stats replaced) fitted on exactly `frames`
+    (one System per data system): DeePMD-kit's change- or set-by-statistic."""
+    from .train.stat import compute_parameter_statistics, fit_energy_bias_and_std
 
     tree = branch.tree
-    frames = stat_frames(_load(systems), nbatch or None, 1)
     for system in frames:  # every problem before any evaluation
         system.remap_types(branch.type_map)
         if system.energy is None:
@@ -173,7 +182,7 @@ def _predict(branch: Model, frames: list[System], backend: str | None) -> list[n
     return [predict(pot, system)["energy"] for system in frames]
 
 
-def _with_bias(
+def with_bias(
     model: Model | MultiTaskModel,
     branch: Model,
     out_bias: np.ndarray,

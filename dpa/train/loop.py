@@ -19,6 +19,7 @@ import numpy as np
 from .. import io
 from ..atomic import atomic_path
 from ..backends.base import Trainer, get_backend
+from ..bias import bias_from_frames, with_bias
 from ..data.deepmd_order import DeepmdOrder
 from ..errors import BackendError, ConfigError, DPAError, OutputError
 from ..model import Model, build_model
@@ -41,6 +42,7 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .config import TrainInput, parse_train_input, read_train_input
+from .finetune import finetune_starts, pretrain_script_config, single_task_source
 from .loss import (
     EnerLossConfig,
     display_metrics,
@@ -60,6 +62,7 @@ from .stat import (
     compute_parameter_statistics,
     fit_energy_bias,
     set_energy_bias,
+    stat_frames,
 )
 
 log = logging.getLogger("dpa.train")
@@ -245,9 +248,26 @@ def train(
     init_model: str | None = None,
     restart: str | None = None,
     skip_neighbor_stat: bool = False,
+    finetune: str | None = None,
+    model_branch: str | None = None,
+    use_pretrain_script: bool = False,
 ) -> Path:
-    """Train as `input_path` says (single- or multi-task); returns the path of the final model."""
+    """Train as `input_path` says (single- or multi-task); returns the path of the final model.
+
+    finetune: a pretrained model file (any format) to start from (see `dpa.train.finetune`),
+    with `model_branch` its branch (or RANDOM) and `use_pretrain_script` taking the pretrained
+    descriptor and fitting configs instead of the input's.
+    """
     raw = read_train_input(input_path)
+    if finetune is not None:
+        if restart is not None or init_model is not None:
+            raise ConfigError("--finetune starts a new run: give it without --restart/--init-model")
+        return _finetune(
+            raw, Path(input_path), backend, outdir, finetune, model_branch,
+            use_pretrain_script, skip_neighbor_stat,
+        )  # fmt: skip
+    if model_branch is not None or use_pretrain_script:
+        raise ConfigError("--model-branch and --use-pretrain-script go with --finetune")
     source: Model | MultiTaskModel | None = None  # what --restart or --init-model starts from
     state_path = None
     if restart is not None or init_model is not None:
@@ -281,6 +301,95 @@ def train(
         return _train_in(
             out, plan, Path(input_path), backend, source, state_path, init_model, systems
         )
+
+
+def _finetune(
+    raw: dict,
+    input_path: Path,
+    backend: str,
+    outdir: str | os.PathLike,
+    path: str,
+    model_branch: str | None,
+    use_pretrain_script: bool,
+    skip_neighbor_stat: bool,
+) -> Path:
+    """`train --finetune PATH`: validate, read the pretrained model, then run."""
+    pretrained = io.load_any(path)
+    systems = None
+    if is_multitask_input(raw):
+        if use_pretrain_script:
+            raise ConfigError(
+                "--use-pretrain-script is supported for single-task inputs; for a multi-task "
+                "input write each branch's descriptor and fitting_net (dpa show PRE prints them)"
+            )
+        plan: TrainInput | MultiTaskInput = parse_multitask_input(raw, source=str(input_path))
+    else:
+        if use_pretrain_script:
+            cfg0 = parse_train_input(raw, source=str(input_path))
+            source = single_task_source(cfg0, pretrained, model_branch)
+            raw = {**raw, "model": pretrain_script_config(raw["model"], source)}
+        elif not skip_neighbor_stat:
+            systems = _systems_for_auto_sel(raw)
+            if systems is not None:
+                atypes = [s.remap_types(raw["model"]["type_map"]) for s in systems]
+                raw = {**raw, "model": resolve_auto_sel(raw["model"], systems, atypes)}
+        plan = parse_train_input(raw, source=str(input_path))
+    with locked_output_folder(outdir) as out:
+        return _train_in(
+            out, plan, input_path, backend, None, None, None, systems,
+            finetune=(pretrained, model_branch),
+        )  # fmt: skip
+
+
+def _finetuned_models(
+    plan: TrainInput | MultiTaskInput,
+    tasks: dict[str | None, _Task],
+    fresh: dict[str | None, Model],
+    pretrained: Model | MultiTaskModel,
+    model_branch: str | None,
+    seed: int,
+    backend: str,
+) -> dict[str | None, Model]:
+    """The fine-tune's start (see `dpa.train.finetune`), shared parts linked, then each
+    branch's energy bias adjusted on data_stat_nbatch batches of each training system."""
+
+    def stats(name: str | None, model: Model) -> Model:
+        task = tasks[name]
+        src = task.train_src
+        nbatch, sizes = _stat_nbatch(task.cfg), src.sampler.batch_sizes
+        tree = compute_env_statistics(model.tree, src.systems, nbatch, sizes)
+        return Model({**model.data, "model": tree})
+
+    start = finetune_starts(plan, pretrained, model_branch, fresh, seed, stats)
+    models = start.models
+    if isinstance(plan, MultiTaskInput):
+        models = share(models, plan.shared)  # type: ignore[arg-type,assignment]
+    out = {}
+    for name, model in models.items():
+        mode = start.bias_modes[name]
+        if mode is None:
+            out[name] = model
+            continue
+        src = tasks[name].train_src
+        frames = stat_frames(src.systems, _stat_nbatch(tasks[name].cfg), src.sampler.batch_sizes)
+        frames = [f for f in frames if f.energy is not None]
+        if not frames:
+            log.warning("%sno energy labels: the energy bias is kept", tasks[name].label)
+            out[name] = model
+            continue
+        old = np.asarray(model.tree["@variables"]["out_bias"]).ravel()
+        bias, std, replaced = bias_from_frames(model, frames, mode, backend)
+        new = with_bias(model, model, bias, std, replaced)
+        assert isinstance(new, Model)
+        log.info(
+            "%s%s output bias of %s from %s to %s", tasks[name].label,
+            "changed" if mode == "change" else "set", model.type_map,
+            np.array2string(old, precision=3), np.array2string(np.ravel(bias), precision=3),
+        )  # fmt: skip
+        out[name] = new
+    if isinstance(plan, MultiTaskInput):
+        out = share(out, plan.shared)  # type: ignore[arg-type,assignment]
+    return out
 
 
 def _output_paths(out: Path, cfg: TrainInput, input_path: Path, suffix: str) -> tuple[Path, Path]:
@@ -338,7 +447,10 @@ def _task_configs(plan: TrainInput | MultiTaskInput) -> dict[str | None, TrainIn
 
 
 def _starting_models(
-    plan: TrainInput | MultiTaskInput, source: Model | MultiTaskModel | None, seed: int
+    plan: TrainInput | MultiTaskInput,
+    source: Model | MultiTaskModel | None,
+    seed: int,
+    case_embedding: bool = True,
 ) -> dict[str | None, Model]:
     """The models training starts from: fresh ones (each branch built as a single-task model,
     then the case embedding; sharing comes after the statistics), or the source's."""
@@ -352,6 +464,8 @@ def _starting_models(
             name: build_model(cfg.raw["model"], seed=seed) for name, cfg in plan.tasks.items()
         }
         check_levels(plan.shared, models)  # type: ignore[arg-type]
+        if not case_embedding:  # a fine-tune: copied from the source, or zeros when random
+            return models  # type: ignore[return-value]
         return with_case_embedding(models)  # type: ignore[arg-type,return-value]
     assert isinstance(source, MultiTaskModel)
     if sorted(source.names) != sorted(plan.tasks):
@@ -482,10 +596,11 @@ def _train_in(
     path: Path | None,
     init_model: str | None,
     systems: list | None,
+    finetune: tuple[Model | MultiTaskModel, str | None] | None = None,
 ) -> Path:
     """The run itself, in the locked output folder `out` (see `train`): `source` is the model
     file read from `path` (a checkpoint to continue, or with `init_model` a start), `systems`
-    the training systems already loaded for auto sel."""
+    the training systems already loaded for auto sel, `finetune` (pretrained model, branch)."""
     restart = source is not None and init_model is None
     multi = isinstance(plan, MultiTaskInput)
     cfg = next(iter(_task_configs(plan).values()))  # the run-wide sections are every task's
@@ -499,7 +614,7 @@ def _train_in(
     if restart:
         assert source is not None and path is not None
         state = read_training_state(source, path)  # type: ignore[arg-type]
-    models = _starting_models(plan, source, seed)
+    models = _starting_models(plan, source, seed, case_embedding=finetune is None)
     tasks = _make_tasks(plan, models, seed, systems)
     single = tasks.get(None)
     if single is not None and _use_deepmd_order(cfg, state):
@@ -511,7 +626,10 @@ def _train_in(
     if multi:
         shown = ", ".join(f"{n} {p:.3f}" for n, p in zip(tasks, probs, strict=True))
         log.info("multi-task run: %d branches; task probabilities: %s", len(tasks), shown)
-    if source is None:
+    if finetune is not None:
+        pretrained, branch = finetune
+        models = _finetuned_models(plan, tasks, models, pretrained, branch, seed, backend)
+    elif source is None:
         if isinstance(plan, MultiTaskInput):
             models = _multitask_statistics(plan, models, tasks)
         else:
