@@ -130,8 +130,8 @@ def change_bias_command(
     if len(given) > 1:
         raise click.UsageError(f"{' and '.join(given)} exclude each other; give one of them")
     import dpa.io
-    from dpa.bias import change_bias, read_datafile
     from dpa.multitask import MultiTaskModel, select_branch
+    from dpa.train.change_bias import change_bias, read_datafile
 
     model = dpa.io.load_any(model_path)
     branch = select_branch(model, model_branch, "--model-branch")  # bad branch: fail first

@@ -1,4 +1,4 @@
-"""`dpa.bias.change_bias` and `dpa change-bias` against DeePMD-kit 3.2.0's `dp --pt change-bias`
+"""`dpa.train.change_bias.change_bias` and `dpa change-bias` against DeePMD-kit 3.2.0's `dp --pt change-bias`
 (tests/fixtures/change_bias, made by tests/fixtures/make_change_bias_fixture.py)."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from click.testing import CliRunner
 
 import dpa
 import dpa.io
-from dpa.bias import change_bias
 from dpa.data import load_systems
 from dpa.data.system import System
 from dpa.errors import ConfigError, DataError
 from dpa.model import Model
 from dpa.multitask import MultiTaskModel
+from dpa.train.change_bias import change_bias
 from dpa.tree import variables
 from dpa_cli.main import cli
 

@@ -19,7 +19,6 @@ import numpy as np
 from .. import io
 from ..atomic import atomic_path
 from ..backends.base import Trainer, get_backend
-from ..bias import bias_from_frames, with_bias
 from ..data.deepmd_order import DeepmdOrder
 from ..errors import BackendError, ConfigError, DPAError, OutputError
 from ..model import Model, build_model
@@ -33,6 +32,7 @@ from .batches import (
     follow_deepmd_order,
     make_batch,
 )
+from .change_bias import bias_from_frames, with_bias
 from .checkpoint import (
     POINTER,
     checkpoint_model,

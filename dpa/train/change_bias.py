@@ -27,11 +27,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .data.system import System
-from .errors import ConfigError, DataError
-from .model import Model
-from .multitask import MultiTaskModel, select_branch
-from .tree import map_variables
+from ..data.system import System
+from ..errors import ConfigError, DataError
+from ..model import Model
+from ..multitask import MultiTaskModel, select_branch
+from ..tree import map_variables
+from .stat import compute_parameter_statistics, fit_energy_bias_and_std, stat_frames
 
 __all__ = ["MODES", "change_bias", "read_datafile"]
 
@@ -107,7 +108,7 @@ def _bias_values(values: Sequence[float], type_map: list[str]) -> np.ndarray:
 
 def _load(systems: SystemsArg) -> list[System]:
     """Systems as given, or read from paths (folders searched for systems)."""
-    from .data.load import load_systems
+    from ..data.load import load_systems
 
     if isinstance(systems, str | os.PathLike):
         return load_systems(systems)
@@ -136,8 +137,6 @@ def _fit(
     backend: str | None,
 ) -> tuple[np.ndarray, np.ndarray, dict[int, Any]]:
     """(new out_bias, new out_std, fparam/aparam stats replaced) fitted on the systems."""
-    from .train.stat import stat_frames
-
     return bias_from_frames(branch, stat_frames(_load(systems), nbatch or None, 1), mode, backend)
 
 
@@ -146,8 +145,6 @@ def bias_from_frames(
 ) -> tuple[np.ndarray, np.ndarray, dict[int, Any]]:
     """(new out_bias, new out_std, fparam/aparam stats replaced) fitted on exactly `frames`
     (one System per data system): DeePMD-kit's change- or set-by-statistic."""
-    from .train.stat import compute_parameter_statistics, fit_energy_bias_and_std
-
     tree = branch.tree
     for system in frames:  # every problem before any evaluation
         system.remap_types(branch.type_map)
@@ -175,8 +172,8 @@ def bias_from_frames(
 
 def _predict(branch: Model, frames: list[System], backend: str | None) -> list[np.ndarray]:
     """The model's energy of every frame (out_bias included), one array per system."""
-    from . import load_model
-    from .data.evaluation import predict
+    from .. import load_model
+    from ..data.evaluation import predict
 
     pot = load_model(branch, backend=backend)
     return [predict(pot, system)["energy"] for system in frames]
