@@ -35,14 +35,14 @@ _SUFFIX_BACKEND = {".pth": "torch", ".pt": "torch", ".jax": "jax"}
 
 
 def load_model(
-    path: str | os.PathLike | Model,
+    path: str | os.PathLike | Model | MultiTaskModel,
     backend: str | None = None,
     compile: bool = False,
     precision: str | None = None,
     head: str | None = None,
 ) -> Potential:
-    """Load a model file (.dp, .pth, .jax, .savedmodel, or a DeePMD-kit .pt checkpoint) or a
-    `Model` onto a backend.
+    """Load a model file (.dp, .pth, .jax, .savedmodel, or a DeePMD-kit .pt checkpoint), a
+    `Model` or a `MultiTaskModel` onto a backend.
 
     backend: "numpy", "torch", "jax", "tensorflow", or None (DPA_BACKEND, else by suffix:
     .pth and .pt -> torch, .jax -> jax, .dp and .savedmodel -> torch if installed, else jax, else
