@@ -199,6 +199,19 @@ def test_not_a_deepmd_checkpoint(tmp_path):
         dpa.io.load(tmp_path / "junk.pt")
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, to make the archive
+def test_torchscript_and_dpa_pth_are_named(tmp_path):
+    scripted = torch.jit.script(torch.nn.Linear(2, 2))
+    torch.jit.save(scripted, str(tmp_path / "frozen.pt"))
+    with pytest.raises(ModelFileError, match=r"frozen\.pt.*TorchScript.*never runs"):
+        dpa.io.load(tmp_path / "frozen.pt")
+    model = dpa.io.load(checkpoint("dpa1"))
+    model.save(tmp_path / "m.pth")
+    (tmp_path / "m.pt").write_bytes((tmp_path / "m.pth").read_bytes())
+    with pytest.raises(ModelFileError, match=r"m\.pt.*rename it to \.pth"):
+        dpa.io.load(tmp_path / "m.pt")
+
+
 def test_pickled_object_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "code-was-run"
     state = _state("se_e2_a")

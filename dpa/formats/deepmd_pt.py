@@ -13,6 +13,9 @@ by the tensor the renaming rules below map to it: the weights are the file's, ne
 A tensor several branches share (a shared descriptor or fitting: one storage in the file)
 becomes one NumPy array at each place, so a multi-task model stores it once.
 The layout and the rules are documented in docs/deepmd_pt_checkpoints.md.
+
+EMA: a checkpoint's "ema" entry is not read; the regular weights are what `dp freeze` uses.
+DeePMD-kit's `model_ema.ckpt-N.pt` file (same layout) holds the EMA weights.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from typing import Any
 
 import numpy as np
@@ -106,7 +110,9 @@ def _state_dict(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: reading DeePMD-kit .pt checkpoints needs PyTorch: {pip_install('torch')}"
         ) from err
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a TorchScript archive is refused below, not loaded
+            warnings.filterwarnings("ignore", message=".*TorchScript archive")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only load failed" in str(err).lower():
             raise ModelFileError(
@@ -117,7 +123,15 @@ def _state_dict(path: str | os.PathLike) -> dict[str, Any]:
             ) from None
         raise ModelFileError(f"{path}: not a PyTorch checkpoint ({err})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
+        if "torchscript" in str(err).lower():
+            raise ModelFileError(
+                f"{path}: a TorchScript program (such as a frozen DeePMD-kit model), not a "
+                "training checkpoint; dpa never runs TorchScript: read the checkpoint "
+                "(model.ckpt.pt) instead, or convert with `dp convert-backend model.pth model.dp`"
+            ) from None
         raise ModelFileError(f"{path}: not a PyTorch checkpoint ({err})") from None
+    if isinstance(payload, dict) and payload.get("format") == "dpa.pth":
+        raise ModelFileError(f"{path}: a dpa .pth model file saved as .pt; rename it to .pth")
     state = payload.get("model", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict):
         raise ModelFileError(
