@@ -20,6 +20,7 @@ DeePMD-kit's `model_ema.ckpt-N.pt` file (same layout) holds the EMA weights.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -80,9 +81,10 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     state = _state_dict(path)
     params = _model_params(state, path)
     arrays = _ArrayCopies()
+    skeletons = _Skeletons()
     meta = {"backend": "PyTorch", "software": "dpa", "version": __version__}
     if "model_dict" not in params:
-        branch = _read_branch(state, SINGLE_HEAD, params, arrays, path)
+        branch = _read_branch(state, SINGLE_HEAD, params, arrays, skeletons, path)
         return {**meta, **branch}
     model_dict = params["model_dict"]
     if not isinstance(model_dict, dict) or not model_dict:
@@ -91,7 +93,8 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
             "this is not a DeePMD-kit multi-task checkpoint dpa can read"
         )
     branches = {
-        name: _read_branch(state, name, config, arrays, path) for name, config in model_dict.items()
+        name: _read_branch(state, name, config, arrays, skeletons, path)
+        for name, config in model_dict.items()
     }
     return {
         **meta,
@@ -176,6 +179,26 @@ class _ArrayCopies:
         return self._done[key]
 
 
+class _Skeletons:
+    """`build_model(config).tree` per distinct config: branches of one checkpoint usually have
+    the same config (up to `info` and aliases), and drawing a large model's random weights
+    takes seconds, for arrays that are all replaced anyway."""
+
+    _BRANCH_ONLY = ("info", "model_branch_alias")
+
+    def __init__(self) -> None:
+        self._built: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        from dpa.model import build_model
+
+        same = {k: v for k, v in config.items() if k not in self._BRANCH_ONLY}
+        key = json.dumps(same, sort_keys=True, default=repr)
+        if key not in self._built:
+            self._built[key] = build_model(config).tree
+        return self._built[key]  # read only: _mark_unfilled copies it
+
+
 class _Unfilled:
     """The place of a tree array no checkpoint tensor has filled yet."""
 
@@ -189,16 +212,15 @@ def _read_branch(
     head: str,
     config: Any,
     arrays: _ArrayCopies,
+    skeletons: _Skeletons,
     path: str | os.PathLike,
 ) -> dict[str, Any]:
     """The branch `head`: {"model": tree, "model_def_script": config, "@variables": {...}}."""
-    from dpa.model import build_model
-
     where = f"{path}" if head == SINGLE_HEAD else f"{path}: branch {head!r}"
     if not isinstance(config, dict) or "descriptor" not in config:
         raise ModelFileError(f"{where}: its model config has no 'descriptor' section")
     try:
-        skeleton = build_model(config).tree  # DeePMD-kit's tree structure, random arrays
+        skeleton = skeletons(config)  # DeePMD-kit's tree structure, random arrays
     except DPAError as err:  # options dpa does not support (DPA-1 lmax > 1, charge/spin, ...)
         raise ModelFileError(
             f"{where}: dpa cannot read this checkpoint, its model uses an option dpa does not "
