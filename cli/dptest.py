@@ -87,6 +87,11 @@ def _prepare_detail_folder(prefix: str) -> None:
     default=None,
     help="Evaluate in this precision instead of the model's own (no retraining needed).",
 )
+@click.option(
+    "--head",
+    default=None,
+    help="Branch of a multi-task model to test (name or alias, any case).",
+)
 @pass_options
 def test_command(
     opts: Options,
@@ -98,6 +103,7 @@ def test_command(
     chunk_size: int,
     compile_model: bool,
     precision: str | None,
+    head: str | None,
 ) -> None:
     """Test MODEL on labelled systems: energy, force and virial MAE/RMSE, like `dp test`."""
     import dpa
@@ -108,7 +114,9 @@ def test_command(
     data = load_systems(list(systems), fmt=fmt)  # before the model: bad data fails fast
     if prefix is not None:  # make the detail folder now, not after a long evaluation
         _prepare_detail_folder(prefix)
-    pot = dpa.load_model(model, backend=opts.backend, compile=compile_model, precision=precision)
+    pot = dpa.load_model(
+        model, backend=opts.backend, compile=compile_model, precision=precision, head=head
+    )
     for system in data:  # fail before any evaluation when an element is unknown to the model
         system.remap_types(pot.type_map)
     if not pot.can_compute_forces:

@@ -30,20 +30,22 @@ from .multitask import MultiTaskModel, select_branch
 from .potential import Potential
 
 # a .savedmodel is not here: its graph is a program, run only on request (backend="tensorflow")
-_SUFFIX_BACKEND = {".pth": "torch", ".jax": "jax"}
+# a .pt (DeePMD-kit checkpoint) is read with torch, so it evaluates there too, like a .pth
+_SUFFIX_BACKEND = {".pth": "torch", ".pt": "torch", ".jax": "jax"}
 
 
 def load_model(
-    path: str | os.PathLike | Model,
+    path: str | os.PathLike | Model | MultiTaskModel,
     backend: str | None = None,
     compile: bool = False,
     precision: str | None = None,
     head: str | None = None,
 ) -> Potential:
-    """Load a model file (.dp, .pth, .jax, .savedmodel) or a `Model` onto a backend.
+    """Load a model file (.dp, .pth, .jax, .savedmodel, or a DeePMD-kit .pt checkpoint), a
+    `Model` or a `MultiTaskModel` onto a backend.
 
     backend: "numpy", "torch", "jax", "tensorflow", or None (DPA_BACKEND, else by suffix:
-    .pth -> torch, .jax -> jax, .dp and .savedmodel -> torch if installed, else jax, else
+    .pth and .pt -> torch, .jax -> jax, .dp and .savedmodel -> torch if installed, else jax, else
     numpy). A .savedmodel is evaluated through the full model embedded in it (assets/
     dpa_model.dp), never through its TensorFlow graph, unless backend="tensorflow" (or
     DPA_BACKEND=tensorflow) asks for the graph: a SavedModel is a program, so that trusts the

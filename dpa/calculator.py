@@ -18,37 +18,45 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .model import Model
+from .multitask import MultiTaskModel
 from .potential import Potential
 
 
 class DPACalculator(Calculator):
     """A dpa model as an ASE calculator (forces need the torch or jax backend).
 
-    model: a model file, a `dpa.Model` or a loaded `dpa.Potential`; backend: as in
-    `dpa.load_model`; precision: None (as trained), "float64" or "float32" (evaluate in that
-    precision without retraining); compile: torch only, `torch.compile` the model.
+    model: a model file, a `dpa.Model`, a `dpa.MultiTaskModel` or a loaded `dpa.Potential`;
+    backend: as in `dpa.load_model`; precision: None (as trained), "float64" or "float32"
+    (evaluate in that precision without retraining); compile: torch only, `torch.compile` the
+    model; head: the branch of a multi-task model (name or alias, any case).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(
         self,
-        model: str | os.PathLike | Model | Potential,
+        model: str | os.PathLike | Model | MultiTaskModel | Potential,
         backend: str | None = None,
         precision: str | None = None,
         compile: bool = False,
+        head: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if isinstance(model, Potential):
+            if head is not None:
+                raise ConfigError(
+                    f"head {head!r}: a loaded Potential is one model already; pass the model "
+                    "file or the MultiTaskModel to choose a branch"
+                )
             self.potential = model.with_precision(precision)
         else:
             from . import load_model
 
             self.potential = load_model(
-                model, backend=backend, compile=compile, precision=precision
+                model, backend=backend, compile=compile, precision=precision, head=head
             )
 
     def _types(self, symbols: list[str]) -> np.ndarray:

@@ -42,11 +42,15 @@ def convert(
 ) -> Model | MultiTaskModel:
     """Convert a model file to another format, the arrays copied exactly; `head` extracts one
     branch of a multi-task model as a single-task model (DeePMD-kit's `freeze --head`)."""
-    model: Model | MultiTaskModel = load_any(source)
-    if head is not None:
-        model = load(source, head)
-    elif isinstance(model, MultiTaskModel) and _single_task_only(target):
-        model = model.branch(None, "--head")
+    model = load_any(source)
+    if isinstance(model, MultiTaskModel):
+        if head is not None or _single_task_only(target):
+            try:
+                model = model.branch(head, "head" if head is not None else "--head")
+            except DPAError as err:
+                raise type(err)(f"{os.fspath(source)}: {err}") from None
+    elif head is not None:
+        model = select_branch(model, head)
     save(model, target)
     return model
 

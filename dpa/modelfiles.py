@@ -1,5 +1,6 @@
 """Model files as data dicts (what `Model` wraps): the suffix picks the format (.dp neutral HDF5, .pth torch, .jax npz-zip,
-.savedmodel TensorFlow SavedModel directory, written through jax2tf).
+.savedmodel TensorFlow SavedModel directory, written through jax2tf; .pt DeePMD-kit PyTorch
+training checkpoints, read only).
 
 A file is built in memory, written in one go to a temporary name in the target folder, flushed
 to disk and renamed onto the target (`dpa.atomic`); a failed write raises `ModelWriteError` (an
@@ -19,18 +20,19 @@ from .errors import DPAError, ModelFileError, ModelWriteError, OutputError
 __all__ = ["read_data", "write_data"]
 
 
-def _formats() -> dict[str, tuple[Callable, Callable]]:
-    """suffix -> (read(path) -> data dict, write(path, data))."""
+def _formats() -> dict[str, tuple[Callable, Callable | None]]:
+    """suffix -> (read(path) -> data dict, write(path, data)); None: dpa reads it only."""
     from .backends.jax import modelfile as jaxfile
     from .backends.tensorflow import savedmodel
     from .backends.torch import modelfile as pth
-    from .formats import dp
+    from .formats import deepmd_pt, dp
 
     return {
         ".dp": (dp.read, dp.write),
         ".pth": (pth.read, pth.write),
         ".jax": (jaxfile.read, jaxfile.write),
         ".savedmodel": (savedmodel.read, savedmodel.write),
+        ".pt": (deepmd_pt.read, None),  # DeePMD-kit training checkpoints
     }
 
 
@@ -38,7 +40,7 @@ def _formats() -> dict[str, tuple[Callable, Callable]]:
 _DIRECTORY_FORMATS = (".savedmodel",)
 
 
-def _format_of(path: Path) -> tuple[Callable, Callable]:
+def _format_of(path: Path) -> tuple[Callable, Callable | None]:
     formats = _formats()
     if path.suffix not in formats:
         raise ModelFileError(
@@ -67,6 +69,11 @@ def write_data(path: str | os.PathLike, data: dict) -> None:
     """Write a model's data dict atomically (built in memory, temporary file, fsync, rename)."""
     path = Path(path)
     _, writer = _format_of(path)
+    if writer is None:
+        raise ModelWriteError(
+            f"{path}: dpa reads {path.suffix} files (DeePMD-kit training checkpoints) but does "
+            "not write them; save as .dp (DeePMD-kit's own format), .pth or .jax instead"
+        )
     if path.suffix in _DIRECTORY_FORMATS:
         try:
             writer(path, data)

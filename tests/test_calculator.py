@@ -120,3 +120,22 @@ def test_stress_matches_strain_derivative_of_energy(calc):
         numeric[a, b] = numeric[b, a] = (energies[0] - energies[1]) / (2 * h) / volume
     assert np.abs(stress).max() > 1e-4
     np.testing.assert_allclose(stress, numeric, atol=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore::dpa.neighbor.NeighborOverflowWarning")  # dense cluster
+def test_head_of_a_multitask_model():
+    """`head=` picks a branch (name or alias, any case); a loaded Potential takes none."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "fixtures" / "deepmd_pt" / "mt_dpa3_sharefit.pt"
+    atoms = water_cluster(periodic=True)
+    energies = {}
+    for head in ("water_a", "ALIAS_A", "water_b"):
+        atoms.calc = DPACalculator(path, backend="torch", head=head)
+        energies[head] = atoms.get_potential_energy()
+    assert energies["water_a"] == energies["ALIAS_A"] != energies["water_b"]
+    pot = dpa.load_model(path, backend="torch", head="water_a")
+    with pytest.raises(dpa.ConfigError, match="head"):
+        DPACalculator(pot, head="water_b")
+    with pytest.raises(dpa.ConfigError, match="water_b"):
+        DPACalculator(path, backend="torch")

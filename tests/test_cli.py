@@ -19,6 +19,7 @@ from click.testing import CliRunner
 import dpa
 from dpa._version import DISTRIBUTION
 from dpa.data import load_system
+from dpa.tree import variables
 from dpa_cli.main import cli
 
 try:
@@ -367,9 +368,9 @@ def _share_potential(monkeypatch, model_file, backend):
     pot = dpa.load_model(str(model_file), backend=backend)
     calls = []
 
-    def load_model(path, backend=None, compile=False, precision=None):
+    def load_model(path, backend=None, compile=False, precision=None, head=None):
         calls.append((str(path), backend, compile))
-        assert precision is None
+        assert precision is None and head is None
         return pot
 
     monkeypatch.setattr(dpa, "load_model", load_model)
@@ -507,3 +508,92 @@ def test_dp_test_detail_folder_impossible(model_file, tmp_path):
     )
     assert result.exit_code == 1
     assert "cannot create folder" in result.stderr
+
+
+# ---------------------------------------------------------------- DeePMD-kit .pt and heads
+
+PT_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "deepmd_pt"
+MT_PT = PT_FIXTURES / "mt_dpa3_sharefit.pt"  # two branches sharing descriptor and fitting
+
+
+def test_show_multitask_lists_branches():
+    pytest.importorskip("torch")
+    result = run("show", str(MT_PT))
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    model = dpa.io.load_any(MT_PT)
+    assert isinstance(model, dpa.MultiTaskModel)
+    assert re.search(r"^file format\s+: pt \(DeePMD-kit", out, re.M)
+    assert re.search(r"^branches\s+: water_b, water_a$", out, re.M)
+    assert re.search(rf"^parameters\s+: {model.num_params:,} stored", out, re.M)
+    summed = sum(m.num_params for m in model.branches.values())
+    assert re.search(rf"^summed\s+: {summed:,} ", out, re.M)
+    shared = int(re.search(r"^shared\s+: ([\d,]+)", out, re.M)[1].replace(",", ""))
+    a, b = (variables(m.tree) for m in model.branches.values())
+    in_both = {id(x) for x in a} & {id(x) for x in b}
+    assert shared == sum(x.size for x in a if id(x) in in_both) > summed // 4
+    for name in ("water_b", "water_a"):
+        block = out.split(f"branch {name}\n")[1].split("branch ")[0]
+        assert re.search(rf"aliases\s+: alias_{name[-1]}$", block, re.M)
+        assert re.search(r"descriptor\s+: dpa3$", block, re.M)
+        assert re.search(r"type_map\s+: O H$", block, re.M)
+        observed = model.info(name)["observed_type"]
+        assert re.search(rf"observed types\s+: {' '.join(observed)}$", block, re.M)
+
+
+def test_show_single_task_pt_and_one_head():
+    pytest.importorskip("torch")
+    result = run("show", str(PT_FIXTURES / "dpa1.pt"))
+    assert result.exit_code == 0, result.stderr
+    assert re.search(r"^descriptor\s+: dpa1$", result.stdout, re.M)
+    result = run("show", str(MT_PT), "--head", "ALIAS_A")
+    assert result.exit_code == 0, result.stderr
+    assert re.search(r"^branch\s+: ALIAS_A$", result.stdout, re.M)
+    assert re.search(r"^descriptor\s+: dpa3$", result.stdout, re.M)
+
+
+def test_convert_head_extracts_one_branch(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "a.dp"
+    result = run("convert", str(MT_PT), str(out), "--head", "water_A")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"converted {MT_PT} (branch water_A) -> {out}\n"
+    single = dpa.io.load_any(out)
+    assert isinstance(single, dpa.Model)
+    ref = dpa.io.load(MT_PT, "water_a")
+    assert single.num_params == ref.num_params
+    assert single.data["model_def_script"] == ref.data["model_def_script"]
+
+
+def test_convert_multitask_keeps_all_branches_or_needs_head(tmp_path):
+    pytest.importorskip("torch")
+    whole = tmp_path / "all.dp"
+    assert run("-q", "convert", str(MT_PT), str(whole)).exit_code == 0
+    model = dpa.io.load_any(whole)
+    assert isinstance(model, dpa.MultiTaskModel) and model.names == ["water_b", "water_a"]
+    result = run("convert", str(MT_PT), str(tmp_path / "m.savedmodel"))
+    assert result.exit_code == 1
+    assert "--head" in result.stderr and "water_b" in result.stderr
+    result = run("convert", str(MT_PT), str(tmp_path / "x.dp"), "--head", "nope")
+    assert result.exit_code == 1 and "'nope'" in result.stderr and "water_a" in result.stderr
+    result = run("convert", str(MT_PT), str(tmp_path / "x.pt"), "--head", "water_a")
+    assert result.exit_code == 1 and "does not write" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.dp"]
+
+
+@needs_data
+def test_dp_test_head(tmp_path):
+    pytest.importorskip("torch")
+    water = DATA / "water" / "data_0"
+    reports = {}
+    for head in ("water_a", "WATER_B"):
+        result = run("--backend", "numpy", "test", "-m", str(MT_PT), "--head", head,
+                     "-s", str(water), "-n", "1")  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        reports[head] = _metrics(_blocks(result.stdout)[0][0])
+    pot = dpa.load_model(MT_PT, backend="numpy", head="water_a")
+    _, _, exp = _expected(pot, load_system(water), 1)
+    assert reports["water_a"]["energy mae"] == pytest.approx(exp["energy mae"], rel=1e-6)
+    assert reports["water_a"]["energy mae"] != reports["WATER_B"]["energy mae"]
+    result = run("test", "-m", str(MT_PT), "-s", str(water), "-n", "1")
+    assert result.exit_code == 1 and "water_b" in result.stderr and "water_a" in result.stderr
