@@ -158,7 +158,7 @@ def test_water_example_files_load(tmp_path):
     assert parsed.optimizer.weight_decay == 0.001
     assert parsed.training.gradient_max_norm == 5.0
     assert parsed.training.validation_data.numb_btch == 1
-    assert parsed.ignored_keys() == ["training.stat_file"]
+    assert parsed.ignored_keys() == []
 
 
 def test_yaml_input(tmp_path):

@@ -462,9 +462,14 @@ class TrainingConfig(_Section):
     disp_training: bool = Field(True, description="log progress while training")
     time_training: bool = Field(True, description="log the time per step")
     disp_avg: bool = Field(False, description="report losses averaged over each display interval")
-    stat_file: str | None = Field(None, description="cache file of the data statistics")
+    stat_file: str | None = Field(
+        None,
+        description="HDF5 cache of the descriptor statistics per data system (dpa keeps its "
+        "entries in its own group): a later run on the same systems reads them instead of "
+        "computing",
+    )
     stat_file_mode: Literal["read", "update"] = Field(
-        "update", description="'update' writes missing statistics; 'read' needs a full cache"
+        "update", description="'update' computes and adds missing entries; 'read' needs them all"
     )
     mixed_precision: MixedPrecisionConfig | None = Field(
         None, description="mixed-precision training (section)"
@@ -555,8 +560,6 @@ IGNORED_KEYS: tuple[str, ...] = (
     "training.save_dir",
     "training.ckpt_keep_ratio",
     "training.disp_avg",
-    "training.stat_file",
-    "training.stat_file_mode",
     "training.mixed_precision",
     "training.enable_ema",
     "training.ema_decay",

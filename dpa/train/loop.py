@@ -10,6 +10,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,7 @@ from .stat import (
     set_energy_bias,
     stat_frames,
 )
+from .stat_cache import StatCache
 
 log = logging.getLogger("dpa.train")
 SUFFIX = {"torch": ".pth", "jax": ".jax"}
@@ -168,11 +171,30 @@ def _with_statistics(model: Model, cfg: TrainInput, source: DataSource) -> Model
     picks = source.sampler.stat_frames if isinstance(source.sampler, DeepmdOrder) else None
     if picks is not None:
         systems, nbatch = [s.frames(f) for s, f in zip(systems, picks, strict=True)], None
-    tree = compute_env_statistics(model.tree, systems, nbatch, sizes)
+    with _stat_cache(cfg) as cache:
+        tree = compute_env_statistics(model.tree, systems, nbatch, sizes, cache)
     tree = compute_parameter_statistics(tree, systems, nbatch, sizes)
     if any(s.energy is not None for s in systems):
         tree = set_energy_bias(tree, fit_energy_bias(tree, systems, nbatch, sizes))
     return Model({**model.data, "model": tree})
+
+
+@contextmanager
+def _stat_cache(cfg: TrainInput) -> Iterator[StatCache | None]:
+    """The input's statistics cache (`training.stat_file`), saved after use; None without."""
+    tcfg = cfg.training
+    if not tcfg.stat_file:
+        yield None
+        return
+    cache = StatCache(tcfg.stat_file, tcfg.stat_file_mode)
+    start = time.perf_counter()
+    yield cache
+    cache.save()
+    log.info(
+        "descriptor statistics: %d system entries from %s, %d computed and added (%.1f s)",
+        cache.hits, tcfg.stat_file, cache.computed,
+        time.perf_counter() - start,
+    )  # fmt: skip
 
 
 def _use_deepmd_order(cfg: TrainInput, state: dict[str, Any] | None) -> bool:
@@ -357,7 +379,8 @@ def _finetuned_models(
         task = tasks[name]
         src = task.train_src
         nbatch, sizes = _stat_nbatch(task.cfg), src.sampler.batch_sizes
-        tree = compute_env_statistics(model.tree, src.systems, nbatch, sizes)
+        with _stat_cache(task.cfg) as cache:
+            tree = compute_env_statistics(model.tree, src.systems, nbatch, sizes, cache)
         return Model({**model.data, "model": tree})
 
     start = finetune_starts(plan, pretrained, model_branch, fresh, seed, stats)
@@ -551,16 +574,17 @@ def _multitask_statistics(
     for name, task in tasks.items():
         assert name is not None
         tree, nbatch = models[name].tree, _stat_nbatch(task.cfg)
-        for part, compute in (
-            ("descriptor", compute_env_statistics),
-            ("fitting_net", compute_parameter_statistics),
-        ):
+        for part in ("descriptor", "fitting_net"):
             if (name, part) in links:
                 continue  # replaced by its base's part below
             pool = [tasks[b].train_src for b in pooled_branches(name, part, plan.shared)]
             systems = [s for src in pool for s in src.systems]
             sizes = [b for src in pool for b in src.sampler.batch_sizes]
-            tree = compute(tree, systems, nbatch, sizes)
+            if part == "descriptor":
+                with _stat_cache(task.cfg) as cache:
+                    tree = compute_env_statistics(tree, systems, nbatch, sizes, cache)
+            else:
+                tree = compute_parameter_statistics(tree, systems, nbatch, sizes)
         own = task.train_src
         if any(s.energy is not None for s in own.systems):
             bias = fit_energy_bias(tree, own.systems, nbatch, own.sampler.batch_sizes)

@@ -80,43 +80,59 @@ def _block_moments(
     systems: Sequence[System],
     type_map: list[str],
     pairs: list[list[int]],
+    cache: Any = None,
 ) -> np.ndarray:
-    """(ntypes, 2, 3) sums [count, Σx, Σx²] per center type of the radial (0) and angular (1) R̃."""
+    """(ntypes, 2, 3) sums [count, Σx, Σx²] per center type of the radial (0) and angular (1)
+    R̃: each system's own sums (from `cache`, a `StatCache`, where it has them), added up."""
     ntypes = len(type_map)
     moments = np.zeros((ntypes, 2, 3))
     for system in systems:
-        atype = system.remap_types(type_map)
-        nat = atype.shape[0]
-        onehot = (atype[:, None] == np.arange(ntypes)[None, :]).astype(np.float64)  # (nat, nt)
-        step = max(1, _CHUNK_ENTRIES // max(1, nat * block.nsel))
-        for start in range(0, system.nframes, step):
-            coord = system.coord[start : start + step]
-            box = None if system.box is None else system.box[start : start + step]
-            nl = build_neighbor_list(coord, atype, box, block.rcut, block.sel, block.mixed_types)
-            nlist, shift = fold_pair_exclusion(nl.nlist, nl.shift, atype, pairs, ntypes, False)
-            rij = edge_vectors(coord, box, nlist, shift)
-            # DeePMD-kit's statistics always use the polynomial switch (even with use_exp_switch)
-            env, _ = environment_matrix(
-                rij, nlist >= 0, block.rcut, block.rcut_smth, block.protection
-            )
-            nf = coord.shape[0]
-            radial = env[..., 0]  # (nf, nat, nsel)
-            angular = env[..., 1:]  # (nf, nat, nsel, 3)
-            per_atom = np.stack(
-                [
-                    radial.sum(axis=2),
-                    np.square(radial).sum(axis=2),
-                    angular.sum(axis=(2, 3)),
-                    np.square(angular).sum(axis=(2, 3)),
-                ],
-                axis=-1,
-            ).sum(axis=0)  # (nat, 4): summed over frames
-            sums = onehot.T @ per_atom  # (ntypes, 4)
-            count = onehot.sum(axis=0) * nf * block.nsel  # slots per type, empty ones included
-            moments[:, 0, 0] += count
-            moments[:, 0, 1:] += sums[:, 0:2]
-            moments[:, 1, 0] += 3.0 * count
-            moments[:, 1, 1:] += sums[:, 2:4]
+        if cache is None:
+            moments += _system_moments(block, system, type_map, pairs)
+            continue
+        from .stat_cache import entry_key
+
+        key = entry_key(block, system, type_map, pairs)
+        moments += cache.moments(key, lambda s=system: _system_moments(block, s, type_map, pairs))
+    return moments
+
+
+def _system_moments(
+    block: EnvBlock, system: System, type_map: list[str], pairs: list[list[int]]
+) -> np.ndarray:
+    """The sums of `_block_moments` over one system's frames."""
+    ntypes = len(type_map)
+    moments = np.zeros((ntypes, 2, 3))
+    atype = system.remap_types(type_map)
+    nat = atype.shape[0]
+    onehot = (atype[:, None] == np.arange(ntypes)[None, :]).astype(np.float64)  # (nat, nt)
+    step = max(1, _CHUNK_ENTRIES // max(1, nat * block.nsel))
+    for start in range(0, system.nframes, step):
+        coord = system.coord[start : start + step]
+        box = None if system.box is None else system.box[start : start + step]
+        nl = build_neighbor_list(coord, atype, box, block.rcut, block.sel, block.mixed_types)
+        nlist, shift = fold_pair_exclusion(nl.nlist, nl.shift, atype, pairs, ntypes, False)
+        rij = edge_vectors(coord, box, nlist, shift)
+        # DeePMD-kit's statistics always use the polynomial switch (even with use_exp_switch)
+        env, _ = environment_matrix(rij, nlist >= 0, block.rcut, block.rcut_smth, block.protection)
+        nf = coord.shape[0]
+        radial = env[..., 0]  # (nf, nat, nsel)
+        angular = env[..., 1:]  # (nf, nat, nsel, 3)
+        per_atom = np.stack(
+            [
+                radial.sum(axis=2),
+                np.square(radial).sum(axis=2),
+                angular.sum(axis=(2, 3)),
+                np.square(angular).sum(axis=(2, 3)),
+            ],
+            axis=-1,
+        ).sum(axis=0)  # (nat, 4): summed over frames
+        sums = onehot.T @ per_atom  # (ntypes, 4)
+        count = onehot.sum(axis=0) * nf * block.nsel  # slots per type, empty ones included
+        moments[:, 0, 0] += count
+        moments[:, 0, 1:] += sums[:, 0:2]
+        moments[:, 1, 0] += 3.0 * count
+        moments[:, 1, 1:] += sums[:, 2:4]
     return moments
 
 
@@ -157,11 +173,13 @@ def compute_env_statistics(
     systems: Sequence[System],
     nbatch: int | None = 10,
     batch_size: int | Sequence[int] = 1,
+    cache: Any = None,
 ) -> dict:
     """A copy of `model_tree` with davg/dstd of every descriptor env-mat block set from data.
 
     Uses the frames of :func:`stat_frames`; per spec §2.6 (set_davg_zero keeps davg, DPA-3 with
     fix_stat_std ≠ 0 gets davg 0 and dstd ≡ fix_stat_std, types absent from the data std 0.1).
+    `cache` (a `stat_cache.StatCache`) supplies and keeps each system's sums.
     """
     tree = copy.deepcopy(model_tree)
     desc = tree["descriptor"]
@@ -180,7 +198,8 @@ def compute_env_statistics(
             davg = np.zeros(old_avg.shape)
             dstd = np.full(old_std.shape, block.fixed_std)
         else:
-            davg, dstd = _davg_dstd(block, _block_moments(block, frames, type_map, pairs))
+            moments = _block_moments(block, frames, type_map, pairs, cache)
+            davg, dstd = _davg_dstd(block, moments)
             if block.set_davg_zero:
                 davg = old_avg
         var["davg"] = np.asarray(davg, dtype=old_avg.dtype)
