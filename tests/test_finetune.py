@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import DATA, dpa1, dpa3, read_lcurve, se_e2_a
+from builders import DATA, dpa1, dpa3, read_lcurve, se_e2_a, xla_optimizations_off
 
 import dpa
 from dpa.errors import ConfigError, DPAError
@@ -320,6 +320,23 @@ def test_single_task_finetune_copies_weights_and_changes_the_bias(
     _check_bias(dpa.io.load(final), bias, std)
 
 
+@pytest.mark.parametrize(
+    ("wanted", "random"), [(None, False), ("default", False), ("RANDOM", True)]
+)
+def test_single_task_source_default_or_random(make_model, wanted, random):
+    config = {"descriptor": dpa1(20), "fitting_net": {"neuron": [8, 8]}}
+    pre = make_model(config, seed=1)
+    raw = _single({"type_map": ["O", "H", "C"], **config}, _training([DATA / "water/data_0"]))
+    plan, fresh = _plan_and_fresh(raw)
+    start = finetune_starts(plan, pre, wanted, fresh, 3, _no_stats)
+    assert start.bias_modes[None] == ("set" if random else "change")
+    model = start.models[None]
+    _same_arrays(model.tree["descriptor"], pre.tree["descriptor"])
+    want = fresh[None] if random else pre
+    _same_arrays(model.tree["fitting"], want.tree["fitting"])
+    _same_arrays(model.tree["@variables"], want.tree["@variables"], top=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. Single-task fine-tune from a multi-task model
 
@@ -391,7 +408,7 @@ def test_no_branch_from_a_multitask_model_takes_the_first_with_a_random_fitting(
 # 3. Type-map changes
 
 
-DESCRIPTORS = {"dpa1": dpa1(20), "dpa3": dpa3(20)}
+DESCRIPTORS = {"dpa1": dpa1(40), "dpa3": dpa3(40)}
 
 
 def _stat_vars(model: dpa.Model) -> list[dict]:
@@ -654,6 +671,21 @@ def test_frozen_descriptor_does_not_change(tmp_path, data, kind, capture):
     assert _differ(_nets(final.tree["fitting"]), _nets(start.tree["fitting"]))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="dpa/dpmodel/fitting.py writes 'trainable': [True, ...] whatever fitting_net.trainable "
+    "says: a fitting with trainable: false is trained",
+)
+def test_frozen_fitting_does_not_change(tmp_path, data, pre_mt, capture):
+    raw = _dpa3_single(data, steps=2)
+    raw["model"]["fitting_net"]["trainable"] = False
+    inp = _write(tmp_path, "ft", raw)
+    out = loop.train(inp, TRAIN, tmp_path / "out", finetune=str(pre_mt), model_branch="mol")
+    final, start = dpa.io.load(out), capture["start"][None]
+    _same_arrays(final.tree["fitting"], start.tree["fitting"])
+    assert _differ(final.tree["descriptor"], start.tree["descriptor"])
+
+
 # ---------------------------------------------------------------------------------------------
 # 6. --use-pretrain-script
 
@@ -747,45 +779,18 @@ def test_errors_before_anything_is_written(tmp_path, data, pre_dpa1, pre_mt):
 # 8. Both backends
 
 
-@pytest.fixture(scope="module")
-def backend_runs(tmp_path_factory, data, pre_dpa1):
-    """run(backend) -> (output folder, start model) of one small fine-tune, run once each."""
-    runs: dict = {}
-
-    def run(backend: str):
-        if backend not in runs:
-            tmp = tmp_path_factory.mktemp(f"ft_{backend}")
-            raw = _single(
-                _dpa1_model(["O", "H", "C"]), _training([data["mol1"], data["mol2"]], steps=3)
-            )
-            captured = {}
-            real = loop._finetuned_models
-
-            def wrapper(*args, **kwargs):
-                captured["start"] = real(*args, **kwargs)
-                return captured["start"]
-
-            loop._finetuned_models = wrapper
-            try:
-                loop.train(_write(tmp, "ft", raw), backend, tmp / "out", finetune=str(pre_dpa1))
-            finally:
-                loop._finetuned_models = real
-            runs[backend] = (tmp / "out", captured["start"][None])
-        return runs[backend]
-
-    return run
-
-
-def test_finetune_on_each_backend(backend_runs, data, pre_dpa1, train_backend):
-    out, start = backend_runs(train_backend)
-    pre = dpa.io.load(pre_dpa1)
+def test_finetune_on_each_backend(tmp_path, data, pre_dpa1, train_backend, capture):
+    """One small fine-tune per backend; jax's learning curve is torch's."""
+    raw = _single(_dpa1_model(["O", "H", "C"]), _training([data["mol1"]], steps=2))
+    inp = _write(tmp_path, "ft", raw)
+    with xla_optimizations_off():
+        loop.train(inp, train_backend, tmp_path / "out", finetune=str(pre_dpa1))
+    pre, start = dpa.io.load(pre_dpa1), capture["start"][None]
     _same_arrays(start.tree["descriptor"], pre.tree["descriptor"])
-    _check_bias(start, *_expected_bias(pre, [data["mol1"], data["mol2"]], 10, [1, 1], "change"))
-    curve = read_lcurve(out / "lcurve.out")
-    assert curve[:, 0].tolist() == [1, 2, 3] and np.isfinite(curve).all()
-
-
-def test_torch_and_jax_give_the_same_curve(backend_runs):
-    pytest.importorskip("optax")
-    curves = [read_lcurve(backend_runs(b)[0] / "lcurve.out") for b in ("torch", "jax")]
-    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-8, atol=0)
+    _check_bias(start, *_expected_bias(pre, [data["mol1"]], 10, [1], "change"))
+    curve = read_lcurve(tmp_path / "out" / "lcurve.out")
+    assert curve[:, 0].tolist() == [1, 2] and np.isfinite(curve).all()
+    if train_backend != "torch":
+        loop.train(inp, "torch", tmp_path / "torch", finetune=str(pre_dpa1))
+        reference = read_lcurve(tmp_path / "torch" / "lcurve.out")
+        np.testing.assert_allclose(curve, reference, rtol=1e-8, atol=0)
