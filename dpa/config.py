@@ -56,6 +56,8 @@ class ModelConfig(Section):
     srtab_add_bias: bool = True
     model_branch_alias: list[str] = []
     info: dict[str, Any] = {}
+    # fine-tuning: the pretrained branch this model starts from (`dpa train --finetune`)
+    finetune_head: str | None = None
     bridging_method: Literal["None"] = "None"
     bridging_r_inner: float = 0.5
     bridging_r_outer: float = 0.8

@@ -547,20 +547,12 @@ def test_type_map_subset_through_train(tmp_path, data, pre_dpa1, capture):
 # 4. Multi-task fine-tune target
 
 
-FINETUNE_HEAD_BUG = (
-    "dpa.config.ModelConfig has no finetune_head field: model.finetune_head (single-task) and "
-    "model.model_dict.<branch>.finetune_head are refused as unknown keys, though "
-    "dpa.train.finetune reads them"
-)
-
-
 def _same_objects(a: object, b: object) -> None:
     xs, ys = variables(a), variables(b)
     assert len(xs) == len(ys) > 0
     assert all(x is y for x, y in zip(xs, ys, strict=True))
 
 
-@pytest.mark.xfail(strict=True, raises=ConfigError, reason=FINETUNE_HEAD_BUG)
 def test_multitask_target_finetune_head_copies_that_branch(tmp_path, data, pre_mt, capture):
     pre = dpa.io.load_any(pre_mt)
     config = _multitask(
@@ -583,7 +575,6 @@ def test_multitask_target_finetune_head_copies_that_branch(tmp_path, data, pre_m
     _same_objects(start["water"].tree["descriptor"], start["mol_ft"].tree["descriptor"])
 
 
-@pytest.mark.xfail(strict=True, raises=ConfigError, reason=FINETUNE_HEAD_BUG)
 def test_single_task_finetune_head_selects_the_branch(data, pre_mt):
     pre = dpa.io.load_any(pre_mt)
     raw = _dpa3_single(data)
@@ -638,16 +629,11 @@ def test_multitask_target_shared_fitting_stays_shared(tmp_path, data, pre_mt, ca
 # ---------------------------------------------------------------------------------------------
 # 5. trainable: false
 
-DPA1_TRAINABLE_BUG = (
-    "dpa/dpmodel/descriptor/dpa1/descriptor.py writes 'trainable': True whatever the config says: "
-    "a DPA-1 descriptor with trainable: false is trained"
-)
-
 
 @pytest.mark.parametrize(
     "kind",
     [
-        pytest.param("dpa1", marks=pytest.mark.xfail(strict=True, reason=DPA1_TRAINABLE_BUG)),
+        "dpa1",
         "dpa3",
     ],
 )
@@ -671,11 +657,6 @@ def test_frozen_descriptor_does_not_change(tmp_path, data, kind, capture):
     assert _differ(_nets(final.tree["fitting"]), _nets(start.tree["fitting"]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dpa/dpmodel/fitting.py writes 'trainable': [True, ...] whatever fitting_net.trainable "
-    "says: a fitting with trainable: false is trained",
-)
 def test_frozen_fitting_does_not_change(tmp_path, data, pre_mt, capture):
     raw = _dpa3_single(data, steps=2)
     raw["model"]["fitting_net"]["trainable"] = False
@@ -714,7 +695,6 @@ def test_use_pretrain_script_takes_the_pretrained_architecture(tmp_path, data, p
 # 7. Errors before anything is written
 
 
-@pytest.mark.xfail(strict=True, reason=FINETUNE_HEAD_BUG)
 def test_unknown_finetune_head_names_the_branches(tmp_path, data, pre_mt):
     config = _multitask(
         data,

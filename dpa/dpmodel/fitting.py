@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ConfigError
 from .array_api import Array, dtype_of, like, to_dtype, xp_of
 from .descriptor.common import apply_per_center_type
 from .network import fitting_net, make_fitting_net, network_collection
@@ -165,7 +166,7 @@ def build(
         },
         "type_map": list(type_map),
         "tot_ener_zero": False,
-        "trainable": [True] * (len(config["neuron"]) + 1),
+        "trainable": _layer_flags(config.get("trainable", True), len(config["neuron"]) + 1),
         "layer_name": None,
         "use_aparam_as_mask": config["use_aparam_as_mask"],
         "spin": None,
@@ -173,3 +174,16 @@ def build(
         "dim_out": 1,
         "atom_ener": config["atom_ener"] or None,
     }
+
+
+def _layer_flags(trainable: bool | list[bool], nlayers: int) -> list[bool]:
+    """One `trainable` flag per layer (hidden layers and output) from a bool or a list."""
+    if isinstance(trainable, bool):
+        return [trainable] * nlayers
+    flags = [bool(t) for t in trainable]
+    if len(flags) != nlayers:
+        raise ConfigError(
+            f"model.fitting_net.trainable has {len(flags)} flags for {nlayers} layers "
+            "(one per neuron entry, plus the output layer)"
+        )
+    return flags

@@ -32,16 +32,23 @@ def trainable_flags(tree: Any) -> list[bool]:
     flags: list[bool] = []
     seen: set[int] = set()
 
-    def walk(node: Any, trainable: bool, inside: bool, key: str) -> None:
+    def walk(node: Any, trainable: bool, inside: bool, key: str, layers: Any = None) -> None:
         if isinstance(node, dict):
-            here = trainable and node.get("trainable", True) is not False
+            flag = node.get("trainable", True)
+            if isinstance(flag, list):  # per layer (a fitting net): applied at its "layers"
+                layers, flag = flag, True
+            here = trainable and flag is not False
             for k, v in node.items():
-                walk(
-                    v, here, inside or k == "@variables", k if inside or k == "@variables" else key
-                )
+                sub = k if inside or k == "@variables" else key
+                if k == "layers" and isinstance(v, list) and layers is not None:
+                    for i, layer in enumerate(v):
+                        on = bool(layers[i]) if i < len(layers) else True
+                        walk(layer, here and on, inside, sub)
+                    continue
+                walk(v, here, inside or k == "@variables", sub, layers)
         elif isinstance(node, (list, tuple)):
             for v in node:
-                walk(v, trainable, inside, key)
+                walk(v, trainable, inside, key, layers)
         elif node is not None and inside and id(node) not in seen:
             seen.add(id(node))
             flags.append(trainable and key not in BUFFERS)

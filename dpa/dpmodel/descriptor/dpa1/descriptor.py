@@ -427,7 +427,7 @@ def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
             "davg": np.zeros((ntypes, nnei, 4), np.float32 if precision == "float32" else float),
             "dstd": np.ones((ntypes, nnei, 4), np.float32 if precision == "float32" else float),
         },
-        "trainable": True,
+        "trainable": bool(config.get("trainable", True)),
         "spin": None,
     }
     if config["type"] == "se_atten_v2":  # strip + smooth are implied; DeePMD-kit rejects the keys

@@ -112,7 +112,7 @@ def build(config: dict, type_map: list[str], rng: np.random.Generator) -> dict:
             "dstd": np.ones((ntypes, sum(sel), 4), dtype),
         },
         "type_map": list(type_map),
-        "trainable": True,
+        "trainable": bool(config.get("trainable", True)),
         "type_one_side": one_side,
         "spin": None,
     }
