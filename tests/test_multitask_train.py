@@ -147,6 +147,7 @@ def dpa3_sharefit_input(tmp: Path, data: dict[str, str]) -> Path:
 
 
 DPA2_DESCRIPTOR = dpa2(40, seed=1)
+DPA2_DESCRIPTOR["repinit"]["set_davg_zero"] = False  # davg from data too (repformer: zero)
 
 
 def dpa2_three_input(tmp: Path, data: dict[str, str]) -> Path:
@@ -247,8 +248,12 @@ def _nothing_written(out: Path) -> None:
 # 1. torch and jax
 
 
-@pytest.mark.parametrize("make_input", [dpa2_pair_input, dpa3_sharefit_input])
-def test_torch_and_jax_give_the_same_run(tmp_path, data, make_input):
+@pytest.mark.parametrize(
+    ("make_input", "restart_jax"),
+    [(dpa2_pair_input, False), (dpa3_sharefit_input, True)],
+    ids=["dpa2", "dpa3_sharefit"],
+)
+def test_torch_and_jax_give_the_same_run(tmp_path, data, make_input, restart_jax):
     skip_unless_installed("jax", training=True)
     inp = make_input(tmp_path, data)
     _both_tasks_step(inp)
@@ -261,6 +266,21 @@ def test_torch_and_jax_give_the_same_run(tmp_path, data, make_input):
     name = last.names[0]
     trees = [m.branches[name].tree["descriptor"] for m in (middle, last)]
     assert any(not np.array_equal(x, y) for _, x, y in _pairs(*trees))
+    # the jax file keeps the descriptor as one set of arrays too
+    jax_model = _final(tmp_path / "jax")
+    a, b = (jax_model.branches[n].tree["descriptor"] for n in jax_model.names)
+    assert all(x is y for _, x, y in _pairs(a, b))
+    if not restart_jax:  # (one jax restart is enough: each costs new compilations)
+        return
+    # a jax restart from the middle checkpoint continues the same run, bitwise
+    part = tmp_path / "part"
+    part.mkdir()
+    for file in ("model.ckpt-2.jax", "lcurve.out"):
+        shutil.copyfile(tmp_path / "jax" / file, part / file)
+    with xla_optimizations_off():
+        train(inp, "jax", part, restart=str(part / "model.ckpt-2.jax"))
+    assert (part / "lcurve.out").read_text() == (tmp_path / "jax" / "lcurve.out").read_text()
+    _compare_runs(part, tmp_path / "jax", rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,13 +479,16 @@ def test_statistics_pool_the_level0_branches(three_run, data):
         assert len(got) == len(expected) == 2  # repinit, repformer
         for g, e in zip(got, expected, strict=True):
             np.testing.assert_allclose(g["dstd"], e["dstd"], rtol=1e-12, err_msg=branch)
-            np.testing.assert_array_equal(g["davg"], e["davg"])  # set_davg_zero: 0
+            np.testing.assert_allclose(g["davg"], e["davg"], rtol=1e-12, err_msg=branch)
     # the pooled statistics are not the base's own, nor constant
     for p, w in zip(
         env_statistics(pooled["descriptor"]), env_statistics(water["descriptor"]), strict=True
     ):
         assert not np.allclose(p["dstd"], w["dstd"])
         assert np.ptp(p["dstd"][:2]) > 0.01
+    repinit = env_statistics(pooled["descriptor"])[0]
+    assert np.abs(repinit["davg"][:, :, 0]).min() > 0.01
+    assert not np.allclose(repinit["davg"], env_statistics(water["descriptor"])[0]["davg"])
     # the energy shift is each branch's own least-squares fit
     for branch, names, batch in (
         ("water", ["water"], 1),
@@ -515,6 +538,15 @@ def _epochs_with_steps(raw: dict) -> None:
     raw["training"]["num_epoch_dict"] = {"a": 1, "b": 1}
 
 
+def _epochs_with_stop_batch(raw: dict) -> None:
+    raw["training"]["stop_batch"] = raw["training"].pop("numb_steps")
+    raw["training"]["num_epoch_dict"] = {"a": 1, "b": 1}
+
+
+def _numb_epoch(raw: dict) -> None:
+    raw["training"]["numb_epoch"] = raw["training"].pop("numb_steps")
+
+
 BAD_INPUTS = {
     "model_prob missing a branch": (
         _set("training.model_prob", {"a": 1}),
@@ -557,7 +589,28 @@ BAD_INPUTS = {
     ),
     "num_epoch_dict with numb_steps": (
         _epochs_with_steps,
-        r"training\.num_epoch_dict .* without numb_steps and model_prob",
+        r"training\.num_epoch_dict .* without numb_steps and model_prob \(training\.numb_steps",
+    ),
+    "num_epoch_dict with stop_batch": (
+        _epochs_with_stop_batch,
+        r"without numb_steps and model_prob \(training\.stop_batch is set\)",
+    ),
+    "num_epoch_dict with model_prob": (
+        lambda raw: [
+            _drop("training.numb_steps")(raw),
+            _set("training.num_epoch_dict", {"a": 1, "b": 1})(raw),
+            _set("training.model_prob", {"a": 1, "b": 1})(raw),
+        ],
+        r"without numb_steps and model_prob \(training\.model_prob is set\)",
+    ),
+    "no run length": (
+        _drop("training.numb_steps"),
+        r"a multi-task run needs training\.numb_steps, or training\.num_epoch_dict",
+    ),
+    "numb_epoch": (_numb_epoch, r"training\.numb_epoch is for single-task runs"),
+    "an alias RANDOM": (
+        _set("model.model_dict.a.model_branch_alias", ["random"]),
+        r"model\.model_dict\.a\.model_branch_alias 'random': 'RANDOM' is reserved",
     ),
     "level 1 on se_e2_a": (
         _set("model.model_dict.b.descriptor", "des:1"),
