@@ -662,3 +662,33 @@ def test_num_epoch_dict_sets_the_steps_and_the_task_probabilities(tmp_path, data
     probs = work / work.sum()
     assert _probabilities(caplog) == f"a {probs[0]:.3f}, b {probs[1]:.3f}" == "a 0.385, b 0.615"
     assert (tmp_path / "out" / "checkpoint").read_text().strip() == "model.ckpt-4.pth"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="dpa pools a shared fitting's fparam statistics unweighted (loop.py "
+    "_multitask_statistics); DeePMD-kit adds the link's statistics times p_link / p_base",
+)
+def test_shared_fparam_statistics_are_weighted_by_model_prob(tmp_path, data):
+    # a: fparam 1 on 4 frames, b: fparam 3 on 4 frames; model_prob b/a = 3, so DeePMD-kit's
+    # merge counts b's frames 3 times: avg (4 * 1 + 3 * 4 * 3) / (4 + 3 * 4) = 2.5
+    systems = {}
+    for name, source, value in (("a", "c1h4o2", 1.0), ("b", "c3h3o4", 3.0)):
+        folder = tmp_path / f"sys_{name}"
+        shutil.copytree(data[source], folder)
+        np.save(folder / "set.000" / "fparam.npy", np.full((4, 1), value))
+        systems[name] = str(folder)
+    fit = {"neuron": [4], "numb_fparam": 1, "seed": 2}
+    model = {
+        "shared_dict": {"des": se_e2_a([4, 4, 4], seed=1), "fit": fit},
+        "type_map": list(TYPE_MAP),
+        "model_dict": {n: {"descriptor": "des", "fitting_net": "fit"} for n in "ab"},
+    }
+    data_dict = {n: {"training_data": {"systems": [systems[n]], "batch_size": 2}} for n in "ab"}
+    inp = _write(tmp_path, model, data_dict, steps=1, model_prob={"a": 1, "b": 3})
+    train(inp, "torch", tmp_path / "out")
+    final = _final(tmp_path / "out")
+    for name in "ab":
+        avg = final.branches[name].tree["fitting"]["@variables"]["fparam_avg"]
+        np.testing.assert_allclose(avg, [2.5], rtol=1e-12)
