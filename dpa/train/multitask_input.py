@@ -16,11 +16,17 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..multitask import RANDOM_BRANCH
-from .config import TrainInput, parse_train_input
+from .config import TrainingConfig, TrainInput, parse_train_input
 
 #: keys of `training` that belong to the multi-task layout, not to a branch
 _MULTI_TRAINING_KEYS = ("data_dict", "model_prob", "num_epoch_dict")
 _DATA_DICT_KEYS = ("training_data", "validation_data", "stat_file", "stat_file_mode")
+
+
+def _spellings(field: str) -> tuple[str, ...]:
+    """The accepted spellings of a `training` key (numb_steps: stop_batch, num_steps, ...)."""
+    alias = TrainingConfig.model_fields[field].validation_alias
+    return tuple(getattr(alias, "choices", None) or (field,))
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,11 @@ def _check_branches(expanded: dict[str, dict], source: str) -> None:
     seen: dict[str, str] = {n.lower(): n for n in names}
     for name in names:
         for alias in expanded[name].get("model_branch_alias", []) or []:
+            if str(alias).upper() == RANDOM_BRANCH:
+                raise ConfigError(
+                    f"{source}: model.model_dict.{name}.model_branch_alias {alias!r}: "
+                    f"'{RANDOM_BRANCH}' is reserved (it asks for a new random fitting)"
+                )
             other = seen.get(str(alias).lower())
             if other is not None and other != name:
                 raise ConfigError(
@@ -201,10 +212,23 @@ def parse_multitask_input(raw: dict, source: str = "input") -> MultiTaskInput:
     model_prob = _weights(raw, "model_prob", names, source)
     epochs = _weights(raw, "num_epoch_dict", names, source)
     training = dict(raw.get("training") or {})
-    if epochs is not None and (model_prob is not None or "numb_steps" in training):
+    steps = [k for k in training if k in _spellings("numb_steps")]
+    single_epochs = [k for k in training if k in _spellings("numb_epoch")]
+    if single_epochs:
+        raise ConfigError(
+            f"{source}: training.{single_epochs[0]} is for single-task runs; a multi-task run "
+            "takes training.numb_steps, or training.num_epoch_dict (epochs per branch)"
+        )
+    if epochs is not None and (model_prob is not None or steps):
+        given = f"training.{steps[0]}" if steps else "training.model_prob"
         raise ConfigError(
             f"{source}: training.num_epoch_dict sets the run length and the task weights: "
-            "give it without numb_steps and model_prob"
+            f"give it without numb_steps and model_prob ({given} is set)"
+        )
+    if epochs is None and not steps:
+        raise ConfigError(
+            f"{source}: a multi-task run needs training.numb_steps, or training.num_epoch_dict "
+            "(epochs per branch)"
         )
     if "loss" in raw and losses:
         raise ConfigError(f"{source}: give loss_dict (one loss per branch) or loss, not both")
