@@ -664,12 +664,6 @@ def test_num_epoch_dict_sets_the_steps_and_the_task_probabilities(tmp_path, data
     assert (tmp_path / "out" / "checkpoint").read_text().strip() == "model.ckpt-4.pth"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="dpa pools a shared fitting's fparam statistics unweighted (loop.py "
-    "_multitask_statistics); DeePMD-kit adds the link's statistics times p_link / p_base",
-)
 def test_shared_fparam_statistics_are_weighted_by_model_prob(tmp_path, data):
     # a: fparam 1 on 4 frames, b: fparam 3 on 4 frames; model_prob b/a = 3, so DeePMD-kit's
     # merge counts b's frames 3 times: avg (4 * 1 + 3 * 4 * 3) / (4 + 3 * 4) = 2.5

@@ -441,7 +441,7 @@ def test_cli_train_restarts_jax_with_the_retained_heap(monkeypatch, tmp_path, ba
     calls = []
     monkeypatch.setattr(Options, "console", True)
     monkeypatch.setattr(allocator, "reexec_with_huge_pages", lambda **kw: calls.append(kw))
-    monkeypatch.setattr(loop, "train", lambda *args: tmp_path / "model.jax")
+    monkeypatch.setattr(loop, "train", lambda *args, **kwargs: tmp_path / "model.jax")
     path = tmp_path / "input.json"
     path.write_text(json.dumps(full_input(example="water_dpa1")))
     result = CliRunner().invoke(cli, ["--backend", backend, "train", str(path)])

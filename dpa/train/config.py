@@ -591,8 +591,9 @@ _SECTION_CLASSES: dict[str, type[_Section]] = {
 _TOP_LEVEL = ("model", *_SECTION_CLASSES)
 _TOP_LEVEL_HINTS = {
     "nvnmd": "NVNMD hardware training is not supported by dpa",
-    "model_dict": "multi-task training is not supported by dpa",
-    "loss_dict": "multi-task training is not supported by dpa",
+    "model_dict": "a multi-task input has model_dict inside the model section",
+    "loss_dict": "loss_dict goes with a multi-task model (model.model_dict); a single-task input "
+    "has loss",
 }
 
 

@@ -63,6 +63,7 @@ from .stat import (
     compute_env_statistics,
     compute_parameter_statistics,
     fit_energy_bias,
+    pooled_parameter_statistics,
     set_energy_bias,
     stat_frames,
 )
@@ -565,10 +566,14 @@ def _task_of_step(seed: int, step: int, probs: np.ndarray) -> int:
 
 
 def _multitask_statistics(
-    plan: MultiTaskInput, models: dict[str | None, Model], tasks: dict[str | None, _Task]
+    plan: MultiTaskInput,
+    models: dict[str | None, Model],
+    tasks: dict[str | None, _Task],
+    probs: dict[str | None, float],
 ) -> dict[str | None, Model]:
     """Each branch's statistics, then the sharing: a shared part's base pools the data of its
-    level-0 links (DeePMD-kit's unweighted merge); the energy bias is each branch's own."""
+    level-0 links (a descriptor's unweighted, a fitting's fparam/aparam weighted by the task
+    probabilities, as DeePMD-kit's PyTorch backend); the energy bias is each branch's own."""
     links = {(b, sp.part) for sp in plan.shared for b, lv in sp.links[1:] if lv == 0}
     out = {}
     for name, task in tasks.items():
@@ -577,14 +582,20 @@ def _multitask_statistics(
         for part in ("descriptor", "fitting_net"):
             if (name, part) in links:
                 continue  # replaced by its base's part below
-            pool = [tasks[b].train_src for b in pooled_branches(name, part, plan.shared)]
+            branches = pooled_branches(name, part, plan.shared)
+            pool = [tasks[b].train_src for b in branches]
             systems = [s for src in pool for s in src.systems]
             sizes = [b for src in pool for b in src.sampler.batch_sizes]
             if part == "descriptor":
                 with _stat_cache(task.cfg) as cache:
                     tree = compute_env_statistics(tree, systems, nbatch, sizes, cache)
-            else:
-                tree = compute_parameter_statistics(tree, systems, nbatch, sizes)
+            else:  # DeePMD-kit weights a linked branch's sums by p_link / p_base
+                weights = [probs[b] / probs[name] if probs[name] > 0 else 1.0 for b in branches]
+                groups = [
+                    (src.systems, src.sampler.batch_sizes, w)
+                    for src, w in zip(pool, weights, strict=True)
+                ]
+                tree = pooled_parameter_statistics(tree, groups, nbatch)
         own = task.train_src
         if any(s.energy is not None for s in own.systems):
             bias = fit_energy_bias(tree, own.systems, nbatch, own.sampler.batch_sizes)
@@ -655,7 +666,8 @@ def _train_in(
         models = _finetuned_models(plan, tasks, models, pretrained, branch, seed, backend)
     elif source is None:
         if isinstance(plan, MultiTaskInput):
-            models = _multitask_statistics(plan, models, tasks)
+            task_probs = dict(zip(tasks, map(float, probs), strict=True))
+            models = _multitask_statistics(plan, models, tasks, task_probs)
         else:
             assert single is not None
             models = {None: _with_statistics(models[None], cfg, single.train_src)}

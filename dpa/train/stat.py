@@ -28,6 +28,7 @@ __all__ = [
     "EnvBlock",
     "compute_env_statistics",
     "compute_parameter_statistics",
+    "pooled_parameter_statistics",
     "env_blocks",
     "fit_energy_bias",
     "fit_energy_bias_and_std",
@@ -218,22 +219,43 @@ def compute_parameter_statistics(
     of :func:`stat_frames` (aparam over every atom of them), as DeePMD-kit's fitting
     `compute_input_stats`. Systems without the parameter (a default_fparam stands in) are left
     out; a model that takes neither is returned unchanged."""
+    return pooled_parameter_statistics(model_tree, [(systems, batch_size, 1.0)], nbatch)
+
+
+def pooled_parameter_statistics(
+    model_tree: dict,
+    parts: Sequence[tuple[Sequence[System], int | Sequence[int], float]],
+    nbatch: int | None = 10,
+) -> dict:
+    """`compute_parameter_statistics` over several groups of systems, each group's count, sum
+    and sum of squares scaled by its weight before they are added: the merge of a fitting
+    shared by multi-task branches, weighted by p_branch / p_base as DeePMD-kit's."""
     fit = model_tree["fitting"]
     widths = {"fparam": int(fit.get("numb_fparam", 0)), "aparam": int(fit.get("numb_aparam", 0))}
     if not any(widths.values()):
         return model_tree
     tree = copy.deepcopy(model_tree)
     variables = tree["fitting"]["@variables"]
-    frames = stat_frames(systems, nbatch, batch_size)
+    groups = [(stat_frames(systems, nbatch, sizes), w) for systems, sizes, w in parts]
     for key, width in widths.items():
-        values = [getattr(s, key) for s in frames if getattr(s, key) is not None]
-        if width == 0 or not values:
+        if width == 0:
             continue
-        rows = np.concatenate([v.reshape(-1, width) for v in values])
-        count = np.full(width, float(rows.shape[0]))
-        std = _std(count, rows.sum(axis=0), np.square(rows).sum(axis=0))
+        count, total, squares = np.zeros(width), np.zeros(width), np.zeros(width)
+        found = False
+        for frames, weight in groups:
+            values = [getattr(s, key) for s in frames if getattr(s, key) is not None]
+            if not values:
+                continue
+            found = True
+            rows = np.concatenate([v.reshape(-1, width) for v in values])
+            count = count + float(rows.shape[0]) * weight
+            total = total + rows.sum(axis=0) * weight
+            squares = squares + np.square(rows).sum(axis=0) * weight
+        if not found:
+            continue
+        std = _std(count, total, squares)
         old = np.asarray(variables[f"{key}_avg"])
-        variables[f"{key}_avg"] = (rows.sum(axis=0) / rows.shape[0]).astype(old.dtype)
+        variables[f"{key}_avg"] = (total / count).astype(old.dtype)
         variables[f"{key}_inv_std"] = (1.0 / std).astype(old.dtype)
     return tree
 
