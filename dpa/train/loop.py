@@ -58,7 +58,7 @@ from .loss import (
 from .multitask_input import MultiTaskInput, is_multitask_input, parse_multitask_input
 from .outdir import LOCK_NAME, inside_output, locked_output_folder
 from .schedule import ExpDecay
-from .sharing import check_levels, pooled_branches, share, with_case_embedding
+from .sharing import pooled_branches, share, with_case_embedding
 from .stat import (
     compute_env_statistics,
     compute_parameter_statistics,
@@ -487,7 +487,6 @@ def _starting_models(
         models = {
             name: build_model(cfg.raw["model"], seed=seed) for name, cfg in plan.tasks.items()
         }
-        check_levels(plan.shared, models)  # type: ignore[arg-type]
         if not case_embedding:  # a fine-tune: copied from the source, or zeros when random
             return models  # type: ignore[return-value]
         return with_case_embedding(models)  # type: ignore[arg-type,return-value]

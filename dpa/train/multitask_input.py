@@ -115,6 +115,26 @@ def _expand_model(model: dict, source: str) -> tuple[dict[str, dict], list[Share
     return expanded, parts
 
 
+_LEVELS = {"descriptor": (0, 1), "fitting_net": (0,)}
+
+
+def _check_levels(expanded: dict[str, dict], shared: list[SharedPart], source: str) -> None:
+    """ConfigError for a sharing level the part does not have (DeePMD-kit's: a descriptor 0 or
+    1, se_e2_a and fittings 0 only)."""
+    for part in shared:
+        for branch, level in part.links:
+            allowed = _LEVELS[part.part]
+            section = expanded[branch].get(part.part)
+            kind = section.get("type") if isinstance(section, dict) else None
+            if part.part == "descriptor" and kind in ("se_e2_a", "se_a"):
+                allowed = (0,)
+            if level not in allowed:
+                raise ConfigError(
+                    f"{source}: model.model_dict.{branch}.{part.part} = '{part.key}:{level}': "
+                    f"level {level} is not defined for this {part.part} (levels: {list(allowed)})"
+                )
+
+
 def _check_branches(expanded: dict[str, dict], source: str) -> None:
     """What must agree across branches (type_map, dim_case_embd, data_stat_protect) and
     aliases that must be unique."""
@@ -133,6 +153,12 @@ def _check_branches(expanded: dict[str, dict], source: str) -> None:
         raise ConfigError(
             f"{source}: fitting_net.dim_case_embd differs across branches ({shown}); the case "
             "embedding needs one width for all"
+        )
+    dim = dims[first]
+    if isinstance(dim, int) and 0 < dim < len(names):
+        raise ConfigError(
+            f"{source}: fitting_net.dim_case_embd = {dim} is too small for {len(names)} "
+            f"branches: set it to at least {len(names)}"
         )
     seen: dict[str, str] = {n.lower(): n for n in names}
     for name in names:
@@ -206,6 +232,7 @@ def parse_multitask_input(raw: dict, source: str = "input") -> MultiTaskInput:
     """Validate a multi-task input and split it into one single-task input per branch."""
     expanded, shared = _expand_model(raw["model"], source)
     _check_branches(expanded, source)
+    _check_levels(expanded, shared, source)
     names = list(expanded)
     losses = _per_branch(raw, "loss_dict", names, source, required=False)
     data = _per_branch(raw, "data_dict", names, source, required=True)

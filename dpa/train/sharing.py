@@ -18,22 +18,6 @@ from .multitask_input import SharedPart
 
 _DESCRIPTOR_OWN = ("tebd_transform", "chg_embedding", "spin_embedding", "mix_cs_mlp")
 _FITTING_SHARED_VARIABLES = ("fparam_avg", "fparam_inv_std", "aparam_avg", "aparam_inv_std")
-_LEVELS = {"descriptor": (0, 1), "fitting_net": (0,)}
-
-
-def check_levels(shared: tuple[SharedPart, ...], models: dict[str, Model]) -> None:
-    """ConfigError for a level the part does not have (se_e2_a has no level 1, fittings only
-    level 0)."""
-    for part in shared:
-        for branch, level in part.links:
-            allowed = _LEVELS[part.part]
-            if part.part == "descriptor" and models[branch].descriptor_type == "se_e2_a":
-                allowed = (0,)
-            if level not in allowed:
-                raise ConfigError(
-                    f"model.model_dict.{branch}.{part.part} = '{part.key}:{level}': level "
-                    f"{level} is not defined for this {part.part} (levels: {list(allowed)})"
-                )
 
 
 def _share_descriptor(base: dict, link: dict, level: int) -> dict:
