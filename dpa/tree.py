@@ -34,7 +34,7 @@ def _map(tree: Any, fn: Callable[[Any], Any], inside: bool, done: dict[int, tupl
 def variables(tree: Any) -> list[Any]:
     """The distinct variable leaves of `tree` in traversal order (a shared one once)."""
     found: list[Any] = []
-    map_variables(tree, lambda a: found.append(a) or a)
+    map_variables(tree, found.append)
     return found
 
 

@@ -193,14 +193,14 @@ def capture(monkeypatch) -> dict:
     """Records the models a fine-tune starts from (after the bias adjustment) as
     captured["start"]."""
     captured: dict = {}
-    real = loop._finetuned_models
+    real = loop.finetuned_models
 
     def wrapper(*args, **kwargs):
         out = real(*args, **kwargs)
         captured["start"] = out
         return out
 
-    monkeypatch.setattr(loop, "_finetuned_models", wrapper)
+    monkeypatch.setattr(loop, "finetuned_models", wrapper)
     return captured
 
 

@@ -38,7 +38,8 @@ from dpa.train.outdir import LOCK_NAME
 from dpa.train.stat import compute_env_statistics, fit_energy_bias
 
 pytest.importorskip("torch")
-from dpa.train.loop import _task_of_step, train  # noqa: E402
+from dpa.train.loop import train  # noqa: E402
+from dpa.train.tasks import task_of_step  # noqa: E402
 
 SEED = 3
 LOSS = {"start_pref_e": 0.02, "limit_pref_e": 1, "start_pref_f": 1000, "limit_pref_f": 1}
@@ -235,7 +236,7 @@ def _both_tasks_step(inp: Path) -> None:
     raw = json.loads(inp.read_text())
     n = len(raw["model"]["model_dict"])
     steps = raw["training"]["numb_steps"]
-    drawn = {_task_of_step(SEED, s, np.full(n, 1.0 / n)) for s in range(steps)}
+    drawn = {task_of_step(SEED, s, np.full(n, 1.0 / n)) for s in range(steps)}
     assert drawn == set(range(n))
 
 
@@ -436,14 +437,14 @@ def test_tasks_are_drawn_with_model_prob(tmp_path, data, record_tasks, caplog):
     train(inp, "torch", tmp_path / "out")
     assert _probabilities(caplog) == "a 0.250, b 0.750"
     probs = np.array([0.25, 0.75])
-    assert record_tasks == ["ab"[_task_of_step(SEED, s, probs)] for s in range(12)]
+    assert record_tasks == ["ab"[task_of_step(SEED, s, probs)] for s in range(12)]
     assert set(record_tasks) == {"a", "b"}
     # the draw has the asked frequencies and depends on the step, not on what ran before
-    draws = np.array([_task_of_step(SEED, s, probs) for s in range(4000)])
+    draws = np.array([task_of_step(SEED, s, probs) for s in range(4000)])
     assert abs(draws.mean() - 0.75) < 4 * np.sqrt(0.75 * 0.25 / 4000)
-    again = [_task_of_step(SEED, s, probs) for s in range(3000, 4000)]
+    again = [task_of_step(SEED, s, probs) for s in range(3000, 4000)]
     assert again == draws[3000:].tolist()
-    assert draws.tolist() != [_task_of_step(SEED + 1, s, probs) for s in range(4000)]
+    assert draws.tolist() != [task_of_step(SEED + 1, s, probs) for s in range(4000)]
 
 
 def test_without_model_prob_a_branch_weighs_its_number_of_systems(tmp_path, data, caplog):

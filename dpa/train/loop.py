@@ -10,45 +10,35 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from .. import io
 from ..atomic import atomic_path
 from ..backends.base import Trainer, get_backend
 from ..data.deepmd_order import DeepmdOrder
 from ..errors import BackendError, ConfigError, DPAError, OutputError
-from ..model import Model, build_model
+from ..model import Model
 from ..multitask import MultiTaskModel
 from .auto_sel import has_auto_sel, resolve_auto_sel
 from .batches import (
     DataSource,
     LabelledBatch,
     Prefetcher,
-    check_model_inputs,
     follow_deepmd_order,
     make_batch,
 )
-from .change_bias import bias_from_frames, with_bias
 from .checkpoint import (
     POINTER,
-    checkpoint_model,
     read_training_state,
     resolve_checkpoint,
     training_state,
     write_checkpoint,
 )
 from .config import TrainInput, parse_train_input, read_train_input
-from .finetune import finetune_starts, pretrain_script_config, single_task_source
+from .finetune import pretrain_script_config, single_task_source
 from .loss import (
-    EnerLossConfig,
     display_metrics,
-    ener_loss,
     lcurve_header,
     lcurve_line,
     multitask_lcurve_header,
@@ -58,16 +48,15 @@ from .loss import (
 from .multitask_input import MultiTaskInput, is_multitask_input, parse_multitask_input
 from .outdir import LOCK_NAME, inside_output, locked_output_folder
 from .schedule import ExpDecay
-from .sharing import pooled_branches, share, with_case_embedding
-from .stat import (
-    compute_env_statistics,
-    compute_parameter_statistics,
-    fit_energy_bias,
-    pooled_parameter_statistics,
-    set_energy_bias,
-    stat_frames,
+from .start import (
+    finetuned_models,
+    multitask_statistics,
+    saved_model,
+    starting_models,
+    stat_nbatch,
+    with_statistics,
 )
-from .stat_cache import StatCache
+from .tasks import Task, make_tasks, task_arg, task_configs, task_of_step, task_weights
 
 log = logging.getLogger("dpa.train")
 SUFFIX = {"torch": ".pth", "jax": ".jax"}
@@ -109,33 +98,6 @@ def _schedule(cfg: TrainInput, numb_steps: int) -> ExpDecay:
     )
 
 
-def _numb_steps(cfg: TrainInput, source: DataSource) -> int:
-    """numb_steps, or numb_epoch converted with the sampler's batches per epoch."""
-    if cfg.training.numb_steps is not None:
-        return int(cfg.training.numb_steps)
-    per_epoch = sum(source.sampler.nbatches)
-    return max(1, int(math.ceil(cfg.training.numb_epoch * per_epoch)))
-
-
-class _Losses:
-    """One loss function per (atom count, label flags), so jit caches stay few and hashable."""
-
-    def __init__(self, cfg: EnerLossConfig) -> None:
-        self.cfg = cfg
-        self.cache: dict = {}
-
-    def __call__(self, batch: LabelledBatch):
-        key = (batch.natoms, tuple(sorted(batch.finds.items())))
-        if key not in self.cache:
-            cfg, natoms, finds = self.cfg, batch.natoms, dict(batch.finds)
-
-            def loss_fn(pred, labels, lr):
-                return ener_loss(pred, {**labels, **finds}, natoms, lr, cfg)
-
-            self.cache[key] = loss_fn
-        return self.cache[key]
-
-
 def _systems_for_auto_sel(raw: dict) -> list | None:
     """The training systems when the model asks for "auto" sel (None otherwise, or when the
     input is too incomplete to say; validation then reports what is missing)."""
@@ -159,45 +121,6 @@ def _check_type_map(model: Model, raw: dict, path: Path) -> None:
         )
 
 
-def _stat_nbatch(cfg: TrainInput) -> int:
-    return int(cfg.training.data_stat_nbatch or cfg.raw["model"].get("data_stat_nbatch", 10))
-
-
-def _with_statistics(model: Model, cfg: TrainInput, source: DataSource) -> Model:
-    """davg/dstd and the energy bias from data_stat_nbatch batches of every system: the ones
-    DeePMD-kit packs when following its batch order, else each system's first batches."""
-    nbatch: int | None = _stat_nbatch(cfg)
-    sizes = source.sampler.batch_sizes
-    systems = source.systems
-    picks = source.sampler.stat_frames if isinstance(source.sampler, DeepmdOrder) else None
-    if picks is not None:
-        systems, nbatch = [s.frames(f) for s, f in zip(systems, picks, strict=True)], None
-    with _stat_cache(cfg) as cache:
-        tree = compute_env_statistics(model.tree, systems, nbatch, sizes, cache)
-    tree = compute_parameter_statistics(tree, systems, nbatch, sizes)
-    if any(s.energy is not None for s in systems):
-        tree = set_energy_bias(tree, fit_energy_bias(tree, systems, nbatch, sizes))
-    return Model({**model.data, "model": tree})
-
-
-@contextmanager
-def _stat_cache(cfg: TrainInput) -> Iterator[StatCache | None]:
-    """The input's statistics cache (`training.stat_file`), saved after use; None without."""
-    tcfg = cfg.training
-    if not tcfg.stat_file:
-        yield None
-        return
-    cache = StatCache(tcfg.stat_file, tcfg.stat_file_mode)
-    start = time.perf_counter()
-    yield cache
-    cache.save()
-    log.info(
-        "descriptor statistics: %d system entries from %s, %d computed and added (%.1f s)",
-        cache.hits, tcfg.stat_file, cache.computed,
-        time.perf_counter() - start,
-    )  # fmt: skip
-
-
 def _use_deepmd_order(cfg: TrainInput, state: dict[str, Any] | None) -> bool:
     """The input's batch_order, or for a restart the order its checkpoint was drawing."""
     if state is not None:
@@ -217,9 +140,9 @@ def _follow_deepmd(
     lets DeePMD-kit start from unseeded weights, which no order can match."""
     tcfg = cfg.training
     numb_btch = 1 if tcfg.validation_data is None else tcfg.validation_data.numb_btch
-    stat_nbatch = _stat_nbatch(cfg) if fresh else None
+    nbatch = stat_nbatch(cfg) if fresh else None
     workers = follow_deepmd_order(
-        train_src, valid_src, seed, model.tree, stat_nbatch, tcfg.disp_freq, numb_btch
+        train_src, valid_src, seed, model.tree, nbatch, tcfg.disp_freq, numb_btch
     )
     if workers is None:
         log.info("batch order: dpa's (a data path holds several systems)")
@@ -240,12 +163,12 @@ def _follow_deepmd(
         )
 
 
-def _validate(trainer, batches: list[LabelledBatch], task: _Task, lr: float) -> dict[str, float]:
+def _validate(trainer, batches: list[LabelledBatch], task: Task, lr: float) -> dict[str, float]:
     """Loss metrics averaged over validation batches, weighted by atoms (as DeePMD-kit)."""
     results = []
     for batch in batches:
         metrics = trainer.metrics(
-            batch.inputs, batch.labels, lr, task.losses(batch), **_task_arg(task)
+            batch.inputs, batch.labels, lr, task.losses(batch), **task_arg(task)
         )
         results.append((display_metrics(metrics), batch.natoms * len(batch.frames)))
     return weighted_average(results)
@@ -364,58 +287,6 @@ def _finetune(
         )  # fmt: skip
 
 
-def _finetuned_models(
-    plan: TrainInput | MultiTaskInput,
-    tasks: dict[str | None, _Task],
-    fresh: dict[str | None, Model],
-    pretrained: Model | MultiTaskModel,
-    model_branch: str | None,
-    seed: int,
-    backend: str,
-) -> dict[str | None, Model]:
-    """The fine-tune's start (see `dpa.train.finetune`), shared parts linked, then each
-    branch's energy bias adjusted on data_stat_nbatch batches of each training system."""
-
-    def stats(name: str | None, model: Model) -> Model:
-        task = tasks[name]
-        src = task.train_src
-        nbatch, sizes = _stat_nbatch(task.cfg), src.sampler.batch_sizes
-        with _stat_cache(task.cfg) as cache:
-            tree = compute_env_statistics(model.tree, src.systems, nbatch, sizes, cache)
-        return Model({**model.data, "model": tree})
-
-    start = finetune_starts(plan, pretrained, model_branch, fresh, seed, stats)
-    models = start.models
-    if isinstance(plan, MultiTaskInput):
-        models = share(models, plan.shared)  # type: ignore[arg-type,assignment]
-    out = {}
-    for name, model in models.items():
-        mode = start.bias_modes[name]
-        if mode is None:
-            out[name] = model
-            continue
-        src = tasks[name].train_src
-        frames = stat_frames(src.systems, _stat_nbatch(tasks[name].cfg), src.sampler.batch_sizes)
-        frames = [f for f in frames if f.energy is not None]
-        if not frames:
-            log.warning("%sno energy labels: the energy bias is kept", tasks[name].label)
-            out[name] = model
-            continue
-        old = np.asarray(model.tree["@variables"]["out_bias"]).ravel()
-        bias, std, replaced = bias_from_frames(model, frames, mode, backend)
-        new = with_bias(model, model, bias, std, replaced)
-        assert isinstance(new, Model)
-        log.info(
-            "%s%s output bias of %s from %s to %s", tasks[name].label,
-            "changed" if mode == "change" else "set", model.type_map,
-            np.array2string(old, precision=3), np.array2string(np.ravel(bias), precision=3),
-        )  # fmt: skip
-        out[name] = new
-    if isinstance(plan, MultiTaskInput):
-        out = share(out, plan.shared)  # type: ignore[arg-type,assignment]
-    return out
-
-
 def _output_paths(out: Path, cfg: TrainInput, input_path: Path, suffix: str) -> tuple[Path, Path]:
     """(learning-curve file, checkpoint prefix) inside `out`, refusing names that leave it or
     land on the input, the final model, the checkpoint pointer or the lock."""
@@ -448,179 +319,6 @@ def _is_lcurve(path: Path) -> bool:
         return f.read(1) == b"#"
 
 
-@dataclass
-class _Task:
-    """One task of a run: a branch's input, model, data, loss and batch prefetcher (the single
-    task of a single-task run has name None)."""
-
-    name: str | None
-    cfg: TrainInput
-    train_src: DataSource
-    valid_src: DataSource | None
-    losses: _Losses
-    keys: list[str]
-    prefetch: Prefetcher | None = None
-
-    @property
-    def label(self) -> str:
-        return "" if self.name is None else f"[{self.name}] "
-
-
-def _task_configs(plan: TrainInput | MultiTaskInput) -> dict[str | None, TrainInput]:
-    return {None: plan} if isinstance(plan, TrainInput) else dict(plan.tasks)
-
-
-def _starting_models(
-    plan: TrainInput | MultiTaskInput,
-    source: Model | MultiTaskModel | None,
-    seed: int,
-    case_embedding: bool = True,
-) -> dict[str | None, Model]:
-    """The models training starts from: fresh ones (each branch built as a single-task model,
-    then the case embedding; sharing comes after the statistics), or the source's."""
-    if isinstance(plan, TrainInput):
-        if source is None:
-            return {None: build_model(plan.raw["model"], seed=seed)}
-        assert isinstance(source, Model)
-        return {None: Model({k: v for k, v in source.data.items() if k != "training"})}
-    if source is None:
-        models = {
-            name: build_model(cfg.raw["model"], seed=seed) for name, cfg in plan.tasks.items()
-        }
-        if not case_embedding:  # a fine-tune: copied from the source, or zeros when random
-            return models  # type: ignore[return-value]
-        return with_case_embedding(models)  # type: ignore[arg-type,return-value]
-    assert isinstance(source, MultiTaskModel)
-    if sorted(source.names) != sorted(plan.tasks):
-        raise ConfigError(
-            f"the checkpoint's branches {source.names} differ from the input's model_dict "
-            f"branches {list(plan.tasks)}"
-        )
-    return {name: source.branches[name] for name in plan.tasks}
-
-
-def _make_tasks(
-    plan: TrainInput | MultiTaskInput,
-    models: dict[str | None, Model],
-    seed: int,
-    systems: list | None,
-) -> dict[str | None, _Task]:
-    """Each task's data sources (checked against its model), loss and metric keys."""
-    tasks = {}
-    for i, (name, cfg) in enumerate(_task_configs(plan).items()):
-        where = "" if name is None else f"data_dict.{name}."
-        tcfg, model = cfg.training, models[name]
-        task_seed = seed + 1000 * i
-        train_src = DataSource(
-            tcfg.training_data, model.type_map, task_seed, f"{where}training_data", systems
-        )
-        valid_src = None
-        if tcfg.validation_data is not None:
-            valid_src = DataSource(
-                tcfg.validation_data, model.type_map, task_seed + 1, f"{where}validation_data"
-            )
-        for src in (train_src, valid_src):
-            if src is not None:
-                check_model_inputs(src, model)
-        loss_cfg = EnerLossConfig.from_config(cfg.loss, cfg.learning_rate.start_lr)
-        keys = sorted(_metric_keys(loss_cfg))
-        tasks[name] = _Task(name, cfg, train_src, valid_src, _Losses(loss_cfg), keys)
-    return tasks
-
-
-def _task_weights(plan: TrainInput | MultiTaskInput, tasks: dict) -> tuple[int, np.ndarray]:
-    """(numb_steps, probability of each task per step): model_prob, else num_epoch_dict
-    (steps = sum of epochs x batches per epoch of each task), else the number of systems."""
-    first = next(iter(tasks.values()))
-    if isinstance(plan, TrainInput):
-        return _numb_steps(plan, first.train_src), np.ones(1)
-    names = list(tasks)
-    if plan.num_epoch_dict is not None:
-        per_epoch = []
-        for name in names:
-            sampler = tasks[name].train_src.sampler
-            ratios = [n / p for n, p in zip(sampler.nbatches, sampler.probs, strict=True) if p > 0]
-            per_epoch.append(math.ceil(max(ratios)))
-        work = np.array([plan.num_epoch_dict[n] * t for n, t in zip(names, per_epoch, strict=True)])
-        return int(math.ceil(work.sum())), work / work.sum()
-    if first.cfg.training.numb_steps is None:
-        raise ConfigError(
-            "a multi-task run needs training.numb_steps, or training.num_epoch_dict (epochs per "
-            "branch); numb_epoch is for single-task runs"
-        )
-    if plan.model_prob is not None:
-        weights = np.array([plan.model_prob[n] for n in names])
-    else:
-        weights = np.array([len(tasks[n].train_src.systems) for n in names], dtype=float)
-    return int(first.cfg.training.numb_steps), weights / weights.sum()
-
-
-def _task_of_step(seed: int, step: int, probs: np.ndarray) -> int:
-    """The task of a step, drawn with the task probabilities from (seed, step) alone: the same
-    on a restart and whatever ran before."""
-    if len(probs) == 1:
-        return 0
-    u = np.random.default_rng([seed, step, 0x7A5C]).random()
-    return int(min(np.searchsorted(np.cumsum(probs), u, side="right"), len(probs) - 1))
-
-
-def _multitask_statistics(
-    plan: MultiTaskInput,
-    models: dict[str | None, Model],
-    tasks: dict[str | None, _Task],
-    probs: dict[str | None, float],
-) -> dict[str | None, Model]:
-    """Each branch's statistics, then the sharing: a shared part's base pools the data of its
-    level-0 links (a descriptor's unweighted, a fitting's fparam/aparam weighted by the task
-    probabilities, as DeePMD-kit's PyTorch backend); the energy bias is each branch's own."""
-    links = {(b, sp.part) for sp in plan.shared for b, lv in sp.links[1:] if lv == 0}
-    out = {}
-    for name, task in tasks.items():
-        assert name is not None
-        tree, nbatch = models[name].tree, _stat_nbatch(task.cfg)
-        for part in ("descriptor", "fitting_net"):
-            if (name, part) in links:
-                continue  # replaced by its base's part below
-            branches = pooled_branches(name, part, plan.shared)
-            pool = [tasks[b].train_src for b in branches]
-            systems = [s for src in pool for s in src.systems]
-            sizes = [b for src in pool for b in src.sampler.batch_sizes]
-            if part == "descriptor":
-                with _stat_cache(task.cfg) as cache:
-                    tree = compute_env_statistics(tree, systems, nbatch, sizes, cache)
-            else:  # DeePMD-kit weights a linked branch's sums by p_link / p_base
-                weights = [probs[b] / probs[name] if probs[name] > 0 else 1.0 for b in branches]
-                groups = [
-                    (src.systems, src.sampler.batch_sizes, w)
-                    for src, w in zip(pool, weights, strict=True)
-                ]
-                tree = pooled_parameter_statistics(tree, groups, nbatch)
-        own = task.train_src
-        if any(s.energy is not None for s in own.systems):
-            bias = fit_energy_bias(tree, own.systems, nbatch, own.sampler.batch_sizes)
-            tree = set_energy_bias(tree, bias)
-        out[name] = Model({**models[name].data, "model": tree})
-    return share(out, plan.shared)  # type: ignore[arg-type,return-value]
-
-
-def _saved(
-    plan: TrainInput | MultiTaskInput,
-    models: dict[str | None, Model],
-    tree: dict,
-    training: dict[str, Any] | None = None,
-) -> Model | MultiTaskModel:
-    """The run's model (a checkpoint with `training`) with the trainer's `tree`."""
-    if isinstance(plan, TrainInput):
-        if training is not None:
-            return checkpoint_model(models[None], tree, training)
-        return Model({**models[None].data, "model": tree})
-    branches = {name: Model({**m.data, "model": tree[name]}) for name, m in models.items()}
-    mt = MultiTaskModel.from_branches(branches, plan.model_section)  # type: ignore[arg-type]
-    if training is not None:
-        mt = MultiTaskModel({**mt.data, "training": training})
-    return mt
-
-
 def _train_in(
     out: Path,
     plan: TrainInput | MultiTaskInput,
@@ -637,7 +335,7 @@ def _train_in(
     the training systems already loaded for auto sel, `finetune` (pretrained model, branch)."""
     restart = source is not None and init_model is None
     multi = isinstance(plan, MultiTaskInput)
-    cfg = next(iter(_task_configs(plan).values()))  # the run-wide sections are every task's
+    cfg = next(iter(task_configs(plan).values()))  # the run-wide sections are every task's
     suffix = SUFFIX.get(backend, "")
     lcurve, ckpt_prefix = _output_paths(out, cfg, input_path, suffix)
     for key in cfg.ignored_keys():
@@ -648,28 +346,28 @@ def _train_in(
     if restart:
         assert source is not None and path is not None
         state = read_training_state(source, path)  # type: ignore[arg-type]
-    models = _starting_models(plan, source, seed, case_embedding=finetune is None)
-    tasks = _make_tasks(plan, models, seed, systems)
+    models = starting_models(plan, source, seed, case_embedding=finetune is None)
+    tasks = make_tasks(plan, models, seed, systems)
     single = tasks.get(None)
     if single is not None and _use_deepmd_order(cfg, state):
         _follow_deepmd(
             cfg, single.train_src, single.valid_src, seed, models[None],
             fresh=state is None and not init_model,
         )  # fmt: skip
-    numb_steps, probs = _task_weights(plan, tasks)
+    numb_steps, probs = task_weights(plan, tasks)
     if multi:
         shown = ", ".join(f"{n} {p:.3f}" for n, p in zip(tasks, probs, strict=True))
         log.info("multi-task run: %d branches; task probabilities: %s", len(tasks), shown)
     if finetune is not None:
         pretrained, branch = finetune
-        models = _finetuned_models(plan, tasks, models, pretrained, branch, seed, backend)
+        models = finetuned_models(plan, tasks, models, pretrained, branch, seed, backend)
     elif source is None:
         if isinstance(plan, MultiTaskInput):
             task_probs = dict(zip(tasks, map(float, probs), strict=True))
-            models = _multitask_statistics(plan, models, tasks, task_probs)
+            models = multitask_statistics(plan, models, tasks, task_probs)
         else:
             assert single is not None
-            models = {None: _with_statistics(models[None], cfg, single.train_src)}
+            models = {None: with_statistics(models[None], cfg, single.train_src)}
     schedule = _schedule(cfg, numb_steps)
     trainer_tree = models[None].tree if not multi else {n: m.tree for n, m in models.items()}
     trainer = _trainer(backend, trainer_tree, cfg)
@@ -707,11 +405,11 @@ def _train_in(
     try:
         for step in range(start, numb_steps):
             lr = schedule.value(step)
-            task = tasks[names[_task_of_step(seed, step, probs)]]
+            task = tasks[names[task_of_step(seed, step, probs)]]
             assert task.prefetch is not None
             batch = task.prefetch.next()
             metrics = trainer.step(
-                batch.inputs, batch.labels, lr, task.losses(batch), **_task_arg(task)
+                batch.inputs, batch.labels, lr, task.losses(batch), **task_arg(task)
             )
             if not math.isfinite(metrics["loss"]):
                 system = task.train_src.systems[batch.system].path
@@ -741,7 +439,7 @@ def _train_in(
                     if t.valid_src is not None:
                         samplers[valid_key] = t.valid_src.state()
                 training = training_state(done, trainer.optimizer_state(), samplers, backend)
-                ckpt = _saved(plan, models, trainer.tree(), training)
+                ckpt = saved_model(plan, models, trainer.tree(), training)
                 last_good = write_checkpoint(
                     out, ckpt_prefix, done, suffix, ckpt, tcfg.max_ckpt_keep
                 )
@@ -750,18 +448,13 @@ def _train_in(
             if t.prefetch is not None:
                 t.prefetch.close()
     final = out / f"model{suffix}"
-    io.save(_saved(plan, models, trainer.tree()), final)
+    io.save(saved_model(plan, models, trainer.tree()), final)
     return final
-
-
-def _task_arg(task: _Task) -> dict[str, Any]:
-    """The trainer's `task` keyword for a branch (none for a single-task run)."""
-    return {} if task.name is None else {"task": task.name}
 
 
 def _display(
     trainer: Trainer,
-    task: _Task,
+    task: Task,
     stepped: bool,
     metrics: dict[str, float],
     done: int,
@@ -777,7 +470,7 @@ def _display(
         assert task.prefetch is not None
         extra = task.prefetch.next()
         shown = display_metrics(
-            trainer.metrics(extra.inputs, extra.labels, lr, task.losses(extra), **_task_arg(task))
+            trainer.metrics(extra.inputs, extra.labels, lr, task.losses(extra), **task_arg(task))
         )
     valid = None
     if task.valid_src is not None:
@@ -804,11 +497,6 @@ def _append(path: Path, text: str) -> None:
         raise OutputError(
             f"{path}: cannot append to the learning curve ({err.strerror or err})"
         ) from None
-
-
-def _metric_keys(cfg: EnerLossConfig) -> list[str]:
-    """The lcurve columns of this loss: rmse plus rmse_* (mse) or mae_* (mae) per active term."""
-    return cfg.metric_keys()
 
 
 class _Progress:
