@@ -14,7 +14,12 @@ __all__ = ["ModelWriteError", "convert", "load", "load_any", "save"]
 
 def load_any(path: str | os.PathLike) -> Model | MultiTaskModel:
     """Read a model file, single- or multi-task (never runs code from it)."""
-    data = read_data(path)
+    if os.fspath(path).endswith(".pt"):  # a DeePMD-kit checkpoint: a model rebuilt from it
+        from .deepmd_pt import read
+
+        data = read_data(path, read)
+    else:
+        data = read_data(path)
     try:
         return MultiTaskModel(data) if is_multitask(data) else Model(data)
     except (DPAError, KeyError, TypeError, AttributeError) as err:

@@ -1,6 +1,6 @@
 """Model files as data dicts (what `Model` wraps): the suffix picks the format (.dp neutral HDF5, .pth torch, .jax npz-zip,
 .savedmodel TensorFlow SavedModel directory, written through jax2tf; .pt DeePMD-kit PyTorch
-training checkpoints, read only).
+training checkpoints are read by `dpa.deepmd_pt` through `dpa.io`, never written).
 
 A file is built in memory, written in one go to a temporary name in the target folder, flushed
 to disk and renamed onto the target (`dpa.atomic`); a failed write raises `ModelWriteError` (an
@@ -25,15 +25,20 @@ def _formats() -> dict[str, tuple[Callable, Callable | None]]:
     from .backends.jax import modelfile as jaxfile
     from .backends.tensorflow import savedmodel
     from .backends.torch import modelfile as pth
-    from .formats import deepmd_pt, dp
+    from .formats import dp
 
     return {
         ".dp": (dp.read, dp.write),
         ".pth": (pth.read, pth.write),
         ".jax": (jaxfile.read, jaxfile.write),
         ".savedmodel": (savedmodel.read, savedmodel.write),
-        ".pt": (deepmd_pt.read, None),  # DeePMD-kit training checkpoints
+        ".pt": (_read_through_io, None),  # DeePMD-kit training checkpoints: `dpa.deepmd_pt`
     }
+
+
+def _read_through_io(path: Path) -> dict:
+    """A `.pt` is rebuilt into a model (`dpa.deepmd_pt`, above this module): `dpa.io` reads it."""
+    raise ModelFileError(f"{path}: read DeePMD-kit .pt checkpoints with dpa.io.load / load_any")
 
 
 # formats stored as a directory, whose writer is atomic by itself (temporary directory, rename)
@@ -49,15 +54,17 @@ def _format_of(path: Path) -> tuple[Callable, Callable | None]:
     return formats[path.suffix]
 
 
-def read_data(path: str | os.PathLike) -> dict:
-    """The data dict of a model file (never runs code from it)."""
+def read_data(path: str | os.PathLike, reader: Callable | None = None) -> dict:
+    """The data dict of a model file (never runs code from it); `reader` replaces the
+    suffix's own (the `.pt` reader, which lives above this module)."""
     path = Path(path)
-    reader, _ = _format_of(path)
+    if reader is None:
+        reader, _ = _format_of(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file")
     try:
         return reader(path)
-    except ModelFileError:
+    except DPAError:
         raise
     except Exception as err:  # corrupt or foreign file: say which and why
         raise ModelFileError(

@@ -30,7 +30,7 @@ SINGLE = ["se_e2_a", "dpa1", "dpa2", "dpa3"]
 MULTI = ["mt_dpa3_sharefit", "mt_dpa2"]
 RUNS = ["change_all", "set_all", "change_n2", "set_n2", "bias_change", "bias_set"]
 BRANCH = EXPECTED["branch"]
-HAS_PT_READER = (Path(dpa.__file__).parent / "formats" / "deepmd_pt.py").exists()
+HAS_PT_READER = (Path(dpa.__file__).parent / "deepmd_pt.py").exists()
 
 
 #: Change-mode fits inherit the differences between dpa's and DeePMD-kit's predicted energies.
