@@ -275,7 +275,7 @@ def transfer(target: Model, source: Model, random_fitting: bool) -> Model:
         copied["trainable"] = target.tree[part].get("trainable", True)
         tree[part] = copied
     if not random_fitting:
-        tree["@variables"] = _copy_arrays({"v": source.tree["@variables"]})["v"]
+        tree["@variables"] = _copy_arrays({"@variables": source.tree["@variables"]})["@variables"]
     return Model({**target.data, "model": tree})
 
 

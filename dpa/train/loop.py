@@ -54,6 +54,7 @@ from .start import (
     saved_model,
     starting_models,
     stat_nbatch,
+    with_observed_types,
     with_statistics,
 )
 from .tasks import Task, make_tasks, task_arg, task_configs, task_of_step, task_weights
@@ -368,6 +369,8 @@ def _train_in(
         else:
             assert single is not None
             models = {None: with_statistics(models[None], cfg, single.train_src)}
+    if source is None:  # a fresh run or a fine-tune: record what the data holds
+        models = with_observed_types(models, tasks)
     schedule = _schedule(cfg, numb_steps)
     trainer_tree = models[None].tree if not multi else {n: m.tree for n, m in models.items()}
     trainer = _trainer(backend, trainer_tree, cfg)

@@ -212,3 +212,21 @@ def saved_model(
     if training is not None:
         mt = MultiTaskModel({**mt.data, "training": training})
     return mt
+
+
+def with_observed_types(
+    models: dict[str | None, Model], tasks: dict[str | None, Task]
+) -> dict[str | None, Model]:
+    """Each model with `info.observed_type` in its config: the elements its training data
+    holds, sorted by name (what DeePMD-kit records and `dpa show` lists)."""
+    out = {}
+    for name, model in models.items():
+        src = tasks[name].train_src
+        seen = {model.type_map[t] for atype in src.atypes for t in np.unique(atype) if t >= 0}
+        script = model.data.get("model_def_script")
+        if not isinstance(script, dict):
+            out[name] = model
+            continue
+        info = {**(script.get("info") or {}), "observed_type": sorted(seen)}
+        out[name] = Model({**model.data, "model_def_script": {**script, "info": info}})
+    return out
