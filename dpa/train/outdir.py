@@ -19,8 +19,10 @@ def locked_output_folder(outdir: str | os.PathLike) -> Iterator[Path]:
 
     The lock is an advisory `flock` on LOCK_NAME inside the folder: the kernel releases it when
     the process ends, however it ends, so a killed run never leaves the folder locked. A second
-    run on the same folder fails at once with OutputError naming the holder's process id."""
+    run on the same folder fails at once with OutputError naming the holder's process id. A
+    folder this call created is removed again when the run fails before writing into it."""
     out = Path(outdir)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -33,8 +35,22 @@ def locked_output_folder(outdir: str | os.PathLike) -> Iterator[Path]:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield out
+    except BaseException:
+        if created:  # a run refused before it wrote anything leaves no folder behind
+            _remove_if_only_lock(out)
+        raise
     finally:
         os.close(fd)  # releases the lock
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    """Remove `out` when it holds nothing but the lock file."""
+    try:
+        if [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            (out / LOCK_NAME).unlink()
+            out.rmdir()
+    except OSError:
+        pass
 
 
 def _lock_or_fail(fd: int, out: Path) -> None:
