@@ -108,3 +108,31 @@ def test_main_example_input_validates_and_trains(tmp_path):
     inp.write_text(json.dumps(raw))
     final = train(inp, "torch", tmp_path / "out")
     _check_run(tmp_path / "out", final, steps, ["rmse_trn", "rmse_val", "rmse_f_trn"])
+
+
+def test_multitask_example_inputs_validate_and_pretrain_a_step(tmp_path):
+    """examples/multitask: pretrain.json is a valid multi-task input whose data exist and which
+    trains two steps (data cut to the bundled water frames); finetune.json is a valid input."""
+    from dpa.train.loop import train
+    from dpa.train.multitask_input import parse_multitask_input
+
+    folder = EXAMPLES / "multitask"
+    config = json.loads((folder / "pretrain.json").read_text())
+    plan = parse_multitask_input(config, source="pretrain.json")
+    assert list(plan.tasks) == ["water", "molecules"]
+    for entry in config["training"]["data_dict"].values():
+        for path in _systems(entry["training_data"]):
+            if not (folder / path).is_dir():
+                pytest.skip(f"{path}: ../shared/data is not available")
+    parse_train_input(json.loads((folder / "finetune.json").read_text()), source="finetune.json")
+    for entry in config["training"]["data_dict"].values():
+        entry["training_data"]["systems"] = [str(WATER)]
+        entry.pop("validation_data", None)
+    config["training"].update(numb_steps=2, disp_freq=1, save_freq=2)
+    config["model"]["data_stat_nbatch"] = 1
+    path = tmp_path / "pretrain.json"
+    path.write_text(json.dumps(config))
+    final = train(path, "torch", tmp_path / "out")
+    model = dpa.io.load_any(final)
+    assert isinstance(model, dpa.MultiTaskModel) and model.names == ["water", "molecules"]
+    assert model.num_params < sum(b.num_params for b in model.branches.values())
