@@ -443,8 +443,8 @@ def _train_in(
                         samplers[valid_key] = t.valid_src.state()
                 training = training_state(done, trainer.optimizer_state(), samplers, backend)
                 ckpt = saved_model(plan, models, trainer.tree(), training)
-                last_good = write_checkpoint(
-                    out, ckpt_prefix, done, suffix, ckpt, tcfg.max_ckpt_keep
+                last_good = write_checkpoint(  # the prefix relative to the folder
+                    out, str(ckpt_prefix.relative_to(out)), done, suffix, ckpt, tcfg.max_ckpt_keep
                 )
     finally:
         for t in tasks.values():
