@@ -357,16 +357,7 @@ def weighted_average(results: Sequence[tuple[Mapping[str, Any], int]]) -> dict[s
 
 def lcurve_header(keys: Iterable[str], with_validation: bool = True) -> str:
     """The two header lines DeePMD writes to lcurve.out for one task (keys sorted, "l2_" dropped)."""
-    names = sorted(k for k in keys if "l2_" not in k)
-    text = "# {:5s}".format("step")
-    for k in names:
-        if with_validation:
-            text += f"   {k + '_val':>11s} {k + '_trn':>11s}"
-        else:
-            text += f"   {k + '_trn':>11s}"
-    text += "   {:8s}\n".format("lr")
-    text += "# If there is no available reference data, rmse_*_{val,trn} will print nan\n"
-    return text
+    return multitask_lcurve_header([(None, keys, with_validation)])
 
 
 def lcurve_line(
@@ -379,28 +370,21 @@ def lcurve_line(
 
     With `val_metrics` None or empty only the training columns are written, as DeePMD does.
     """
-    names = sorted(k for k in trn_metrics if "l2_" not in k)
-    text = f"{int(step):7d}"
-    for k in names:
-        if val_metrics:
-            text += f"   {float(val_metrics[k]):11.2e} {float(trn_metrics[k]):11.2e}"
-        else:
-            text += f"   {float(trn_metrics[k]):11.2e}"
-    text += f"   {float(lr):8.1e}\n"
-    return text
+    return multitask_lcurve_line(step, [(val_metrics, trn_metrics)], lr)
 
 
-def multitask_lcurve_header(tasks: Iterable[tuple[str, Iterable[str], bool]]) -> str:
+def multitask_lcurve_header(tasks: Iterable[tuple[str | None, Iterable[str], bool]]) -> str:
     """The header of a multi-task lcurve.out: per (branch, metric keys, has validation), in
     model_dict order, the sorted keys as `<k>_val_<branch> <k>_trn_<branch>` (or only `_trn_`
-    without validation data), as DeePMD-kit writes it."""
+    without validation data), as DeePMD-kit writes it; branch None: a single task's `<k>_val`."""
     text = "# {:5s}".format("step")
     for name, keys, with_validation in tasks:
+        tail = "" if name is None else f"_{name}"
         for k in sorted(k for k in keys if "l2_" not in k):
             if with_validation:
-                text += f"   {f'{k}_val_{name}':>11s} {f'{k}_trn_{name}':>11s}"
+                text += f"   {f'{k}_val{tail}':>11s} {f'{k}_trn{tail}':>11s}"
             else:
-                text += f"   {f'{k}_trn_{name}':>11s}"
+                text += f"   {f'{k}_trn{tail}':>11s}"
     text += "   {:8s}\n".format("lr")
     text += "# If there is no available reference data, rmse_*_{val,trn} will print nan\n"
     return text
